@@ -1,0 +1,159 @@
+"""The `samsvc` command: serve, and manage models.
+
+Every setting (samsvc.config.Settings) is a flag of every command (`--grpc-port 50051`) and an
+environment variable (`GRPC_PORT=50051`); the flag wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from samsvc import __version__
+from samsvc.config import Settings, load_settings
+from samsvc.errors import SamsvcError
+
+log = logging.getLogger("samsvc")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also an environment variable)")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} [env {name.upper()}]"
+        annotation = field.annotation
+        if annotation is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif get_origin(annotation) is list or list in get_args(annotation):
+            group.add_argument(flag, dest=name, default=None, metavar="A,B", help=help_text)
+        else:
+            group.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {name: getattr(args, name, None) for name in Settings.model_fields}
+    return load_settings(**overrides)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from samsvc.server.app import serve
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
+    from samsvc.engine.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+    print(f"{'NAME':<16} {'SOURCE':<11} {'WEIGHTS':<8} {'SIZE':>9}  CHECKPOINT")
+    for spec in registry:
+        size = f"{spec.size_bytes / 1e6:.0f} MB" if spec.size_bytes else "-"
+        weights = "present" if spec.weights_present else "absent"
+        print(f"{spec.name:<16} {spec.source.value:<11} {weights:<8} {size:>9}  {spec.path}")
+    return 0
+
+
+def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
+    from samsvc.engine.download import download_model
+    from samsvc.engine.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+    spec = registry.get(args.name)
+    if spec is None:
+        print(f"error: unknown model {args.name!r}; known: {', '.join(registry.names())}", file=sys.stderr)
+        return 2
+    if spec.weights_present and not args.force:
+        print(f"{spec.name}: already present at {spec.path} (use --force to download again)")
+        return 0
+    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=spec.name, disable=args.quiet) as bar:
+
+        def progress(done: int, total: int | None) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        path = download_model(spec, progress=progress)
+    print(f"{spec.name}: saved to {path} (sha256 verified)" if spec.sha256 else f"{spec.name}: saved to {path}")
+    return 0
+
+
+def cmd_models_build_tiny(settings: Settings, args: argparse.Namespace) -> int:
+    from samsvc.engine.checkpoints import build_random_checkpoint, models_file_entry
+
+    path = Path(args.path).absolute()
+    digest = build_random_checkpoint(path, seed=args.seed)
+    print(f"# a randomly initialised tiny SAM (for trying the service, not for real masks): {path}")
+    print("# add this to your MODELS_FILE:")
+    print(models_file_entry(args.name, path, digest))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samsvc", description="Segment Anything as a service.")
+    parser.add_argument("--version", action="version", version=f"samsvc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gRPC server (embedded mode without REDIS_URL)")
+    _add_settings_flags(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    models = commands.add_parser("models", help="list, download or build model checkpoints")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = model_commands.add_parser("list", help="registered models and whether their weights are here")
+    _add_settings_flags(listing)
+    listing.set_defaults(handler=cmd_models_list)
+    download = model_commands.add_parser("download", help="download a model's weights into MODEL_DIR, verified")
+    download.add_argument("name", help="model name, e.g. vit_b")
+    download.add_argument("--force", action="store_true", help="download even if the file is present")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_settings_flags(download)
+    download.set_defaults(handler=cmd_models_download)
+    tiny = model_commands.add_parser(
+        "build-tiny", help="write a small random-weight SAM checkpoint and print its MODELS_FILE entry"
+    )
+    tiny.add_argument("path", help="where to write the checkpoint (.pth)")
+    tiny.add_argument("--name", default="tiny", help="model name for the MODELS_FILE entry")
+    tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+    _add_settings_flags(tiny)
+    tiny.set_defaults(handler=cmd_models_build_tiny)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"error: setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    _configure_logging(settings)
+    try:
+        code: int = args.handler(settings, args)
+    except SamsvcError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Automatic mask generation: a grid of point prompts over the image (and its crops), the
+masks SAM returns for them, filtered and de-duplicated.
+
+The answer is segment-anything's `SamAutomaticMaskGenerator`'s, computed by it: this module
+only adds a cancellation check between prompt batches (the safe point where a request that
+went away stops) and returns plain records.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from segment_anything import SamAutomaticMaskGenerator
+from segment_anything.modeling import Sam
+
+from samsvc.errors import Cancelled
+
+#: The seed's defaults (they differ from segment-anything's 32 / 0.88 / 0.95).
+DEFAULT_POINTS_PER_SIDE = 64
+DEFAULT_PRED_IOU_THRESH = 0.90
+DEFAULT_STABILITY_SCORE_THRESH = 0.92
+#: segment-anything's defaults for the rest.
+DEFAULT_POINTS_PER_BATCH = 64
+DEFAULT_STABILITY_SCORE_OFFSET = 1.0
+DEFAULT_BOX_NMS_THRESH = 0.7
+DEFAULT_CROP_N_LAYERS = 0
+DEFAULT_CROP_NMS_THRESH = 0.7
+DEFAULT_CROP_OVERLAP_RATIO = 512 / 1500
+DEFAULT_CROP_N_POINTS_DOWNSCALE_FACTOR = 1
+DEFAULT_MIN_MASK_REGION_AREA = 0
+
+
+@dataclass(frozen=True)
+class AmgOptions:
+    """Every parameter of automatic mask generation; all affect the output except points_per_batch."""
+
+    points_per_side: int = DEFAULT_POINTS_PER_SIDE
+    points_per_batch: int = DEFAULT_POINTS_PER_BATCH
+    pred_iou_thresh: float = DEFAULT_PRED_IOU_THRESH
+    stability_score_thresh: float = DEFAULT_STABILITY_SCORE_THRESH
+    stability_score_offset: float = DEFAULT_STABILITY_SCORE_OFFSET
+    box_nms_thresh: float = DEFAULT_BOX_NMS_THRESH
+    crop_n_layers: int = DEFAULT_CROP_N_LAYERS
+    crop_nms_thresh: float = DEFAULT_CROP_NMS_THRESH
+    crop_overlap_ratio: float = DEFAULT_CROP_OVERLAP_RATIO
+    crop_n_points_downscale_factor: int = DEFAULT_CROP_N_POINTS_DOWNSCALE_FACTOR
+    min_mask_region_area: int = DEFAULT_MIN_MASK_REGION_AREA
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of SamAutomaticMaskGenerator for these options."""
+        return {
+            "points_per_side": self.points_per_side,
+            "points_per_batch": self.points_per_batch,
+            "pred_iou_thresh": self.pred_iou_thresh,
+            "stability_score_thresh": self.stability_score_thresh,
+            "stability_score_offset": self.stability_score_offset,
+            "box_nms_thresh": self.box_nms_thresh,
+            "crop_n_layers": self.crop_n_layers,
+            "crop_nms_thresh": self.crop_nms_thresh,
+            "crop_overlap_ratio": self.crop_overlap_ratio,
+            "crop_n_points_downscale_factor": self.crop_n_points_downscale_factor,
+            "min_mask_region_area": self.min_mask_region_area,
+        }
+
+
+@dataclass(frozen=True)
+class MaskRecord:
+    """One mask as SAM's generator describes it."""
+
+    segmentation: npt.NDArray[np.bool_] = field(repr=False)
+    area: int
+    #: [x, y, width, height] in pixels.
+    bbox: tuple[int, int, int, int]
+    predicted_iou: float
+    stability_score: float
+    point_coords: tuple[tuple[float, float], ...]
+    #: [x, y, width, height] of the crop the mask came from.
+    crop_box: tuple[int, int, int, int]
+
+
+class CancelToken:
+    """Set by whoever owns the request; checked by the engine at its safe points."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("segmentation was cancelled", reason="REQUEST_CANCELLED")
+
+
+class _CancellableGenerator(SamAutomaticMaskGenerator):
+    """The reference generator, stopping between prompt batches when its token is cancelled."""
+
+    def __init__(self, model: Sam, cancel: CancelToken | None, **kwargs: Any) -> None:
+        super().__init__(model, output_mode="binary_mask", **kwargs)
+        self._cancel = cancel
+
+    def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
+        if self._cancel is not None:
+            self._cancel.raise_if_cancelled()
+        return super()._process_batch(*args, **kwargs)
+
+
+def generate_masks(
+    model: Sam,
+    image: npt.NDArray[np.uint8],
+    options: AmgOptions,
+    cancel: CancelToken | None = None,
+) -> list[MaskRecord]:
+    """Masks for an HxWx3 uint8 RGB image; raises Cancelled if `cancel` fires mid-way."""
+    generator = _CancellableGenerator(model, cancel, **options.generator_kwargs())
+    with torch.inference_mode():
+        raw = generator.generate(image)
+    return [_record(item) for item in raw]
+
+
+def _record(item: dict[str, Any]) -> MaskRecord:
+    x, y, w, h = (int(v) for v in item["bbox"])
+    cx, cy, cw, ch = (int(v) for v in item["crop_box"])
+    return MaskRecord(
+        segmentation=np.asarray(item["segmentation"], dtype=bool),
+        area=int(item["area"]),
+        bbox=(x, y, w, h),
+        predicted_iou=float(item["predicted_iou"]),
+        stability_score=float(item["stability_score"]),
+        point_coords=tuple((float(px), float(py)) for px, py in item["point_coords"]),
+        crop_box=(cx, cy, cw, ch),
+    )

@@ -1,0 +1,182 @@
+"""Loading checkpoints into SAM models: lazily or at start, once per process, safely under
+concurrent requests, with the load time recorded.
+
+Every checkpoint, built-in or registered, takes the same path: the model is built from its
+architecture by segment-anything's builder, then the state dict is read on the CPU
+(`weights_only`) and loaded strictly, then moved to the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from segment_anything.build_sam import _build_sam
+from segment_anything.modeling import Sam
+
+from samsvc.engine.download import download_model, sha256_of
+from samsvc.engine.registry import Architecture, ModelRegistry, ModelSpec
+from samsvc.errors import FailedPrecondition, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """`auto` is cuda when a GPU is visible, else cpu; anything else is taken as given."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def build_sam(architecture: Architecture) -> Sam:
+    """An untrained SAM of the given shape, from segment-anything's own builder."""
+    return _build_sam(
+        encoder_embed_dim=architecture.encoder_embed_dim,
+        encoder_depth=architecture.encoder_depth,
+        encoder_num_heads=architecture.encoder_num_heads,
+        encoder_global_attn_indexes=list(architecture.encoder_global_attn_indexes),
+        checkpoint=None,
+    )
+
+
+def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = True) -> Sam:
+    """Build the model for `spec` and load its checkpoint; FailedPrecondition if it cannot be used."""
+    path = spec.path
+    if not path.is_file():
+        raise _weights_missing(spec)
+    if verify and spec.sha256 is not None:
+        digest = sha256_of(path)
+        if digest != spec.sha256:
+            raise FailedPrecondition(
+                f"checkpoint {path} of model {spec.name!r} has sha256 {digest}, expected {spec.sha256}",
+                reason="CHECKSUM_MISMATCH",
+                metadata={"model": spec.name},
+            )
+    sam = build_sam(spec.architecture)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        sam.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise FailedPrecondition(
+            f"checkpoint {path} cannot be loaded as model {spec.name!r}: {str(exc).splitlines()[0][:300]}",
+            reason="CHECKPOINT_INVALID",
+            metadata={"model": spec.name},
+        ) from exc
+    return sam.to(device).eval()
+
+
+def _weights_missing(spec: ModelSpec) -> FailedPrecondition:
+    if spec.url is not None:
+        hint = f"run `samsvc models download {spec.name}`"
+    else:
+        hint = "put the checkpoint there or fix MODELS_FILE"
+    return FailedPrecondition(
+        f"weights of model {spec.name!r} are not on this server ({spec.path}): {hint}",
+        reason="MODEL_WEIGHTS_MISSING",
+        metadata={"model": spec.name, "path": str(spec.path), "command": f"samsvc models download {spec.name}"},
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to run, shared read-only by every request of the process."""
+
+    spec: ModelSpec
+    sam: Sam
+    device: torch.device
+    load_time_s: float
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the health report and ListModels say of one model."""
+
+    spec: ModelSpec
+    weights_present: bool
+    loaded: bool
+    device: str
+    load_time_s: float
+
+
+class ModelManager:
+    """Loads each model once per process and hands the same instance to every caller.
+
+    SAM's predictors keep per-image state, so callers wrap the shared model in their own
+    predictor; the model itself is only read.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        device: str = "auto",
+        verify_checksums: bool = True,
+        auto_download: bool = False,
+        downloader: Callable[[ModelSpec], Path] = download_model,
+    ) -> None:
+        self.registry = registry
+        self.device = resolve_device(device)
+        self._verify = verify_checksums
+        self._auto_download = auto_download
+        self._downloader = downloader
+        self._loaded: dict[str, LoadedModel] = {}
+        self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in registry.names()}
+
+    def spec(self, name: str) -> ModelSpec:
+        spec = self.registry.get(name)
+        if spec is None:
+            raise NotFound(f"model {name!r} is not registered", reason="MODEL_NOT_FOUND", metadata={"model": name})
+        return spec
+
+    def get(self, name: str) -> LoadedModel:
+        """The loaded model, loading it first if needed (blocking; call off the event loop)."""
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
+        spec = self.spec(name)
+        with self._locks[name]:
+            loaded = self._loaded.get(name)
+            if loaded is None:
+                loaded = self._load(spec)
+                self._loaded[name] = loaded
+        return loaded
+
+    def _load(self, spec: ModelSpec) -> LoadedModel:
+        if not spec.weights_present and self._auto_download and spec.url is not None:
+            log.info("downloading weights of %s from %s", spec.name, spec.url)
+            self._downloader(spec)
+        started = time.perf_counter()
+        sam = load_checkpoint(spec, self.device, verify=self._verify)
+        elapsed = time.perf_counter() - started
+        log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
+        return LoadedModel(spec=spec, sam=sam, device=self.device, load_time_s=elapsed)
+
+    def preload(self, names: list[str]) -> None:
+        """Load the named models now; `all` loads every model whose weights are present."""
+        if "all" in names:
+            names = [spec.name for spec in self.registry if spec.weights_present]
+        for name in names:
+            self.get(name)
+
+    def states(self) -> list[ModelState]:
+        return [self.state(spec.name) for spec in self.registry]
+
+    def state(self, name: str) -> ModelState:
+        spec = self.spec(name)
+        loaded = self._loaded.get(name)
+        return ModelState(
+            spec=spec,
+            weights_present=spec.weights_present,
+            loaded=loaded is not None,
+            device=str(self.device),
+            load_time_s=loaded.load_time_s if loaded else 0.0,
+        )

@@ -1,0 +1,234 @@
+"""Which models exist: the three official SAM checkpoints plus those an operator registers
+in a TOML file (MODELS_FILE).
+
+A MODELS_FILE looks like::
+
+    [models.my_sam]
+    checkpoint = "checkpoints/my_sam.pth"   # a path (relative to this file) ...
+    # url = "https://example.org/my_sam.pth" # ... or a URL downloaded into MODEL_DIR
+    sha256 = "9f2c..."                       # required with url, checked on load when given
+    architecture = "vit_b"                   # a built-in shape, or the four fields below
+    # encoder_embed_dim = 768
+    # encoder_depth = 12
+    # encoder_num_heads = 12
+    # encoder_global_attn_indexes = [2, 5, 8, 11]
+
+Registered models are served exactly like the built-ins.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from samsvc.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The image encoder's shape; `segment_anything.build_sam._build_sam` takes exactly these."""
+
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+
+    def check(self) -> None:
+        """Raise ConfigurationError for a shape the builder cannot make."""
+        if self.encoder_embed_dim <= 0 or self.encoder_depth <= 0 or self.encoder_num_heads <= 0:
+            raise ConfigurationError("encoder_embed_dim, encoder_depth and encoder_num_heads must be positive")
+        if self.encoder_embed_dim % self.encoder_num_heads:
+            raise ConfigurationError("encoder_embed_dim must be a multiple of encoder_num_heads")
+        bad = [i for i in self.encoder_global_attn_indexes if not 0 <= i < self.encoder_depth]
+        if bad:
+            raise ConfigurationError(f"encoder_global_attn_indexes {bad} are outside 0..{self.encoder_depth - 1}")
+
+
+#: The encoder shapes of the official checkpoints (segment_anything/build_sam.py).
+BUILTIN_ARCHITECTURES: Mapping[str, Architecture] = {
+    "vit_h": Architecture(1280, 32, 16, (7, 15, 23, 31)),
+    "vit_l": Architecture(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_b": Architecture(768, 12, 12, (2, 5, 8, 11)),
+}
+
+_OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ModelSource(Enum):
+    BUILTIN = "builtin"
+    REGISTERED = "registered"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A servable model: where its weights are and what shape it has."""
+
+    name: str
+    architecture: Architecture
+    source: ModelSource
+    #: Absolute path of the checkpoint on this machine (inside MODEL_DIR for downloads).
+    path: Path
+    #: Download address, or None for local-only checkpoints.
+    url: str | None = None
+    #: Expected SHA-256 (lower-case hex), or None when the operator gave none.
+    sha256: str | None = None
+    #: Expected size in bytes, or None.
+    size_bytes: int | None = None
+
+    @property
+    def weights_present(self) -> bool:
+        return self.path.is_file()
+
+
+def builtin_specs(model_dir: Path) -> list[ModelSpec]:
+    """The official checkpoints, in MODEL_DIR."""
+    official = [
+        ("vit_h", "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879),
+        ("vit_l", "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607),
+        ("vit_b", "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383),
+    ]
+    return [
+        ModelSpec(
+            name=name,
+            architecture=BUILTIN_ARCHITECTURES[name],
+            source=ModelSource.BUILTIN,
+            path=(model_dir / filename).absolute(),
+            url=_OFFICIAL_BASE + filename,
+            sha256=digest,
+            size_bytes=size,
+        )
+        for name, filename, digest, size in official
+    ]
+
+
+class ModelRegistry:
+    """Every model this process may serve, by name, in a stable order (built-ins first)."""
+
+    def __init__(self, specs: list[ModelSpec]) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ConfigurationError(f"model {spec.name!r} is registered twice")
+            self._specs[spec.name] = spec
+
+    @classmethod
+    def from_settings(cls, model_dir: Path, models_file: Path | None) -> ModelRegistry:
+        specs = builtin_specs(model_dir)
+        if models_file is not None:
+            specs += load_models_file(models_file, model_dir)
+        return cls(specs)
+
+    def get(self, name: str) -> ModelSpec | None:
+        return self._specs.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def load_models_file(path: Path, model_dir: Path) -> list[ModelSpec]:
+    """Parse MODELS_FILE into specs; every mistake is a ConfigurationError naming the model and key."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read MODELS_FILE {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"MODELS_FILE {path} is not valid TOML: {exc}") from exc
+    models = document.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigurationError(f"MODELS_FILE {path}: [models] must be a table")
+    return [_parse_entry(name, entry, path.parent, model_dir) for name, entry in models.items()]
+
+
+def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpec:
+    where = f"MODELS_FILE model {name!r}"
+    if not _NAME.match(name):
+        raise ConfigurationError(f"{where}: names are 1-64 letters, digits, '_', '-' or '.'")
+    if name in BUILTIN_ARCHITECTURES:
+        raise ConfigurationError(f"{where}: the name is taken by a built-in model")
+    if not isinstance(entry, dict):
+        raise ConfigurationError(f"{where}: must be a table")
+    known = {
+        "checkpoint", "url", "filename", "sha256", "size_bytes", "architecture",
+        "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes",
+    }  # fmt: skip
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown keys {unknown}")
+
+    sha256 = entry.get("sha256")
+    if sha256 is not None:
+        if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
+            raise ConfigurationError(f"{where}: sha256 must be 64 hex digits")
+        sha256 = sha256.lower()
+
+    url = entry.get("url")
+    checkpoint = entry.get("checkpoint")
+    if (url is None) == (checkpoint is None):
+        raise ConfigurationError(f"{where}: give exactly one of checkpoint (a path) or url")
+    if url is not None:
+        if not isinstance(url, str) or urlparse(url).scheme not in {"http", "https"}:
+            raise ConfigurationError(f"{where}: url must be http(s)")
+        if sha256 is None:
+            raise ConfigurationError(f"{where}: a url needs its sha256")
+        filename = entry.get("filename") or Path(urlparse(url).path).name
+        if not isinstance(filename, str) or not filename or "/" in filename or filename.startswith("."):
+            raise ConfigurationError(f"{where}: filename must be a plain file name")
+        path = (model_dir / filename).absolute()
+    else:
+        if not isinstance(checkpoint, str) or not checkpoint:
+            raise ConfigurationError(f"{where}: checkpoint must be a path")
+        path = (base / Path(checkpoint).expanduser()).absolute()
+
+    size = entry.get("size_bytes")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise ConfigurationError(f"{where}: size_bytes must be a positive integer")
+
+    return ModelSpec(
+        name=name,
+        architecture=_parse_architecture(where, entry),
+        source=ModelSource.REGISTERED,
+        path=path,
+        url=url,
+        sha256=sha256,
+        size_bytes=size,
+    )
+
+
+def _parse_architecture(where: str, entry: Mapping[str, Any]) -> Architecture:
+    fields = ("encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes")
+    named = entry.get("architecture")
+    given = [f for f in fields if f in entry]
+    if named is not None:
+        if given:
+            raise ConfigurationError(f"{where}: give architecture or its fields, not both")
+        if named not in BUILTIN_ARCHITECTURES:
+            raise ConfigurationError(f"{where}: architecture must be one of {sorted(BUILTIN_ARCHITECTURES)}")
+        return BUILTIN_ARCHITECTURES[named]
+    if len(given) != len(fields):
+        raise ConfigurationError(f"{where}: needs architecture, or all of {', '.join(fields)}")
+    ints = [entry[f] for f in fields[:3]]
+    indexes = entry["encoder_global_attn_indexes"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+        raise ConfigurationError(f"{where}: encoder sizes must be integers")
+    if not isinstance(indexes, list) or not all(isinstance(i, int) for i in indexes):
+        raise ConfigurationError(f"{where}: encoder_global_attn_indexes must be a list of integers")
+    arch = Architecture(ints[0], ints[1], ints[2], tuple(indexes))
+    try:
+        arch.check()
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: {exc.message}") from exc
+    return arch

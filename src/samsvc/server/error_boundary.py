@@ -1,0 +1,120 @@
+"""The one place domain errors become gRPC statuses.
+
+Each SamsvcError kind maps to a status code; the status carries a google.rpc.ErrorInfo
+(reason, domain "samsvc", metadata) and, where it applies, a BadRequest with field
+violations or a RetryInfo. Unexpected exceptions are logged with their stack trace and
+reported as INTERNAL without internals. Servicer methods opt in with `@unary_boundary`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from samsvc.errors import (
+    ERROR_DOMAIN,
+    Cancelled,
+    ConfigurationError,
+    DownloadError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    SamsvcError,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+#: Domain error kind -> gRPC status code (google.rpc.Code numbers equal grpc.StatusCode values).
+STATUS_CODES: dict[type[SamsvcError], int] = {
+    InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    NotFound: code_pb2.NOT_FOUND,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
+    Unavailable: code_pb2.UNAVAILABLE,
+    Cancelled: code_pb2.CANCELLED,
+    Internal: code_pb2.INTERNAL,
+    ConfigurationError: code_pb2.FAILED_PRECONDITION,
+    DownloadError: code_pb2.UNAVAILABLE,
+}
+
+
+def status_code_for(error: SamsvcError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS_CODES:
+            return STATUS_CODES[kind]  # type: ignore[index]
+    return code_pb2.INTERNAL
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(error: SamsvcError) -> status_pb2.Status:
+    """google.rpc.Status for a domain error, details included."""
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
+    if isinstance(error, InvalidArgument) and error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    if isinstance(error, ResourceExhausted):
+        seconds = max(error.retry_after, 0.0)
+        whole = math.floor(seconds)
+        delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_pb2.Status(code=status_code_for(error), message=error.message, details=details)
+
+
+def internal_status() -> status_pb2.Status:
+    return to_status(Internal("internal error; the server logged the details", reason="INTERNAL"))
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: SamsvcError) -> NoReturn:
+    await context.abort_with_status(rpc_status.to_status(to_status(error)))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+_Servicer = TypeVar("_Servicer")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+Handler = Callable[[_Servicer, _Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[_Response]]
+
+
+def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_Servicer, _Request, _Response]:
+    """Wrap a unary servicer method so every exception leaves as a proper gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: _Servicer, request: _Request, context: grpc.aio.ServicerContext[Any, Any]) -> _Response:
+        try:
+            return await method(self, request, context)
+        except SamsvcError as exc:
+            log.info("%s failed: %s %s", method.__name__, exc.reason, exc.message)
+            await abort_with(context, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed with an unexpected error", method.__name__)
+            await context.abort_with_status(rpc_status.to_status(internal_status()))
+            raise AssertionError("abort_with_status returned") from None  # pragma: no cover
+
+    return wrapper

@@ -1,0 +1,89 @@
+"""Request parameters of automatic mask generation: defaults filled, every range checked.
+
+All violations of a request are reported together, each naming its field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from samsvc.engine.amg import AmgOptions
+from samsvc.errors import FieldViolation, InvalidArgument
+
+#: Bounds of the integer parameters (inclusive).
+MAX_POINTS_PER_SIDE = 128
+MAX_POINTS_PER_BATCH = 1024
+MAX_CROP_N_LAYERS = 3
+MAX_CROP_N_POINTS_DOWNSCALE_FACTOR = 8
+MAX_STABILITY_SCORE_OFFSET = 10.0
+
+
+@dataclass(frozen=True)
+class _Range:
+    low: float
+    high: float
+    integer: bool = False
+    high_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if self.integer:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return "must be an integer"
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return "must be a finite number"
+        above = value >= self.high if self.high_open else value > self.high
+        if value < self.low or above:
+            closing = ")" if self.high_open else "]"
+            low, high = (int(self.low), int(self.high)) if self.integer else (self.low, self.high)
+            return f"must be in [{low}, {high}{closing}; got {value}"
+        return None
+
+
+#: One range per AmgOptions field (tests check none is missing).
+RANGES: dict[str, _Range] = {
+    "points_per_side": _Range(1, MAX_POINTS_PER_SIDE, integer=True),
+    "points_per_batch": _Range(1, MAX_POINTS_PER_BATCH, integer=True),
+    "pred_iou_thresh": _Range(0.0, 1.0),
+    "stability_score_thresh": _Range(0.0, 1.0),
+    "stability_score_offset": _Range(0.0, MAX_STABILITY_SCORE_OFFSET),
+    "box_nms_thresh": _Range(0.0, 1.0),
+    "crop_n_layers": _Range(0, MAX_CROP_N_LAYERS, integer=True),
+    "crop_nms_thresh": _Range(0.0, 1.0),
+    "crop_overlap_ratio": _Range(0.0, 1.0, high_open=True),
+    "crop_n_points_downscale_factor": _Range(1, MAX_CROP_N_POINTS_DOWNSCALE_FACTOR, integer=True),
+    "min_mask_region_area": _Range(0, 2**31 - 1, integer=True),
+}
+
+
+def check_amg_options(given: dict[str, Any], prefix: str = "") -> AmgOptions:
+    """AmgOptions from the parameters a request set (unset ones are absent from `given`).
+
+    Raises InvalidArgument listing every bad field (named `prefix + name`).
+    """
+    violations: list[FieldViolation] = []
+    for name, value in given.items():
+        limits = RANGES.get(name)
+        if limits is None:
+            violations.append(FieldViolation(prefix + name, "is not a mask generation parameter"))
+            continue
+        problem = limits.problem(value)
+        if problem is not None:
+            violations.append(FieldViolation(prefix + name, problem))
+    if violations:
+        raise invalid_parameters(violations)
+    return AmgOptions(**given)
+
+
+def check_model_name(name: str, known: list[str], field: str = "model_type") -> None:
+    """InvalidArgument unless `name` is a registered model."""
+    if name not in known:
+        raise InvalidArgument.for_field(
+            field, f"unknown model {name!r}; choose one of {', '.join(known)}", reason="UNKNOWN_MODEL"
+        )
+
+
+def invalid_parameters(violations: list[FieldViolation]) -> InvalidArgument:
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return InvalidArgument(f"invalid parameters: {summary}", violations=violations, reason="INVALID_PARAMETER")
