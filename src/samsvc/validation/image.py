@@ -70,7 +70,9 @@ def check_image_bytes(data: bytes, limits: ImageLimits, field: str = "image") ->
             with Image.open(io.BytesIO(data), formats=[sniffed]) as im:
                 width, height = im.size
     except Image.DecompressionBombError:
-        raise _bad(field, f"is larger than {limits.max_side} pixels a side", "IMAGE_TOO_LARGE") from None
+        raise _bad(
+            field, f"is larger than {limits.max_side} pixels a side (refused before decoding)", "IMAGE_TOO_LARGE"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise _bad(field, f"has a corrupt {sniffed} header ({exc})", "IMAGE_CORRUPT") from exc
     if width <= 0 or height <= 0:

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from samsvc.config import Settings
+from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
+from tests.support import ServerThread
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tiny SAM made by segment-anything's builder: (checkpoint path, sha256)."""
+    path = tmp_path_factory.mktemp("checkpoints") / "tiny.pth"
+    return path, build_random_checkpoint(path, TINY_ARCHITECTURE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def models_file(tiny_checkpoint: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A MODELS_FILE registering the tiny checkpoint as `tiny`."""
+    path, digest = tiny_checkpoint
+    models = tmp_path_factory.mktemp("config") / "models.toml"
+    models.write_text(models_file_entry("tiny", path, digest), encoding="utf-8")
+    return models
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MODEL_DIR: the built-in models are registered but their weights are absent."""
+    return tmp_path_factory.mktemp("model_dir")
+
+
+@pytest.fixture(scope="session")
+def base_settings(models_file: Path, model_dir: Path) -> Settings:
+    return Settings(
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        model_dir=model_dir,
+        models_file=models_file,
+        default_model="tiny",
+        max_image_bytes=2 * 1024 * 1024,
+        max_image_side=1024,
+        max_workers=2,
+        max_queue=8,
+        shutdown_grace=5.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(base_settings: Settings) -> Iterator[ServerThread]:
+    """A real server on a loopback port, shared by a test module."""
+    running = ServerThread(base_settings)
+    yield running
+    running.stop()

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from samsvc.engine.registry import BUILTIN_ARCHITECTURES, ModelRegistry, ModelSource
+from samsvc.errors import ConfigurationError
+
+DIGEST = "ab" * 32
+
+
+def registry_from(tmp_path: Path, text: str) -> ModelRegistry:
+    models = tmp_path / "models.toml"
+    models.write_text(text, encoding="utf-8")
+    return ModelRegistry.from_settings(tmp_path / "weights", models)
+
+
+def test_builtins_have_official_urls_and_digests(tmp_path: Path) -> None:
+    registry = ModelRegistry.from_settings(tmp_path, None)
+    assert registry.names() == ["vit_h", "vit_l", "vit_b"]
+    for spec in registry:
+        assert spec.url and spec.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_")
+        assert spec.sha256 and len(spec.sha256) == 64
+        assert spec.path.parent == tmp_path.absolute()
+        assert spec.architecture == BUILTIN_ARCHITECTURES[spec.name]
+        assert spec.source is ModelSource.BUILTIN
+
+
+def test_registered_models_by_path_url_and_named_shape(tmp_path: Path) -> None:
+    registry = registry_from(
+        tmp_path,
+        f"""
+[models.fine]
+checkpoint = "ckpt/fine.pth"
+architecture = "vit_b"
+
+[models.remote]
+url = "https://example.org/path/remote_sam.pth"
+sha256 = "{DIGEST.upper()}"
+encoder_embed_dim = 64
+encoder_depth = 2
+encoder_num_heads = 2
+encoder_global_attn_indexes = [1]
+""",
+    )
+    fine, remote = registry.get("fine"), registry.get("remote")
+    assert fine is not None and remote is not None
+    assert fine.path == (tmp_path / "ckpt" / "fine.pth").absolute()
+    assert fine.architecture == BUILTIN_ARCHITECTURES["vit_b"] and fine.url is None
+    assert remote.path == (tmp_path / "weights" / "remote_sam.pth").absolute()
+    assert remote.sha256 == DIGEST
+    assert remote.architecture.encoder_global_attn_indexes == (1,)
+
+
+@pytest.mark.parametrize(
+    "text,complaint",
+    [
+        ('[models.vit_b]\ncheckpoint = "x.pth"\narchitecture = "vit_b"', "taken by a built-in"),
+        ('[models.a]\narchitecture = "vit_b"', "exactly one of checkpoint"),
+        ('[models.a]\nurl = "https://x/y.pth"\narchitecture = "vit_b"', "needs its sha256"),
+        ('[models.a]\nurl = "ftp://x/y.pth"\narchitecture = "vit_b"\nsha256 = "' + DIGEST + '"', "http(s)"),
+        ('[models.a]\ncheckpoint = "x.pth"', "needs architecture"),
+        ('[models.a]\ncheckpoint = "x.pth"\narchitecture = "vit_q"', "architecture must be one of"),
+        ('[models.a]\ncheckpoint = "x.pth"\narchitecture = "vit_b"\nsha256 = "xyz"', "64 hex digits"),
+        ('[models.a]\ncheckpoint = "x.pth"\narchitecture = "vit_b"\ncolour = 1', "unknown keys"),
+        (
+            '[models.a]\ncheckpoint = "x.pth"\nencoder_embed_dim = 65\nencoder_depth = 2\n'
+            "encoder_num_heads = 2\nencoder_global_attn_indexes = [1]",
+            "multiple of encoder_num_heads",
+        ),
+        (
+            '[models.a]\ncheckpoint = "x.pth"\nencoder_embed_dim = 64\nencoder_depth = 2\n'
+            "encoder_num_heads = 2\nencoder_global_attn_indexes = [5]",
+            "outside",
+        ),
+        ("[models.a", "not valid TOML"),
+    ],
+)
+def test_bad_entries_name_the_model_and_the_problem(tmp_path: Path, text: str, complaint: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        registry_from(tmp_path, text)
+    assert complaint in caught.value.message
+
+
+def test_missing_models_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read MODELS_FILE"):
+        ModelRegistry.from_settings(tmp_path, tmp_path / "absent.toml")

@@ -1,0 +1,100 @@
+"""Helpers shared by the tests: synthetic images, a server running in a background thread,
+and polling with a deadline (tests never sleep to wait)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from PIL import Image
+
+from samsvc.config import Settings
+from samsvc.server.app import RunningServer, start_server
+from samsvc.v1 import segmentation_service_pb2_grpc
+
+T = TypeVar("T")
+
+
+def scene(width: int = 160, height: int = 120, seed: int = 0) -> np.ndarray:
+    """An RGB picture of a few flat shapes on a gradient, with a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), np.full_like(xx, 90)], -1)
+    for _ in range(4):
+        cx, cy = rng.integers(0, width), rng.integers(0, height)
+        radius = int(rng.integers(min(width, height) // 8, min(width, height) // 3))
+        colour = rng.integers(0, 256, size=3)
+        if rng.random() < 0.5:
+            image[(xx - cx) ** 2 + (yy - cy) ** 2 < radius**2] = colour
+        else:
+            image[(abs(xx - cx) < radius) & (abs(yy - cy) < radius // 2)] = colour
+    noisy = image + rng.normal(0, 4, image.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    out = io.BytesIO()
+    picture.save(out, format=fmt, **params)
+    return out.getvalue()
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerThread:
+    """A real samsvc gRPC server on a loopback port, run by an event loop in its own thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(start_server(settings), self.loop)
+        self.running: RunningServer = future.result(timeout=120)
+        self.address = self.running.address
+        self.channel = grpc.insecure_channel(
+            self.address, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+        )
+        self.stub = segmentation_service_pb2_grpc.SegmentationServiceStub(self.channel)
+
+    def stop(self, grace: float | None = 0) -> None:
+        self.channel.close()
+        asyncio.run_coroutine_threadsafe(self.running.stop(grace), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+
+def rich_status(error: grpc.RpcError) -> tuple[status_pb2.Status, dict[str, Any]]:
+    """The google.rpc.Status of a failed call, and its details unpacked by type name."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {error}"
+    details: dict[str, Any] = {}
+    for packed in status.details:
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+        ):
+            if packed.Is(kind.DESCRIPTOR):
+                message = kind()
+                packed.Unpack(message)
+                details[kind.DESCRIPTOR.name] = message
+    return status, details
