@@ -98,3 +98,45 @@ def rich_status(error: grpc.RpcError) -> tuple[status_pb2.Status, dict[str, Any]
                 packed.Unpack(message)
                 details[kind.DESCRIPTOR.name] = message
     return status, details
+
+
+class ServeProcess:
+    """`samsvc serve` as a real process on a free port; the port is read from its banner."""
+
+    def __init__(self, settings: Settings, *extra: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import re
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "samsvc.cli", "serve", "--grpc-port", "0", *extra]
+        environment = {**os.environ, **settings_env(settings), **(env or {})}
+        import tempfile
+
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        assert self.process.stdout is not None
+        banner = self.process.stdout.readline()  # blocks until the server prints it, or exits
+        found = re.search(r"gRPC on [^:]+:(\d+)", banner)
+        if found is None:
+            self.process.kill()
+            self.log.seek(0)
+            raise AssertionError(f"server did not start: {banner!r}\n{self.log.read()}")
+        self.port = int(found.group(1))
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce `settings` in a child process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+    return env

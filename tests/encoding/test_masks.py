@@ -11,9 +11,7 @@ from pycocotools import mask as coco_mask
 
 from samsvc.encoding.masks import decode_png, decode_polygons, decode_rle, encode_png, encode_polygons, encode_rle
 
-masks = st.integers(1, 40).flatmap(
-    lambda h: st.integers(1, 40).flatmap(lambda w: arrays(np.bool_, (h, w)))
-)
+masks = st.integers(1, 40).flatmap(lambda h: st.integers(1, 40).flatmap(lambda w: arrays(np.bool_, (h, w))))
 
 
 @settings(max_examples=60, deadline=None)

@@ -12,8 +12,8 @@ from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
 
 from samsvc.engine.amg import AmgOptions, CancelToken, generate_masks
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
+from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.errors import Cancelled
 from tests.support import scene
@@ -24,7 +24,9 @@ PERMISSIVE: dict[str, Any] = dict(pred_iou_thresh=0.0, stability_score_thresh=0.
 @pytest.fixture(scope="module")
 def sam(tiny_checkpoint: tuple[Path, str]) -> Sam:
     path, digest = tiny_checkpoint
-    return load_checkpoint(ModelSpec("tiny", TINY_ARCHITECTURE, ModelSource.REGISTERED, path, sha256=digest), torch.device("cpu"))
+    return load_checkpoint(
+        ModelSpec("tiny", TINY_ARCHITECTURE, ModelSource.REGISTERED, path, sha256=digest), torch.device("cpu")
+    )
 
 
 @pytest.mark.parametrize(

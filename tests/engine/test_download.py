@@ -19,7 +19,7 @@ DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path == "/good.pth":
             self._send(PAYLOAD, len(PAYLOAD))
         elif self.path == "/corrupt.pth":

@@ -101,7 +101,9 @@ def test_auto_download_fetches_absent_weights(tmp_path: Path) -> None:
         s.path.write_bytes(source.read_bytes())
         return s.path
 
-    remote = ModelSpec("remote", TINY_ARCHITECTURE, ModelSource.REGISTERED, tmp_path / "dir" / "r.pth", "http://x/r.pth", digest)
+    remote = ModelSpec(
+        "remote", TINY_ARCHITECTURE, ModelSource.REGISTERED, tmp_path / "dir" / "r.pth", "http://x/r.pth", digest
+    )
     (tmp_path / "dir").mkdir()
     manager = ModelManager(ModelRegistry([remote]), device="cpu", auto_download=True, downloader=downloader)
     assert manager.get("remote").spec.name == "remote"

@@ -12,7 +12,8 @@ from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.build_sam import _build_sam
 
 from samsvc.encoding.masks import Rle, decode_png, decode_polygons, decode_rle
-from samsvc.v1 import mask_pb2, segmentation_service_pb2 as pb
+from samsvc.v1 import mask_pb2
+from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import ServerThread, encode, scene
 
 # Random weights score masks low: keep every mask, and keep NMS from collapsing them.
@@ -34,9 +35,7 @@ def bbox_of(mask: np.ndarray) -> list[int]:
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min())]
 
 
-@pytest.mark.parametrize(
-    "fmt", [mask_pb2.MASK_FORMAT_UNSPECIFIED, mask_pb2.MASK_FORMAT_PNG, mask_pb2.MASK_FORMAT_RLE]
-)
+@pytest.mark.parametrize("fmt", [mask_pb2.MASK_FORMAT_UNSPECIFIED, mask_pb2.MASK_FORMAT_PNG, mask_pb2.MASK_FORMAT_RLE])
 def test_exact_formats_decode_to_masks_matching_area_and_bbox(server: ServerThread, fmt: int) -> None:
     image = scene(160, 120, seed=1)
     response = server.stub.Segment(pb.SegmentRequest(image=encode(image), mask_format=fmt, **PERMISSIVE))

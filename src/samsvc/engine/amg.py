@@ -101,7 +101,7 @@ class CancelToken:
             raise Cancelled("segmentation was cancelled", reason="REQUEST_CANCELLED")
 
 
-class _CancellableGenerator(SamAutomaticMaskGenerator):
+class _CancellableGenerator(SamAutomaticMaskGenerator):  # type: ignore[misc]
     """The reference generator, stopping between prompt batches when its token is cancelled."""
 
     def __init__(self, model: Sam, cancel: CancelToken | None, **kwargs: Any) -> None:

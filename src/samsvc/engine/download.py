@@ -104,7 +104,9 @@ def _stream(
                     reason="DOWNLOAD_INCOMPLETE",
                 )
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"download from {url} failed: HTTP {exc.code} {exc.reason}", reason="DOWNLOAD_FAILED") from exc
+        raise DownloadError(
+            f"download from {url} failed: HTTP {exc.code} {exc.reason}", reason="DOWNLOAD_FAILED"
+        ) from exc
     except urllib.error.URLError as exc:
         raise DownloadError(f"download from {url} failed: {exc.reason}", reason="DOWNLOAD_FAILED") from exc
     except http.client.IncompleteRead as exc:

@@ -47,9 +47,7 @@ class AdmissionControl:
 
     def record_duration(self, seconds: float) -> None:
         previous = self._mean_duration_s
-        self._mean_duration_s = (
-            seconds if previous is None else previous + DEFAULT_EWMA_WEIGHT * (seconds - previous)
-        )
+        self._mean_duration_s = seconds if previous is None else previous + DEFAULT_EWMA_WEIGHT * (seconds - previous)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

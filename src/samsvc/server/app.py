@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.registry import ModelRegistry
 from samsvc.server.admission import AdmissionControl
-from samsvc.server.health import SERVICE_NAME, ServingState
+from samsvc.server.health import SERVICE_NAME, HealthService
 from samsvc.server.servicer import SegmentationServicer
 from samsvc.v1 import segmentation_service_pb2, segmentation_service_pb2_grpc
 
@@ -53,7 +52,7 @@ def build_model_manager(settings: Settings) -> ModelManager:
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    serving: ServingState
+    health: HealthService
     models: ModelManager
     executor: ThreadPoolExecutor
 
@@ -63,7 +62,7 @@ class RunningServer:
 
     async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
         """Report NOT_SERVING, wait `drain_delay`, then stop with `grace` seconds for in-flight calls."""
-        await self.serving.set_serving(False)
+        await self.health.begin_shutdown()
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
@@ -73,14 +72,12 @@ class RunningServer:
 async def start_server(settings: Settings, models: ModelManager | None = None) -> RunningServer:
     models = models or build_model_manager(settings)
     server = grpc.aio.server(options=server_options(settings))
-    standard_health = HealthServicer()
-    serving = ServingState(standard_health)
-    await serving.set_serving(False)
+    health = HealthService()
     executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="samsvc-inference")
     admission = AdmissionControl(settings.max_workers, settings.max_queue)
-    servicer = SegmentationServicer(settings, models, admission, executor, serving)
-    segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    health_pb2_grpc.add_HealthServicer_to_server(standard_health, server)
+    servicer = SegmentationServicer(settings, models, admission, executor, health)
+    segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             segmentation_service_pb2.DESCRIPTOR.services_by_name["SegmentationService"].full_name,
@@ -93,11 +90,11 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     if port == 0:
         raise OSError(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
     await server.start()
-    running = RunningServer(server=server, port=port, serving=serving, models=models, executor=executor)
+    running = RunningServer(server=server, port=port, health=health, models=models, executor=executor)
     if settings.preload:
         log.info("preloading models: %s", ", ".join(settings.preload))
         await asyncio.get_running_loop().run_in_executor(executor, models.preload, settings.preload)
-    await serving.set_serving(True)
+    await health.set_serving(True)
     log.info("serving %s on %s:%d", SERVICE_NAME, settings.grpc_host, port)
     return running
 
@@ -109,7 +106,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"samsvc: gRPC on {settings.grpc_host}:{running.port} (grpcurl -plaintext 127.0.0.1:{running.port} list)", flush=True)
+    print(
+        f"samsvc: gRPC on {settings.grpc_host}:{running.port} (grpcurl -plaintext 127.0.0.1:{running.port} list)",
+        flush=True,
+    )
     await stop.wait()
     log.info("shutting down: draining for %.1f s, then %.1f s grace", settings.drain_delay, settings.shutdown_grace)
     await running.stop(settings.shutdown_grace, settings.drain_delay)

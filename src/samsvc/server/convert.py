@@ -18,7 +18,7 @@ from samsvc.v1 import mask_pb2, model_pb2, segmentation_service_pb2
 #: Fields of SegmentRequest that carry AmgOptions, by the same names.
 AMG_FIELDS = tuple(AmgOptions.__dataclass_fields__)
 
-_ENCODINGS = {
+_ENCODINGS: dict[int, MaskEncoding] = {
     mask_pb2.MASK_FORMAT_UNSPECIFIED: MaskEncoding.PNG,
     mask_pb2.MASK_FORMAT_PNG: MaskEncoding.PNG,
     mask_pb2.MASK_FORMAT_RLE: MaskEncoding.RLE,
@@ -29,7 +29,10 @@ _FORMATS = {
     MaskEncoding.RLE: mask_pb2.MASK_FORMAT_RLE,
     MaskEncoding.POLYGONS: mask_pb2.MASK_FORMAT_POLYGONS,
 }
-_SOURCES = {ModelSource.BUILTIN: model_pb2.MODEL_SOURCE_BUILTIN, ModelSource.REGISTERED: model_pb2.MODEL_SOURCE_REGISTERED}
+_SOURCES = {
+    ModelSource.BUILTIN: model_pb2.MODEL_SOURCE_BUILTIN,
+    ModelSource.REGISTERED: model_pb2.MODEL_SOURCE_REGISTERED,
+}
 
 
 def amg_fields_set(message: Any) -> dict[str, Any]:
@@ -38,7 +41,7 @@ def amg_fields_set(message: Any) -> dict[str, Any]:
 
 
 def mask_encoding(value: int, field: str = "mask_format") -> MaskEncoding:
-    encoding = _ENCODINGS.get(value)  # type: ignore[call-overload]
+    encoding: MaskEncoding | None = _ENCODINGS.get(value)
     if encoding is None:
         raise InvalidArgument.for_field(field, f"unknown mask format {value}", reason="INVALID_PARAMETER")
     return encoding
@@ -64,7 +67,9 @@ def mask_to_proto(encoded: EncodedMask) -> mask_pb2.Mask:
     return message
 
 
-def segment_response(job_id: str, outcome: SegmentOutcome, encoding: MaskEncoding) -> segmentation_service_pb2.SegmentResponse:
+def segment_response(
+    job_id: str, outcome: SegmentOutcome, encoding: MaskEncoding
+) -> segmentation_service_pb2.SegmentResponse:
     return segmentation_service_pb2.SegmentResponse(
         job_id=job_id,
         masks=[mask_to_proto(m) for m in outcome.masks],
@@ -114,7 +119,9 @@ def decode_page_token(token: str, field: str = "page_token") -> int:
             raise ValueError(text)
         offset = int(text[2:])
     except (ValueError, UnicodeError, binascii.Error):
-        raise InvalidArgument.for_field(field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN") from None
+        raise InvalidArgument.for_field(
+            field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
+        ) from None
     if offset < 0:
         raise InvalidArgument.for_field(field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN")
     return offset

@@ -13,9 +13,8 @@ import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -36,6 +35,9 @@ from samsvc.errors import (
 
 log = logging.getLogger(__name__)
 
+#: grpc ships no type information: its servicer context is typed as Any.
+ServicerContext: TypeAlias = Any
+
 #: Domain error kind -> gRPC status code (google.rpc.Code numbers equal grpc.StatusCode values).
 STATUS_CODES: dict[type[SamsvcError], int] = {
     InvalidArgument: code_pb2.INVALID_ARGUMENT,
@@ -53,8 +55,10 @@ STATUS_CODES: dict[type[SamsvcError], int] = {
 def status_code_for(error: SamsvcError) -> int:
     for kind in type(error).__mro__:
         if kind in STATUS_CODES:
-            return STATUS_CODES[kind]  # type: ignore[index]
-    return code_pb2.INTERNAL
+            code: int = STATUS_CODES[kind]
+            return code
+    fallback: int = code_pb2.INTERNAL
+    return fallback
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -89,7 +93,7 @@ def internal_status() -> status_pb2.Status:
     return to_status(Internal("internal error; the server logged the details", reason="INTERNAL"))
 
 
-async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: SamsvcError) -> NoReturn:
+async def abort_with(context: ServicerContext, error: SamsvcError) -> NoReturn:
     await context.abort_with_status(rpc_status.to_status(to_status(error)))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
@@ -97,14 +101,14 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: SamsvcE
 _Servicer = TypeVar("_Servicer")
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
-Handler = Callable[[_Servicer, _Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[_Response]]
+Handler = Callable[[_Servicer, _Request, ServicerContext], Awaitable[_Response]]
 
 
 def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_Servicer, _Request, _Response]:
     """Wrap a unary servicer method so every exception leaves as a proper gRPC status."""
 
     @functools.wraps(method)
-    async def wrapper(self: _Servicer, request: _Request, context: grpc.aio.ServicerContext[Any, Any]) -> _Response:
+    async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> _Response:
         try:
             return await method(self, request, context)
         except SamsvcError as exc:

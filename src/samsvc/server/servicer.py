@@ -11,9 +11,6 @@ import asyncio
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import grpc
 
 from samsvc import __version__
 from samsvc.config import Settings
@@ -23,15 +20,14 @@ from samsvc.errors import InvalidArgument
 from samsvc.pipeline import SegmentOutcome, SegmentTask, run_segment
 from samsvc.server import convert
 from samsvc.server.admission import AdmissionControl
-from samsvc.server.error_boundary import unary_boundary
-from samsvc.server.health import ProcessProbe, ServingState
+from samsvc.server.error_boundary import ServicerContext, unary_boundary
+from samsvc.server.health import HealthService, ProcessProbe
 from samsvc.v1 import health_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 from samsvc.validation.image import ImageLimits, check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name
 
 log = logging.getLogger(__name__)
 
-Context = grpc.aio.ServicerContext[Any, Any]
 
 #: ListModels page size when the request gives none, and the most it may ask for.
 DEFAULT_PAGE_SIZE = 50
@@ -45,13 +41,13 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         models: ModelManager,
         admission: AdmissionControl,
         executor: ThreadPoolExecutor,
-        serving: ServingState,
+        health: HealthService,
     ) -> None:
         self._settings = settings
         self._models = models
         self._admission = admission
         self._executor = executor
-        self._serving = serving
+        self._health = health
         self._limits = ImageLimits(max_bytes=settings.max_image_bytes, max_side=settings.max_image_side)
         self._probe = ProcessProbe()
 
@@ -86,7 +82,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
 
     @unary_boundary
     async def Segment(
-        self, request: segmentation_service_pb2.SegmentRequest, context: Context
+        self, request: segmentation_service_pb2.SegmentRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
         task = self._check_segment(request)
         job_id = f"seg_{uuid.uuid4().hex}"
@@ -99,7 +95,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
 
     @unary_boundary
     async def ListModels(
-        self, request: segmentation_service_pb2.ListModelsRequest, context: Context
+        self, request: segmentation_service_pb2.ListModelsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.ListModelsResponse:
         if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
             raise InvalidArgument.for_field(
@@ -116,9 +112,11 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         )
 
     @unary_boundary
-    async def CheckHealth(self, request: health_pb2.CheckHealthRequest, context: Context) -> health_pb2.CheckHealthResponse:
+    async def CheckHealth(
+        self, request: health_pb2.CheckHealthRequest, context: ServicerContext
+    ) -> health_pb2.CheckHealthResponse:
         return health_pb2.CheckHealthResponse(
-            status=self._serving.proto_status(),  # type: ignore[arg-type]
+            status=self._health.proto_status(),  # type: ignore[arg-type]
             version=__version__,
             models=[convert.model_to_proto(s) for s in self._models.states()],
             process=self._probe.resources(),

@@ -6,7 +6,7 @@ All violations of a request are reported together, each naming its field.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from samsvc.engine.amg import AmgOptions

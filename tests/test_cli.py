@@ -1,0 +1,107 @@
+"""The `samsvc` command as users run it."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from samsvc.engine.checkpoints import build_random_checkpoint
+from samsvc.engine.registry import ModelRegistry
+
+
+def samsvc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "samsvc.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
+    """A loopback HTTP server publishing one tiny checkpoint: (base url, file, sha256)."""
+    root = tmp_path_factory.mktemp("published")
+    path = root / "published.pth"
+    digest = build_random_checkpoint(path, seed=3)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", path, digest
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_models_list_shows_builtins_and_registered(models_file: Path, tmp_path: Path) -> None:
+    result = samsvc("models", "list", "--model-dir", str(tmp_path), "--models-file", str(models_file))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "SOURCE", "WEIGHTS"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["vit_h"][1:3] == ["builtin", "absent"]
+    assert rows["tiny"][1:3] == ["registered", "present"]
+
+
+def test_models_download_verifies_and_places_the_file(checkpoint_server: tuple[str, Path, str], tmp_path: Path) -> None:
+    base, _, digest = checkpoint_server
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[models.remote]\nurl = "{base}/published.pth"\nsha256 = "{digest}"\n'
+        "encoder_embed_dim = 64\nencoder_depth = 2\nencoder_num_heads = 2\nencoder_global_attn_indexes = [1]\n"
+        f'[models.tampered]\nurl = "{base}/published.pth"\nsha256 = "{"0" * 64}"\narchitecture = "vit_b"\n',
+        encoding="utf-8",
+    )
+    weights = tmp_path / "weights"
+    env = {"MODEL_DIR": str(weights), "MODELS_FILE": str(models)}
+
+    ok = samsvc("models", "download", "remote", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "sha256 verified" in ok.stdout
+    assert hashlib.sha256((weights / "published.pth").read_bytes()).hexdigest() == digest
+    assert ModelRegistry.from_settings(weights, models).get("remote").weights_present  # type: ignore[union-attr]
+
+    again = samsvc("models", "download", "remote", env=env)
+    assert again.returncode == 0 and "already present" in again.stdout
+
+    bad = samsvc("models", "download", "tampered", "--force", "--model-dir", str(tmp_path / "other"), env=env)
+    assert bad.returncode == 1
+    assert "checksum mismatch" in bad.stderr
+    assert not any((tmp_path / "other").iterdir())
+
+
+def test_unknown_model_download(tmp_path: Path) -> None:
+    result = samsvc("models", "download", "vit_zz", "--model-dir", str(tmp_path))
+    assert result.returncode == 2 and "unknown model" in result.stderr
+
+
+def test_build_tiny_prints_a_working_models_file_entry(tmp_path: Path) -> None:
+    result = samsvc("models", "build-tiny", str(tmp_path / "t.pth"), "--name", "mine")
+    assert result.returncode == 0, result.stderr
+    models = tmp_path / "models.toml"
+    models.write_text(result.stdout, encoding="utf-8")
+    spec = ModelRegistry.from_settings(tmp_path, models).get("mine")
+    assert spec is not None and spec.weights_present
+    assert spec.sha256 == hashlib.sha256((tmp_path / "t.pth").read_bytes()).hexdigest()
+
+
+def test_bad_setting_is_reported(tmp_path: Path) -> None:
+    result = samsvc("models", "list", env={"GRPC_PORT": "70000"})
+    assert result.returncode == 2 and "grpc_port" in result.stderr

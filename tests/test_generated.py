@@ -1,0 +1,55 @@
+"""generated/ must be exactly what scripts/generate.py makes from protos/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_generated_code_is_fresh() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "generate.py"), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_descriptor_set_carries_error_details_and_http_rules() -> None:
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "generated" / "samsvc.pb").read_bytes())
+    files = {f.name for f in descriptors.file}
+    assert {
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+        "google/api/annotations.proto",
+        "samsvc/v1/segmentation_service.proto",
+    } <= files
+    service = next(f for f in descriptors.file if f.name == "samsvc/v1/segmentation_service.proto").service[0]
+    assert service.name == "SegmentationService"
+    for method in service.method:
+        assert method.options.ByteSize() > 0, f"{method.name} has no google.api.http rule"
+
+
+def test_routes_of_the_seed_are_annotated() -> None:
+    from google.api import annotations_pb2
+
+    from samsvc.v1 import segmentation_service_pb2
+
+    service = segmentation_service_pb2.DESCRIPTOR.services_by_name["SegmentationService"]
+    routes: set[tuple[str, str]] = set()
+    for method in service.methods:
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        for binding in [rule, *rule.additional_bindings]:
+            verb = binding.WhichOneof("pattern")
+            routes.add((verb.upper(), getattr(binding, verb)))
+    assert {
+        ("POST", "/api/v1/segment"),
+        ("POST", "/segment"),
+        ("GET", "/api/v1/models"),
+        ("GET", "/models"),
+        ("GET", "/health"),
+        ("GET", "/api/v1/health"),
+    } <= routes
