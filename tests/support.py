@@ -133,10 +133,113 @@ class ServeProcess:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment variables that reproduce `settings` in a child process."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
-    return env
+    from samsvc.config import settings_environment
+
+    return settings_environment(settings)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port with AOF on (fsync always), which tests may
+    kill and restart on the same port and data directory."""
+
+    def __init__(self, directory: Any) -> None:
+        import shutil
+
+        self.binary = shutil.which("redis-server")
+        assert self.binary, "redis-server is not installed (apt-get install redis-server)"
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: Any = None
+        self.start()
+
+    def start(self) -> None:
+        import subprocess
+
+        import redis
+
+        self.process = subprocess.Popen(
+            [
+                str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
+                "--protected-mode", "no", "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(up, timeout=20, what="redis-server to answer")
+        client.close()
+
+    def kill(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+class WorkerProcess:
+    """`samsvc worker` (Dramatiq's CLI underneath) as a real process group."""
+
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        self.log = tempfile.NamedTemporaryFile(mode="w+", suffix=".log", delete=False)  # noqa: SIM115 (closed in stop)
+        environment = {**os.environ, **settings_env(settings), **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "samsvc.cli", "worker"],
+            env=environment,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def children(self) -> list[int]:
+        """Pids of the Dramatiq worker processes (children of the CLI's main process)."""
+        import psutil
+
+        try:
+            return [c.pid for c in psutil.Process(self.process.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log.name) as handle:
+            return handle.read()
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except Exception:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.log.close()

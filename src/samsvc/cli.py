@@ -57,6 +57,30 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Replace this process with Dramatiq's worker CLI over our queues and actors."""
+    import os
+
+    from samsvc.config import settings_environment
+    from samsvc.jobs.broker import ALL_QUEUES
+
+    if not settings.redis_url:
+        print("error: samsvc worker needs REDIS_URL (without it, `samsvc serve` runs jobs in-process)", file=sys.stderr)
+        return 2
+    env = {**os.environ, **settings_environment(settings)}
+    # Dramatiq reads its prefetch from the environment when its worker module is imported.
+    env["dramatiq_queue_prefetch"] = str(settings.queue_prefetch)
+    argv = [
+        sys.executable, "-m", "dramatiq", "samsvc.jobs.worker_main",
+        "--processes", str(settings.worker_processes),
+        "--threads", str(settings.worker_threads),
+        "--queues", *ALL_QUEUES,
+    ]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)  # noqa: S606 (our own interpreter, argument list)
+
+
 def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.engine.registry import ModelRegistry
 
@@ -112,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server (embedded mode without REDIS_URL)")
     _add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run Dramatiq worker processes for batch jobs (needs REDIS_URL)")
+    _add_settings_flags(worker)
+    worker.set_defaults(handler=cmd_worker)
 
     models = commands.add_parser("models", help="list, download or build model checkpoints")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

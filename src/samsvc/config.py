@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 #: Longest image side accepted, read from the header before decoding.
 DEFAULT_MAX_IMAGE_SIDE = 4096
+#: 100 MiB: a batch request carries many images in one message.
+DEFAULT_MAX_BATCH_BYTES = 100 * 1024 * 1024
 #: Room for the protobuf fields around the image in one gRPC message.
 MESSAGE_OVERHEAD_BYTES = 1024 * 1024
 
@@ -45,7 +47,44 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Logging level.")
 
-    @field_validator("preload", mode="before")
+    # Batch jobs.
+    redis_url: str | None = Field(
+        None, description="Redis for the job store and the Dramatiq broker; unset runs everything in-process."
+    )
+    data_dir: Path = Field(Path("./data"), description="Blob store for batch images, shared by servers and workers.")
+    max_batch_images: int = Field(50, ge=1, le=10_000, description="Most images in one batch.")
+    max_batch_bytes: int = Field(
+        DEFAULT_MAX_BATCH_BYTES, ge=1, description="Largest batch request in bytes (all images together)."
+    )
+    job_retention_s: int = Field(86_400, ge=60, description="Seconds jobs, results and events are kept.")
+    job_max_retries: int = Field(5, ge=0, le=100, description="Retries of an image after a transient failure.")
+    job_min_backoff_ms: int = Field(1_000, ge=0, description="First retry delay of an image, doubling each time.")
+    job_max_backoff_ms: int = Field(60_000, ge=0, description="Longest retry delay of an image.")
+    job_time_limit_s: int = Field(3_600, ge=1, description="Longest one image may run before it is retried.")
+    worker_processes: int = Field(1, ge=1, le=256, description="Worker processes started by `samsvc worker`.")
+    worker_threads: int = Field(1, ge=1, le=256, description="Threads per worker process (images at once).")
+    queue_prefetch: int = Field(
+        1, ge=1, le=1000, description="Messages a worker takes ahead per queue; 1 keeps priorities strict."
+    )
+    broker_heartbeat_timeout_ms: int = Field(
+        60_000, ge=1_000, description="A worker silent this long is dead and its images are requeued."
+    )
+    broker_maintenance_chance: int = Field(
+        10_000, ge=1, le=1_000_000, description="Broker calls per million that requeue dead workers' images."
+    )
+    cancel_poll_interval_s: float = Field(
+        0.5, gt=0, description="How often a running image checks whether its job was cancelled."
+    )
+    webhook_secret: str = Field("", description="HMAC-SHA256 key signing webhook bodies.")
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, addresses or CIDR ranges webhooks may reach although not public, comma separated.",
+    )
+    webhook_max_retries: int = Field(8, ge=0, le=100, description="Retries of a failed webhook delivery.")
+    webhook_min_backoff_ms: int = Field(2_000, ge=0, description="First webhook retry delay, doubling each time.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
+
+    @field_validator("preload", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -62,10 +101,20 @@ class Settings(BaseSettings):
 
     @property
     def max_message_bytes(self) -> int:
-        """gRPC receive limit: the largest allowed request plus its envelope."""
-        return self.max_image_bytes + MESSAGE_OVERHEAD_BYTES
+        """gRPC receive limit: the largest allowed request (one image or a batch) plus its envelope."""
+        return max(self.max_image_bytes, self.max_batch_bytes) + MESSAGE_OVERHEAD_BYTES
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit values (CLI flags) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce `settings` in a child process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+    return env

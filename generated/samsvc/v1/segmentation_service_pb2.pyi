@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from samsvc.v1 import job_pb2 as _job_pb2
 from samsvc.v1 import mask_pb2 as _mask_pb2
 from samsvc.v1 import model_pb2 as _model_pb2
 import builtins as _builtins
@@ -258,3 +259,394 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class SegmentOptions(_message.Message):
+    """The options of automatic mask generation, as in SegmentRequest, for batches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    POINTS_PER_SIDE_FIELD_NUMBER: _builtins.int
+    PRED_IOU_THRESH_FIELD_NUMBER: _builtins.int
+    STABILITY_SCORE_THRESH_FIELD_NUMBER: _builtins.int
+    RETURN_VISUALIZATION_FIELD_NUMBER: _builtins.int
+    MASK_FORMAT_FIELD_NUMBER: _builtins.int
+    POINTS_PER_BATCH_FIELD_NUMBER: _builtins.int
+    STABILITY_SCORE_OFFSET_FIELD_NUMBER: _builtins.int
+    BOX_NMS_THRESH_FIELD_NUMBER: _builtins.int
+    CROP_N_LAYERS_FIELD_NUMBER: _builtins.int
+    CROP_NMS_THRESH_FIELD_NUMBER: _builtins.int
+    CROP_OVERLAP_RATIO_FIELD_NUMBER: _builtins.int
+    CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _builtins.int
+    MIN_MASK_REGION_AREA_FIELD_NUMBER: _builtins.int
+    model_type: _builtins.str
+    """The model to run; empty means the server's default model."""
+    points_per_side: _builtins.int
+    """Point prompts per side of the sampling grid (1 to 128); default 64."""
+    pred_iou_thresh: _builtins.float
+    """Masks whose predicted IoU is not above this are dropped (0 to 1); default 0.90."""
+    stability_score_thresh: _builtins.float
+    """Masks whose stability score is below this are dropped (0 to 1); default 0.92."""
+    return_visualization: _builtins.bool
+    """Whether each image's result carries a PNG overlay."""
+    mask_format: _mask_pb2.MaskFormat.ValueType
+    """How masks are encoded; unset means MASK_FORMAT_PNG."""
+    points_per_batch: _builtins.int
+    """Point prompts per decoder batch (1 to 1024); default 64."""
+    stability_score_offset: _builtins.float
+    """Logit offset for the stability score (0 to 10); default 1.0."""
+    box_nms_thresh: _builtins.float
+    """Box IoU above which masks of one crop are merged (0 to 1); default 0.7."""
+    crop_n_layers: _builtins.int
+    """Extra crop layers (0 to 3); default 0."""
+    crop_nms_thresh: _builtins.float
+    """Box IoU above which masks of different crops are merged (0 to 1); default 0.7."""
+    crop_overlap_ratio: _builtins.float
+    """Overlap of neighbouring crops (0 to 1, exclusive of 1); default 512/1500."""
+    crop_n_points_downscale_factor: _builtins.int
+    """Points per side shrink by this factor per crop layer (1 to 8); default 1."""
+    min_mask_region_area: _builtins.int
+    """Regions and holes smaller than this many pixels are removed; default 0 (off)."""
+    def __init__(
+        self,
+        *,
+        model_type: _builtins.str = ...,
+        points_per_side: _builtins.int | None = ...,
+        pred_iou_thresh: _builtins.float | None = ...,
+        stability_score_thresh: _builtins.float | None = ...,
+        return_visualization: _builtins.bool = ...,
+        mask_format: _mask_pb2.MaskFormat.ValueType = ...,
+        points_per_batch: _builtins.int | None = ...,
+        stability_score_offset: _builtins.float | None = ...,
+        box_nms_thresh: _builtins.float | None = ...,
+        crop_n_layers: _builtins.int | None = ...,
+        crop_nms_thresh: _builtins.float | None = ...,
+        crop_overlap_ratio: _builtins.float | None = ...,
+        crop_n_points_downscale_factor: _builtins.int | None = ...,
+        min_mask_region_area: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__box_nms_thresh: _TypeAlias = _typing.Literal["box_nms_thresh"]  # noqa: Y015
+    _WhichOneofArgType__box_nms_thresh: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__crop_n_layers: _TypeAlias = _typing.Literal["crop_n_layers"]  # noqa: Y015
+    _WhichOneofArgType__crop_n_layers: _TypeAlias = _typing.Literal["_crop_n_layers", b"_crop_n_layers"]  # noqa: Y015
+    _WhichOneofReturnType__crop_n_points_downscale_factor: _TypeAlias = _typing.Literal["crop_n_points_downscale_factor"]  # noqa: Y015
+    _WhichOneofArgType__crop_n_points_downscale_factor: _TypeAlias = _typing.Literal["_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor"]  # noqa: Y015
+    _WhichOneofReturnType__crop_nms_thresh: _TypeAlias = _typing.Literal["crop_nms_thresh"]  # noqa: Y015
+    _WhichOneofArgType__crop_nms_thresh: _TypeAlias = _typing.Literal["_crop_nms_thresh", b"_crop_nms_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__crop_overlap_ratio: _TypeAlias = _typing.Literal["crop_overlap_ratio"]  # noqa: Y015
+    _WhichOneofArgType__crop_overlap_ratio: _TypeAlias = _typing.Literal["_crop_overlap_ratio", b"_crop_overlap_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__min_mask_region_area: _TypeAlias = _typing.Literal["min_mask_region_area"]  # noqa: Y015
+    _WhichOneofArgType__min_mask_region_area: _TypeAlias = _typing.Literal["_min_mask_region_area", b"_min_mask_region_area"]  # noqa: Y015
+    _WhichOneofReturnType__points_per_batch: _TypeAlias = _typing.Literal["points_per_batch"]  # noqa: Y015
+    _WhichOneofArgType__points_per_batch: _TypeAlias = _typing.Literal["_points_per_batch", b"_points_per_batch"]  # noqa: Y015
+    _WhichOneofReturnType__points_per_side: _TypeAlias = _typing.Literal["points_per_side"]  # noqa: Y015
+    _WhichOneofArgType__points_per_side: _TypeAlias = _typing.Literal["_points_per_side", b"_points_per_side"]  # noqa: Y015
+    _WhichOneofReturnType__pred_iou_thresh: _TypeAlias = _typing.Literal["pred_iou_thresh"]  # noqa: Y015
+    _WhichOneofArgType__pred_iou_thresh: _TypeAlias = _typing.Literal["_pred_iou_thresh", b"_pred_iou_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__stability_score_offset: _TypeAlias = _typing.Literal["stability_score_offset"]  # noqa: Y015
+    _WhichOneofArgType__stability_score_offset: _TypeAlias = _typing.Literal["_stability_score_offset", b"_stability_score_offset"]  # noqa: Y015
+    _WhichOneofReturnType__stability_score_thresh: _TypeAlias = _typing.Literal["stability_score_thresh"]  # noqa: Y015
+    _WhichOneofArgType__stability_score_thresh: _TypeAlias = _typing.Literal["_stability_score_thresh", b"_stability_score_thresh"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__box_nms_thresh) -> _WhichOneofReturnType__box_nms_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_n_layers) -> _WhichOneofReturnType__crop_n_layers | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_n_points_downscale_factor) -> _WhichOneofReturnType__crop_n_points_downscale_factor | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_nms_thresh) -> _WhichOneofReturnType__crop_nms_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_overlap_ratio) -> _WhichOneofReturnType__crop_overlap_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_mask_region_area) -> _WhichOneofReturnType__min_mask_region_area | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__points_per_batch) -> _WhichOneofReturnType__points_per_batch | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__points_per_side) -> _WhichOneofReturnType__points_per_side | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pred_iou_thresh) -> _WhichOneofReturnType__pred_iou_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_offset) -> _WhichOneofReturnType__stability_score_offset | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_thresh) -> _WhichOneofReturnType__stability_score_thresh | None: ...
+
+Global___SegmentOptions: _TypeAlias = SegmentOptions  # noqa: Y015
+
+@_typing.final
+class SubmitBatchRequest(_message.Message):
+    """A batch of images to segment with one set of options."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    webhook_url: _builtins.str
+    """Where to POST the job summary when it ends (http or https; signed with HMAC-SHA256)."""
+    priority: _job_pb2.Priority.ValueType
+    """Scheduling priority; unset means normal."""
+    request_id: _builtins.str
+    """A caller-chosen key (up to 128 characters): resubmitting with the same key returns the
+    first submission's job instead of creating another.
+    """
+    @_builtins.property
+    def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The images (JPEG, PNG or WEBP; base64 in JSON); 1 to MAX_BATCH_IMAGES (50 by default)."""
+
+    @_builtins.property
+    def options(self) -> Global___SegmentOptions:
+        """Options applied to every image."""
+
+    def __init__(
+        self,
+        *,
+        images: _abc.Iterable[_builtins.bytes] | None = ...,
+        options: Global___SegmentOptions | None = ...,
+        webhook_url: _builtins.str = ...,
+        priority: _job_pb2.Priority.ValueType = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "options", b"options", "priority", b"priority", "request_id", b"request_id", "webhook_url", b"webhook_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class SubmitBatchResponse(_message.Message):
+    """A batch was accepted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TOTAL_IMAGES_FIELD_NUMBER: _builtins.int
+    ESTIMATED_TIME_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job's identifier."""
+    status: _job_pb2.JobStatus.ValueType
+    """The job's status (queued right after submission)."""
+    total_images: _builtins.int
+    """Images in the job."""
+    estimated_time: _builtins.int
+    """Estimated seconds until the job ends."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        status: _job_pb2.JobStatus.ValueType = ...,
+        total_images: _builtins.int = ...,
+        estimated_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_time", b"estimated_time", "job_id", b"job_id", "status", b"status", "total_images", b"total_images"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatchResponse: _TypeAlias = SubmitBatchResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    """Follow a job's events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job to follow."""
+    cursor: _builtins.str
+    """Resume after this event's cursor; empty means from the job's first event."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class GetJobStatusRequest(_message.Message):
+    """Get a job's status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobStatusRequest: _TypeAlias = GetJobStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetJobResultsRequest(_message.Message):
+    """Get a job's per-image results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    page_size: _builtins.int
+    """Most image results per page (1 to 50); 0 means 10."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobResultsRequest: _TypeAlias = GetJobResultsRequest  # noqa: Y015
+
+@_typing.final
+class GetJobResultsResponse(_message.Message):
+    """One page of a job's results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The job as it is now."""
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.ImageResult]:
+        """Finished images of this page, in image order."""
+
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+        results: _abc.Iterable[_job_pb2.ImageResult] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobResultsResponse: _TypeAlias = GetJobResultsResponse  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    """Cancel a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    """List jobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    JOB_TYPE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    status: _job_pb2.JobStatus.ValueType
+    """Only jobs in this status; unset means any."""
+    job_type: _job_pb2.JobType.ValueType
+    """Only jobs of this type; unset means any."""
+    page_size: _builtins.int
+    """Most jobs per page (1 to 100); 0 means 20."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page."""
+    def __init__(
+        self,
+        *,
+        status: _job_pb2.JobStatus.ValueType = ...,
+        job_type: _job_pb2.JobType.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    """One page of jobs, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The jobs."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015

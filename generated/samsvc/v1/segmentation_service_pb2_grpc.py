@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from samsvc.v1 import health_pb2 as samsvc_dot_v1_dot_health__pb2
+from samsvc.v1 import job_pb2 as samsvc_dot_v1_dot_job__pb2
 from samsvc.v1 import segmentation_service_pb2 as samsvc_dot_v1_dot_segmentation__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -56,6 +57,41 @@ class SegmentationServiceStub:
                 request_serializer=samsvc_dot_v1_dot_health__pb2.CheckHealthRequest.SerializeToString,
                 response_deserializer=samsvc_dot_v1_dot_health__pb2.CheckHealthResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/SubmitBatch',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
+        self.SegmentBatch = channel.unary_stream(
+                '/samsvc.v1.SegmentationService/SegmentBatch',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_job__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/samsvc.v1.SegmentationService/WatchJob',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_job__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.GetJobStatus = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/GetJobStatus',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.GetJobStatusRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_job__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJobResults = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/GetJobResults',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.GetJobResultsRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.GetJobResultsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/CancelJob',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_job__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/ListJobs',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentationServiceServicer:
@@ -89,6 +125,58 @@ class SegmentationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitBatch(self, request, context):
+        """Accepts a batch of images for segmentation by the workers and returns at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SegmentBatch(self, request, context):
+        """Accepts a batch like SubmitBatch, then streams its events: accepted, each image's
+        result as it finishes (completion order), progress counts, and the job's end state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Follows an existing job's events from a cursor (or from its start), ending with its end
+        state: a client that lost its stream resumes without missing or repeating an image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobStatus(self, request, context):
+        """A job's status, counts, times and estimate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobResults(self, request, context):
+        """A job's per-image results, in image order, one page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels a job: queued images never run, a running image stops at its next safe point,
+        and results finished before are kept. Cancelling an ended job changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists jobs, newest first, optionally filtered by status and type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +194,41 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
                     servicer.CheckHealth,
                     request_deserializer=samsvc_dot_v1_dot_health__pb2.CheckHealthRequest.FromString,
                     response_serializer=samsvc_dot_v1_dot_health__pb2.CheckHealthResponse.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'SegmentBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.SegmentBatch,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_job__pb2.JobEvent.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.WatchJobRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_job__pb2.JobEvent.SerializeToString,
+            ),
+            'GetJobStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobStatus,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.GetJobStatusRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_job__pb2.Job.SerializeToString,
+            ),
+            'GetJobResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobResults,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.GetJobResultsRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.GetJobResultsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.CancelJobRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_job__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.ListJobsRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.ListJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -195,6 +318,195 @@ class SegmentationService:
             '/samsvc.v1.SegmentationService/CheckHealth',
             samsvc_dot_v1_dot_health__pb2.CheckHealthRequest.SerializeToString,
             samsvc_dot_v1_dot_health__pb2.CheckHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/SubmitBatch',
+            samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchRequest.SerializeToString,
+            samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SegmentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/SegmentBatch',
+            samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchRequest.SerializeToString,
+            samsvc_dot_v1_dot_job__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/WatchJob',
+            samsvc_dot_v1_dot_segmentation__service__pb2.WatchJobRequest.SerializeToString,
+            samsvc_dot_v1_dot_job__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/GetJobStatus',
+            samsvc_dot_v1_dot_segmentation__service__pb2.GetJobStatusRequest.SerializeToString,
+            samsvc_dot_v1_dot_job__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/GetJobResults',
+            samsvc_dot_v1_dot_segmentation__service__pb2.GetJobResultsRequest.SerializeToString,
+            samsvc_dot_v1_dot_segmentation__service__pb2.GetJobResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/CancelJob',
+            samsvc_dot_v1_dot_segmentation__service__pb2.CancelJobRequest.SerializeToString,
+            samsvc_dot_v1_dot_job__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/ListJobs',
+            samsvc_dot_v1_dot_segmentation__service__pb2.ListJobsRequest.SerializeToString,
+            samsvc_dot_v1_dot_segmentation__service__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

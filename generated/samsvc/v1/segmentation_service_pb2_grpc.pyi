@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from samsvc.v1 import health_pb2 as _health_pb2
+from samsvc.v1 import job_pb2 as _job_pb2
 from samsvc.v1 import segmentation_service_pb2 as _segmentation_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -48,6 +49,26 @@ class SegmentationServiceStub:
     """Lists the models this server can run and the state of their weights."""
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_health_pb2.CheckHealthRequest, _health_pb2.CheckHealthResponse]
     """Reports the service's serving state, each model's state and the process's resources."""
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.SubmitBatchRequest, _segmentation_service_pb2.SubmitBatchResponse]
+    """Accepts a batch of images for segmentation by the workers and returns at once."""
+    SegmentBatch: _grpc.UnaryStreamMultiCallable[_segmentation_service_pb2.SubmitBatchRequest, _job_pb2.JobEvent]
+    """Accepts a batch like SubmitBatch, then streams its events: accepted, each image's
+    result as it finishes (completion order), progress counts, and the job's end state.
+    """
+    WatchJob: _grpc.UnaryStreamMultiCallable[_segmentation_service_pb2.WatchJobRequest, _job_pb2.JobEvent]
+    """Follows an existing job's events from a cursor (or from its start), ending with its end
+    state: a client that lost its stream resumes without missing or repeating an image.
+    """
+    GetJobStatus: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.GetJobStatusRequest, _job_pb2.Job]
+    """A job's status, counts, times and estimate."""
+    GetJobResults: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.GetJobResultsRequest, _segmentation_service_pb2.GetJobResultsResponse]
+    """A job's per-image results, in image order, one page at a time."""
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.CancelJobRequest, _job_pb2.Job]
+    """Cancels a job: queued images never run, a running image stops at its next safe point,
+    and results finished before are kept. Cancelling an ended job changes nothing.
+    """
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListJobsRequest, _segmentation_service_pb2.ListJobsResponse]
+    """Lists jobs, newest first, optionally filtered by status and type."""
 
 @_typing.type_check_only
 class SegmentationServiceAsyncStub(SegmentationServiceStub):
@@ -68,6 +89,26 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     """Lists the models this server can run and the state of their weights."""
     CheckHealth: _aio.UnaryUnaryMultiCallable[_health_pb2.CheckHealthRequest, _health_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """Reports the service's serving state, each model's state and the process's resources."""
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.SubmitBatchRequest, _segmentation_service_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """Accepts a batch of images for segmentation by the workers and returns at once."""
+    SegmentBatch: _aio.UnaryStreamMultiCallable[_segmentation_service_pb2.SubmitBatchRequest, _job_pb2.JobEvent]  # type: ignore[assignment]
+    """Accepts a batch like SubmitBatch, then streams its events: accepted, each image's
+    result as it finishes (completion order), progress counts, and the job's end state.
+    """
+    WatchJob: _aio.UnaryStreamMultiCallable[_segmentation_service_pb2.WatchJobRequest, _job_pb2.JobEvent]  # type: ignore[assignment]
+    """Follows an existing job's events from a cursor (or from its start), ending with its end
+    state: a client that lost its stream resumes without missing or repeating an image.
+    """
+    GetJobStatus: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.GetJobStatusRequest, _job_pb2.Job]  # type: ignore[assignment]
+    """A job's status, counts, times and estimate."""
+    GetJobResults: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.GetJobResultsRequest, _segmentation_service_pb2.GetJobResultsResponse]  # type: ignore[assignment]
+    """A job's per-image results, in image order, one page at a time."""
+    CancelJob: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.CancelJobRequest, _job_pb2.Job]  # type: ignore[assignment]
+    """Cancels a job: queued images never run, a running image stops at its next safe point,
+    and results finished before are kept. Cancelling an ended job changes nothing.
+    """
+    ListJobs: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListJobsRequest, _segmentation_service_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """Lists jobs, newest first, optionally filtered by status and type."""
 
 class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Segment Anything as a service: automatic mask generation on images, the models that
@@ -103,5 +144,67 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_health_pb2.CheckHealthResponse, _abc.Awaitable[_health_pb2.CheckHealthResponse]]:
         """Reports the service's serving state, each model's state and the process's resources."""
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _segmentation_service_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_service_pb2.SubmitBatchResponse, _abc.Awaitable[_segmentation_service_pb2.SubmitBatchResponse]]:
+        """Accepts a batch of images for segmentation by the workers and returns at once."""
+
+    @_abc_1.abstractmethod
+    def SegmentBatch(
+        self,
+        request: _segmentation_service_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_pb2.JobEvent], _abc.AsyncIterator[_job_pb2.JobEvent]]:
+        """Accepts a batch like SubmitBatch, then streams its events: accepted, each image's
+        result as it finishes (completion order), progress counts, and the job's end state.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _segmentation_service_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_pb2.JobEvent], _abc.AsyncIterator[_job_pb2.JobEvent]]:
+        """Follows an existing job's events from a cursor (or from its start), ending with its end
+        state: a client that lost its stream resumes without missing or repeating an image.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJobStatus(
+        self,
+        request: _segmentation_service_pb2.GetJobStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
+        """A job's status, counts, times and estimate."""
+
+    @_abc_1.abstractmethod
+    def GetJobResults(
+        self,
+        request: _segmentation_service_pb2.GetJobResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_service_pb2.GetJobResultsResponse, _abc.Awaitable[_segmentation_service_pb2.GetJobResultsResponse]]:
+        """A job's per-image results, in image order, one page at a time."""
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _segmentation_service_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
+        """Cancels a job: queued images never run, a running image stops at its next safe point,
+        and results finished before are kept. Cancelling an ended job changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _segmentation_service_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_service_pb2.ListJobsResponse, _abc.Awaitable[_segmentation_service_pb2.ListJobsResponse]]:
+        """Lists jobs, newest first, optionally filtered by status and type."""
 
 def add_SegmentationServiceServicer_to_server(servicer: SegmentationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -21,6 +21,7 @@ import torch
 from segment_anything.build_sam import _build_sam
 from segment_anything.modeling import Sam
 
+from samsvc.config import Settings
 from samsvc.engine.download import download_model, sha256_of
 from samsvc.engine.registry import Architecture, ModelRegistry, ModelSpec
 from samsvc.errors import FailedPrecondition, NotFound
@@ -130,6 +131,16 @@ class ModelManager:
         self._downloader = downloader
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in registry.names()}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelManager:
+        registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+        return cls(
+            registry,
+            device=settings.device,
+            verify_checksums=settings.verify_checksums,
+            auto_download=settings.auto_download,
+        )
 
     def spec(self, name: str) -> ModelSpec:
         spec = self.registry.get(name)

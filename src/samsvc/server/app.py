@@ -14,13 +14,15 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import dramatiq
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
-from samsvc.engine.registry import ModelRegistry
+from samsvc.jobs.runtime import JobRuntime, build_runtime
+from samsvc.jobs.service import JobService
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.health import SERVICE_NAME, HealthService
 from samsvc.server.servicer import SegmentationServicer
@@ -38,14 +40,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def build_model_manager(settings: Settings) -> ModelManager:
-    registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
-    return ModelManager(
-        registry,
-        device=settings.device,
-        verify_checksums=settings.verify_checksums,
-        auto_download=settings.auto_download,
-    )
+#: Threads for blocking store I/O (each job stream holds one for up to FOLLOW_POLL_S at a time).
+DEFAULT_IO_THREADS = 64
+#: Seconds between sweeps of the blob store for images of expired jobs.
+DEFAULT_SWEEP_INTERVAL_S = 600.0
 
 
 @dataclass
@@ -55,6 +53,10 @@ class RunningServer:
     health: HealthService
     models: ModelManager
     executor: ThreadPoolExecutor
+    io_executor: ThreadPoolExecutor
+    runtime: JobRuntime
+    worker: dramatiq.Worker | None
+    sweeper: asyncio.Task[None]
 
     @property
     def address(self) -> str:
@@ -66,16 +68,25 @@ class RunningServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
+        self.sweeper.cancel()
+        if self.worker is not None:
+            timeout_ms = int((grace or 0) * 1000)
+            await asyncio.get_running_loop().run_in_executor(None, lambda: self.worker.stop(timeout_ms))  # type: ignore[union-attr]
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.io_executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def start_server(settings: Settings, models: ModelManager | None = None) -> RunningServer:
-    models = models or build_model_manager(settings)
+    models = models or ModelManager.from_settings(settings)
     server = grpc.aio.server(options=server_options(settings))
     health = HealthService()
     executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="samsvc-inference")
+    io_executor = ThreadPoolExecutor(max_workers=DEFAULT_IO_THREADS, thread_name_prefix="samsvc-io")
     admission = AdmissionControl(settings.max_workers, settings.max_queue)
-    servicer = SegmentationServicer(settings, models, admission, executor, health)
+    shared_models = models
+    runtime = build_runtime(settings, lambda: shared_models)
+    worker = _start_embedded_worker(runtime) if runtime.embedded else None
+    servicer = SegmentationServicer(settings, models, admission, executor, health, JobService(runtime), io_executor)
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -90,13 +101,47 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     if port == 0:
         raise OSError(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
     await server.start()
-    running = RunningServer(server=server, port=port, health=health, models=models, executor=executor)
+    sweeper = asyncio.create_task(_sweep_blobs(runtime, io_executor), name="samsvc-blob-sweeper")
+    running = RunningServer(
+        server=server,
+        port=port,
+        health=health,
+        models=models,
+        executor=executor,
+        io_executor=io_executor,
+        runtime=runtime,
+        worker=worker,
+        sweeper=sweeper,
+    )
     if settings.preload:
         log.info("preloading models: %s", ", ".join(settings.preload))
         await asyncio.get_running_loop().run_in_executor(executor, models.preload, settings.preload)
     await health.set_serving(True)
     log.info("serving %s on %s:%d", SERVICE_NAME, settings.grpc_host, port)
     return running
+
+
+def _start_embedded_worker(runtime: JobRuntime) -> dramatiq.Worker:
+    """The embedded mode's in-process Dramatiq worker over the stub broker."""
+    threads = runtime.settings.worker_threads
+    worker = dramatiq.Worker(runtime.broker, worker_threads=threads)
+    worker.queue_prefetch = runtime.settings.queue_prefetch
+    # Time limits and other boot-time middleware only arm on this signal (the CLI sends it).
+    runtime.broker.emit_after("process_boot")
+    worker.start()
+    runtime.local_worker_threads = threads
+    log.info("embedded mode: batch jobs run in this process (%d worker threads, memory store)", threads)
+    return worker
+
+
+async def _sweep_blobs(runtime: JobRuntime, io_executor: ThreadPoolExecutor) -> None:
+    """Remove stored images of jobs older than the retention time (ended jobs remove their own)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(DEFAULT_SWEEP_INTERVAL_S)
+        removed = await loop.run_in_executor(io_executor, runtime.blobs.sweep, float(runtime.settings.job_retention_s))
+        if removed:
+            log.info("removed the stored images of %d expired jobs", removed)
 
 
 async def serve(settings: Settings) -> None:

@@ -7,13 +7,18 @@ import base64
 import binascii
 from typing import Any
 
+from google.protobuf import timestamp_pb2
+
 from samsvc.encoding.masks import MaskEncoding, Rle
 from samsvc.engine.amg import AmgOptions
 from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument
-from samsvc.pipeline import EncodedMask, SegmentOutcome
-from samsvc.v1 import mask_pb2, model_pb2, segmentation_service_pb2
+from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, Priority, StoredMask
+from samsvc.jobs.store import ListCursor
+from samsvc.pipeline import SegmentOutcome
+from samsvc.server.error_boundary import error_by_kind, to_status
+from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
 
 #: Fields of SegmentRequest that carry AmgOptions, by the same names.
 AMG_FIELDS = tuple(AmgOptions.__dataclass_fields__)
@@ -47,8 +52,7 @@ def mask_encoding(value: int, field: str = "mask_format") -> MaskEncoding:
     return encoding
 
 
-def mask_to_proto(encoded: EncodedMask) -> mask_pb2.Mask:
-    record = encoded.record
+def stored_mask_to_proto(record: StoredMask) -> mask_pb2.Mask:
     message = mask_pb2.Mask(
         area=record.area,
         bbox=list(record.bbox),
@@ -57,7 +61,7 @@ def mask_to_proto(encoded: EncodedMask) -> mask_pb2.Mask:
         point_coords=[mask_pb2.Point(x=x, y=y) for x, y in record.point_coords],
         crop_box=list(record.crop_box),
     )
-    data = encoded.data
+    data = record.data
     if isinstance(data, bytes):
         message.segmentation = data
     elif isinstance(data, Rle):
@@ -72,7 +76,7 @@ def segment_response(
 ) -> segmentation_service_pb2.SegmentResponse:
     return segmentation_service_pb2.SegmentResponse(
         job_id=job_id,
-        masks=[mask_to_proto(m) for m in outcome.masks],
+        masks=[stored_mask_to_proto(StoredMask.from_encoded(m)) for m in outcome.masks],
         visualization=outcome.visualization or b"",
         processing_time=outcome.processing_time_s,
         model_type=outcome.model,
@@ -125,3 +129,127 @@ def decode_page_token(token: str, field: str = "page_token") -> int:
     if offset < 0:
         raise InvalidArgument.for_field(field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN")
     return offset
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+_JOB_STATUSES = {
+    JobStatus.QUEUED: job_pb2.JOB_STATUS_QUEUED,
+    JobStatus.PROCESSING: job_pb2.JOB_STATUS_PROCESSING,
+    JobStatus.COMPLETED: job_pb2.JOB_STATUS_COMPLETED,
+    JobStatus.FAILED: job_pb2.JOB_STATUS_FAILED,
+    JobStatus.CANCELLED: job_pb2.JOB_STATUS_CANCELLED,
+}
+_JOB_STATUS_FILTERS: dict[int, JobStatus | None] = {job_pb2.JOB_STATUS_UNSPECIFIED: None} | {
+    v: k for k, v in _JOB_STATUSES.items()
+}
+_JOB_TYPES = {JobType.SINGLE: job_pb2.JOB_TYPE_SINGLE, JobType.BATCH: job_pb2.JOB_TYPE_BATCH}
+_JOB_TYPE_FILTERS: dict[int, JobType | None] = {job_pb2.JOB_TYPE_UNSPECIFIED: None} | {
+    v: k for k, v in _JOB_TYPES.items()
+}
+_PRIORITIES = {
+    Priority.LOW: job_pb2.PRIORITY_LOW,
+    Priority.NORMAL: job_pb2.PRIORITY_NORMAL,
+    Priority.HIGH: job_pb2.PRIORITY_HIGH,
+}
+_PRIORITY_VALUES: dict[int, Priority] = {int(job_pb2.PRIORITY_UNSPECIFIED): Priority.NORMAL} | {
+    int(v): k for k, v in _PRIORITIES.items()
+}
+
+
+def _enum_value(table: dict[int, Any], value: int, field: str) -> Any:
+    if value not in table:
+        raise InvalidArgument.for_field(field, f"unknown value {value}", reason="INVALID_PARAMETER")
+    return table[value]
+
+
+def priority(value: int, field: str = "priority") -> Priority:
+    result: Priority = _enum_value(_PRIORITY_VALUES, value, field)
+    return result
+
+
+def status_filter(value: int, field: str = "status") -> JobStatus | None:
+    result: JobStatus | None = _enum_value(_JOB_STATUS_FILTERS, value, field)
+    return result
+
+
+def type_filter(value: int, field: str = "job_type") -> JobType | None:
+    result: JobType | None = _enum_value(_JOB_TYPE_FILTERS, value, field)
+    return result
+
+
+def _timestamp(ms: int | None) -> timestamp_pb2.Timestamp | None:
+    if ms is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(ms)
+    return stamp
+
+
+def job_to_proto(job: JobRecord, estimated_time: int = 0) -> job_pb2.Job:
+    message = job_pb2.Job(
+        job_id=job.job_id,
+        job_type=_JOB_TYPES[job.job_type],
+        status=_JOB_STATUSES[job.status],
+        total_images=job.total_images,
+        processed_images=job.processed_images,
+        failed_images=job.failed_images,
+        processing_time=job.processing_time_s(),
+        error_message=job.error_message,
+        model_type=job.spec.model,
+        priority=_PRIORITIES[job.priority],
+        estimated_time=estimated_time,
+        webhook_url=job.webhook_url,
+    )
+    for name, ms in (
+        ("created_at", job.created_at_ms),
+        ("started_at", job.started_at_ms),
+        ("completed_at", job.completed_at_ms),
+    ):
+        stamp = _timestamp(ms)
+        if stamp is not None:
+            getattr(message, name).CopyFrom(stamp)
+    return message
+
+
+def image_result_to_proto(result: ImageResult) -> job_pb2.ImageResult:
+    message = job_pb2.ImageResult(
+        index=result.index,
+        masks=[stored_mask_to_proto(m) for m in result.masks],
+        processing_time=result.processing_time_s,
+        visualization=result.visualization,
+        image_width=result.width,
+        image_height=result.height,
+    )
+    if result.error is not None:
+        e = result.error
+        message.error.CopyFrom(to_status(error_by_kind(e.kind, e.message, e.reason, list(e.violations))))
+    return message
+
+
+def job_spec(message: Any, default_model: str) -> tuple[str, dict[str, Any], MaskEncoding, bool]:
+    """(model, AMG options the caller set, encoding, visualize) of a SegmentOptions message."""
+    return (
+        message.model_type or default_model,
+        amg_fields_set(message),
+        mask_encoding(message.mask_format, "options.mask_format"),
+        message.return_visualization,
+    )
+
+
+def encode_list_token(cursor: ListCursor) -> str:
+    return base64.urlsafe_b64encode(f"j:{cursor.created_at_ms}:{cursor.job_id}".encode()).decode("ascii")
+
+
+def decode_list_token(token: str, field: str = "page_token") -> ListCursor | None:
+    if not token:
+        return None
+    try:
+        kind, created, job_id = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii").split(":", 2)
+        if kind != "j":
+            raise ValueError(kind)
+        return ListCursor(int(created), job_id)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise InvalidArgument.for_field(
+            field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
+        ) from None

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 from google.protobuf import any_pb2, duration_pb2
@@ -25,6 +25,7 @@ from samsvc.errors import (
     ConfigurationError,
     DownloadError,
     FailedPrecondition,
+    FieldViolation,
     Internal,
     InvalidArgument,
     NotFound,
@@ -122,3 +123,36 @@ def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_
             raise AssertionError("abort_with_status returned") from None  # pragma: no cover
 
     return wrapper
+
+
+_StreamHandler = Callable[[_Servicer, _Request, ServicerContext], AsyncIterator[_Response]]
+
+
+def stream_boundary(
+    method: _StreamHandler[_Servicer, _Request, _Response],
+) -> _StreamHandler[_Servicer, _Request, _Response]:
+    """Like `unary_boundary`, for server-streaming methods written as async generators."""
+
+    @functools.wraps(method)
+    async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> AsyncIterator[_Response]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except SamsvcError as exc:
+            log.info("%s failed: %s %s", method.__name__, exc.reason, exc.message)
+            await abort_with(context, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed with an unexpected error", method.__name__)
+            await context.abort_with_status(rpc_status.to_status(internal_status()))
+
+    return wrapper
+
+
+def error_by_kind(kind: str, message: str, reason: str, violations: list[FieldViolation]) -> SamsvcError:
+    """Rebuild a domain error recorded by name (a failed image kept in the job store)."""
+    cls = next((c for c in STATUS_CODES if c.__name__ == kind), Internal)
+    if cls is InvalidArgument:
+        return InvalidArgument(message, violations=violations, reason=reason)
+    return cls(message, reason=reason)

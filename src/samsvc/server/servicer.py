@@ -8,23 +8,31 @@ leave through the error boundary.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
-import uuid
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from samsvc import __version__
 from samsvc.config import Settings
 from samsvc.engine.amg import CancelToken
 from samsvc.engine.loader import ModelManager
-from samsvc.errors import InvalidArgument
+from samsvc.errors import FieldViolation, InvalidArgument, Unavailable
+from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobSpec, JobType
+from samsvc.jobs.service import BatchImage, JobService, new_job_id
+from samsvc.jobs.store import ListCursor
 from samsvc.pipeline import SegmentOutcome, SegmentTask, run_segment
 from samsvc.server import convert
 from samsvc.server.admission import AdmissionControl
-from samsvc.server.error_boundary import ServicerContext, unary_boundary
+from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary_boundary
 from samsvc.server.health import HealthService, ProcessProbe
-from samsvc.v1 import health_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
+from samsvc.v1 import health_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 from samsvc.validation.image import ImageLimits, check_image_bytes
-from samsvc.validation.options import check_amg_options, check_model_name
+from samsvc.validation.options import check_amg_options, check_model_name, invalid_parameters
+from samsvc.validation.webhook_url import WebhookPolicy
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,24 @@ log = logging.getLogger(__name__)
 #: ListModels page size when the request gives none, and the most it may ask for.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+#: GetJobResults and ListJobs page sizes.
+DEFAULT_RESULTS_PAGE_SIZE = 10
+MAX_RESULTS_PAGE_SIZE = 50
+DEFAULT_JOBS_PAGE_SIZE = 20
+MAX_JOBS_PAGE_SIZE = 100
+#: Seconds one wait for new job events lasts before the stream checks the job still exists.
+FOLLOW_POLL_S = 1.0
+#: Seconds a job stream rides out an unreachable store before failing with UNAVAILABLE.
+STORE_OUTAGE_GRACE_S = 60.0
+MAX_REQUEST_ID_LENGTH = 128
+
+T = TypeVar("T")
+
+
+def _page_size(value: int, default: int, most: int, field: str = "page_size") -> int:
+    if value < 0 or value > most:
+        raise InvalidArgument.for_field(field, f"must be between 0 and {most}", reason="INVALID_PARAMETER")
+    return value or default
 
 
 class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServicer):
@@ -42,12 +68,16 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         admission: AdmissionControl,
         executor: ThreadPoolExecutor,
         health: HealthService,
+        jobs: JobService,
+        io_executor: ThreadPoolExecutor,
     ) -> None:
         self._settings = settings
         self._models = models
         self._admission = admission
         self._executor = executor
         self._health = health
+        self._jobs = jobs
+        self._io_executor = io_executor
         self._limits = ImageLimits(max_bytes=settings.max_image_bytes, max_side=settings.max_image_side)
         self._probe = ProcessProbe()
 
@@ -85,8 +115,14 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self, request: segmentation_service_pb2.SegmentRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
         task = self._check_segment(request)
-        job_id = f"seg_{uuid.uuid4().hex}"
+        job_id = new_job_id(JobType.SINGLE)
         outcome = await self._run(task)
+        spec = JobSpec(task.model, task.options, task.encoding, task.visualize)
+        try:
+            await self._io(self._jobs.record_single, job_id, spec, outcome)
+        except Unavailable as exc:
+            # The masks are computed and correct: answer them; only the job record is lost.
+            log.warning("segment %s: not recorded as a job: %s", job_id, exc.message)
         log.info(
             "segment %s: model=%s %dx%d masks=%d in %.3f s",
             job_id, task.model, outcome.width, outcome.height, len(outcome.masks), outcome.processing_time_s,
@@ -97,11 +133,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def ListModels(
         self, request: segmentation_service_pb2.ListModelsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.ListModelsResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument.for_field(
-                "page_size", f"must be between 0 and {MAX_PAGE_SIZE}", reason="INVALID_PARAMETER"
-            )
-        size = request.page_size or DEFAULT_PAGE_SIZE
+        size = _page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         offset = convert.decode_page_token(request.page_token)
         states = self._models.states()
         page = states[offset : offset + size]
@@ -126,4 +158,178 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
                 max_workers=self._admission.max_running,
                 max_queue=self._admission.max_waiting,
             ),
+        )
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work in the I/O pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io_executor, functools.partial(fn, *args))
+
+    def _check_batch(
+        self, request: segmentation_service_pb2.SubmitBatchRequest
+    ) -> tuple[list[BatchImage], JobSpec, Any, str, str]:
+        """Judge a batch: the options and webhook (the whole request fails) and each image's
+        header (only that image fails)."""
+        settings = self._settings
+        count = len(request.images)
+        if count == 0:
+            raise InvalidArgument.for_field("images", "must hold at least one image", reason="INVALID_PARAMETER")
+        if count > settings.max_batch_images:
+            raise InvalidArgument.for_field(
+                "images", f"holds {count} images; the limit is {settings.max_batch_images}", reason="TOO_MANY_IMAGES"
+            )
+        model, given, encoding, visualize = convert.job_spec(request.options, settings.default_model)
+        check_model_name(model, self._models.registry.names(), field="options.model_type")
+        options = check_amg_options(given, prefix="options.")
+        priority = convert.priority(request.priority)
+        request_id = request.request_id
+        if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
+            raise invalid_parameters(
+                [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} printable characters")]
+            )
+        if request.webhook_url:
+            WebhookPolicy(settings.webhook_allowed_hosts).check(request.webhook_url)
+        images: list[BatchImage] = []
+        for index, data in enumerate(request.images):
+            try:
+                check_image_bytes(data, self._limits, field=f"images[{index}]")
+            except InvalidArgument as exc:
+                images.append(BatchImage(None, ImageError.from_exception(exc)))
+            else:
+                images.append(BatchImage(data))
+        return images, JobSpec(model, options, encoding, visualize), priority, request.webhook_url, request_id
+
+    async def _submit(self, request: segmentation_service_pb2.SubmitBatchRequest) -> JobRecord:
+        images, spec, priority, webhook_url, request_id = await self._io(self._check_batch, request)
+        job, _ = await self._io(
+            functools.partial(
+                self._jobs.submit, images, spec, priority=priority, webhook_url=webhook_url, request_id=request_id
+            )
+        )
+        return job
+
+    async def _job_proto(self, job: JobRecord) -> job_pb2.Job:
+        return convert.job_to_proto(job, await self._io(self._jobs.estimate, job))
+
+    async def _event_proto(self, job_id: str, event: JobEvent) -> job_pb2.JobEvent:
+        message = job_pb2.JobEvent(cursor=event.cursor, job_id=job_id)
+        data = json.loads(event.data)
+        if event.kind is EventKind.IMAGE:
+            result = await self._io(self._jobs.result, job_id, int(data["index"]))
+            if result is not None:
+                message.image.CopyFrom(convert.image_result_to_proto(result))
+            return message
+        job = await self._io(self._jobs.get, job_id)
+        if event.kind is EventKind.ACCEPTED:
+            estimate = await self._io(self._jobs.estimate, job)
+            message.accepted.CopyFrom(
+                job_pb2.JobAccepted(job_id=job_id, total_images=job.total_images, estimated_time=estimate)
+            )
+        elif event.kind is EventKind.PROGRESS:
+            estimate = await self._io(self._jobs.estimate, job)
+            message.progress.CopyFrom(
+                job_pb2.JobProgress(
+                    processed_images=int(data["processed"]),
+                    failed_images=int(data["failed"]),
+                    total_images=int(data["total"]),
+                    estimated_time=estimate,
+                )
+            )
+        else:
+            message.finished.CopyFrom(job_pb2.JobFinished(job=await self._job_proto(job)))
+        return message
+
+    async def _follow(self, job_id: str, cursor: str) -> AsyncIterator[job_pb2.JobEvent]:
+        """Stream a job's events after `cursor` until its FINISHED event."""
+        outage_since: float | None = None
+        while True:
+            try:
+                events = await self._io(self._jobs.events, job_id, cursor, FOLLOW_POLL_S)
+                if not events:
+                    await self._io(self._jobs.get, job_id)  # NotFound once the job expired
+                    continue
+                protos = [await self._event_proto(job_id, e) for e in events]
+            except Unavailable:
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > STORE_OUTAGE_GRACE_S:
+                    raise
+                log.warning("job store unreachable while following %s; retrying", job_id)
+                await asyncio.sleep(0.5)
+                continue
+            outage_since = None
+            for event, proto in zip(events, protos, strict=True):
+                yield proto
+                cursor = event.cursor
+                if event.kind is EventKind.FINISHED:
+                    return
+
+    @unary_boundary
+    async def SubmitBatch(
+        self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
+    ) -> segmentation_service_pb2.SubmitBatchResponse:
+        job = await self._submit(request)
+        proto = await self._job_proto(job)
+        return segmentation_service_pb2.SubmitBatchResponse(
+            job_id=job.job_id, status=proto.status, total_images=job.total_images, estimated_time=proto.estimated_time
+        )
+
+    @stream_boundary
+    async def SegmentBatch(
+        self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
+    ) -> AsyncIterator[job_pb2.JobEvent]:
+        job = await self._submit(request)
+        async for event in self._follow(job.job_id, ""):
+            yield event
+
+    @stream_boundary
+    async def WatchJob(
+        self, request: segmentation_service_pb2.WatchJobRequest, context: ServicerContext
+    ) -> AsyncIterator[job_pb2.JobEvent]:
+        await self._io(self._jobs.get, request.job_id)
+        async for event in self._follow(request.job_id, request.cursor):
+            yield event
+
+    @unary_boundary
+    async def GetJobStatus(
+        self, request: segmentation_service_pb2.GetJobStatusRequest, context: ServicerContext
+    ) -> job_pb2.Job:
+        return await self._job_proto(await self._io(self._jobs.get, request.job_id))
+
+    @unary_boundary
+    async def GetJobResults(
+        self, request: segmentation_service_pb2.GetJobResultsRequest, context: ServicerContext
+    ) -> segmentation_service_pb2.GetJobResultsResponse:
+        size = _page_size(request.page_size, DEFAULT_RESULTS_PAGE_SIZE, MAX_RESULTS_PAGE_SIZE)
+        start = convert.decode_page_token(request.page_token)
+        job, results, more = await self._io(self._jobs.results, request.job_id, start, size)
+        return segmentation_service_pb2.GetJobResultsResponse(
+            job=await self._job_proto(job),
+            results=[convert.image_result_to_proto(r) for r in results],
+            next_page_token=convert.encode_page_token(results[-1].index + 1) if more and results else "",
+        )
+
+    @unary_boundary
+    async def CancelJob(
+        self, request: segmentation_service_pb2.CancelJobRequest, context: ServicerContext
+    ) -> job_pb2.Job:
+        return await self._job_proto(await self._io(self._jobs.cancel, request.job_id))
+
+    @unary_boundary
+    async def ListJobs(
+        self, request: segmentation_service_pb2.ListJobsRequest, context: ServicerContext
+    ) -> segmentation_service_pb2.ListJobsResponse:
+        size = _page_size(request.page_size, DEFAULT_JOBS_PAGE_SIZE, MAX_JOBS_PAGE_SIZE)
+        status = convert.status_filter(request.status)
+        job_type = convert.type_filter(request.job_type)
+        after = convert.decode_list_token(request.page_token)
+        jobs = await self._io(self._jobs.list_jobs, status, job_type, after, size + 1)
+        page = jobs[:size]
+        token = ""
+        if len(jobs) > size:
+            last = page[-1]
+            token = convert.encode_list_token(ListCursor(last.created_at_ms, last.job_id))
+        return segmentation_service_pb2.ListJobsResponse(
+            jobs=[await self._job_proto(j) for j in page], next_page_token=token
         )

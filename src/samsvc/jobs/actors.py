@@ -1,0 +1,188 @@
+"""The Dramatiq actors: one image of a job (one actor per priority queue) and a job's webhook.
+
+Each image is one message carrying (job id, index); its bytes come from the blob store. The
+store records an image's first result only, so a redelivery after a worker crash or a retry
+never records it twice. Bad images fail at once without retries; transient failures (store
+unreachable, GPU out of memory, anything unexpected) retry with backoff up to
+JOB_MAX_RETRIES, then fail that image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from samsvc.engine.amg import CancelToken
+from samsvc.errors import Cancelled, FailedPrecondition, Internal, InvalidArgument, NotFound, SamsvcError
+from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, WEBHOOK_QUEUE
+from samsvc.jobs.records import ImageError, ImageResult, JobRecord, StoredMask
+from samsvc.jobs.runtime import JobRuntime
+from samsvc.jobs.store import JobStore, RecordOutcome
+from samsvc.jobs.webhooks import deliver
+from samsvc.pipeline import SegmentTask, run_segment
+from samsvc.validation.image import ImageLimits, check_image_bytes
+
+log = logging.getLogger(__name__)
+
+#: Errors that retrying cannot fix: the image fails at once.
+PERMANENT_ERRORS = (InvalidArgument, FailedPrecondition, NotFound)
+
+
+class StoreCancelToken(CancelToken):
+    """Cancelled when the job is: asks the store at most every `interval_s` seconds."""
+
+    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
+        super().__init__()
+        self._store = store
+        self._job_id = job_id
+        self._interval_s = interval_s
+        self._next_check = 0.0
+
+    def raise_if_cancelled(self) -> None:
+        now = time.monotonic()
+        if not self.cancelled and now >= self._next_check:
+            self._next_check = now + self._interval_s
+            job = self._store.get(self._job_id)
+            if job is None or job.status.final:
+                self.cancel()
+        super().raise_if_cancelled()
+
+
+def _retries() -> int:
+    message = CurrentMessage.get_current_message()
+    return int(message.options.get("retries", 0)) if message is not None else 0
+
+
+def summary(job: JobRecord, estimate: int = 0) -> dict[str, Any]:
+    """The job summary sent to webhooks."""
+    return {
+        "job_id": job.job_id,
+        "job_type": job.job_type.value,
+        "status": job.status.value,
+        "total_images": job.total_images,
+        "processed_images": job.processed_images,
+        "failed_images": job.failed_images,
+        "created_at_ms": job.created_at_ms,
+        "started_at_ms": job.started_at_ms,
+        "completed_at_ms": job.completed_at_ms,
+        "processing_time": job.processing_time_s(),
+        "error_message": job.error_message,
+        "model_type": job.spec.model,
+    }
+
+
+def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
+    store = runtime.store
+    job = store.get(job_id)
+    if job is None:
+        log.warning("job %s is gone (expired?); image %d dropped", job_id, index)
+        return
+    if job.status.final:
+        return  # cancelled (or already ended): queued images never run
+    settings = runtime.settings
+    spec = job.spec
+    started = time.perf_counter()
+    try:
+        data = runtime.blobs.get(job_id, index)
+        field = f"images[{index}]"
+        header = check_image_bytes(data, ImageLimits(settings.max_image_bytes, settings.max_image_side), field)
+        task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize)
+        cancel = StoreCancelToken(store, job_id, settings.cancel_poll_interval_s)
+        outcome = run_segment(task, runtime.models, cancel)
+        result = ImageResult(
+            index=index,
+            masks=tuple(StoredMask.from_encoded(m) for m in outcome.masks),
+            processing_time_s=outcome.processing_time_s,
+            visualization=outcome.visualization or b"",
+            width=outcome.width,
+            height=outcome.height,
+        )
+    except Cancelled:
+        log.info("job %s cancelled while image %d ran", job_id, index)
+        return
+    except PERMANENT_ERRORS as exc:
+        result = ImageResult(
+            index, error=ImageError.from_exception(exc), processing_time_s=time.perf_counter() - started
+        )
+    except Exception as exc:
+        if _retries() < settings.job_max_retries:
+            log.warning("image %d of job %s failed (will retry): %s", index, job_id, exc)
+            raise
+        log.exception("image %d of job %s failed after %d retries", index, job_id, settings.job_max_retries)
+        error = exc if isinstance(exc, SamsvcError) else Internal(f"image failed after retries: {exc}")
+        result = ImageResult(
+            index, error=ImageError.from_exception(error), processing_time_s=time.perf_counter() - started
+        )
+    if store.record_result(job_id, result, spec.model) is RecordOutcome.FINISHED:
+        ended = store.get(job_id)
+        if ended is not None:
+            runtime.job_ended(ended)
+
+
+def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
+    store = runtime.store
+    job = store.get(job_id)
+    if job is None or not job.webhook_url:
+        return
+    attempt = _retries() + 1
+    try:
+        deliver(
+            job.webhook_url,
+            summary(job),
+            secret=runtime.settings.webhook_secret,
+            policy=runtime.webhook_policy,
+            correlation_id=job_id,
+            timeout=runtime.settings.webhook_timeout_s,
+        )
+    except InvalidArgument as exc:
+        log.warning("webhook of job %s refused: %s", job_id, exc.message)
+        store.set_webhook_state(job_id, "refused", attempt)
+        return
+    except SamsvcError as exc:
+        if attempt <= runtime.settings.webhook_max_retries:
+            store.set_webhook_state(job_id, "retrying", attempt)
+            log.info("webhook of job %s failed (attempt %d), will retry: %s", job_id, attempt, exc.message)
+            raise
+        store.set_webhook_state(job_id, "failed", attempt)
+        log.warning("webhook of job %s failed after %d attempts: %s", job_id, attempt, exc.message)
+        return
+    store.set_webhook_state(job_id, "delivered", attempt)
+
+
+def declare_actors(runtime: JobRuntime) -> dict[str, dramatiq.Actor[Any, Any]]:
+    settings = runtime.settings
+    actors: dict[str, dramatiq.Actor[Any, Any]] = {}
+    for priority, queue in IMAGE_QUEUES.items():
+        name = f"segment_image_{priority.value}"
+
+        def run_image(job_id: str, index: int) -> None:
+            segment_image(runtime, job_id, index)
+
+        actors[name] = dramatiq.actor(
+            broker=runtime.broker,
+            actor_name=name,
+            queue_name=queue,
+            priority=ACTOR_PRIORITIES[priority],
+            max_retries=settings.job_max_retries,
+            min_backoff=settings.job_min_backoff_ms,
+            max_backoff=settings.job_max_backoff_ms,
+            time_limit=settings.job_time_limit_s * 1000,
+        )(run_image)
+
+    def run_webhook(job_id: str) -> None:
+        deliver_webhook(runtime, job_id)
+
+    actors["deliver_webhook"] = dramatiq.actor(
+        broker=runtime.broker,
+        actor_name="deliver_webhook",
+        queue_name=WEBHOOK_QUEUE,
+        max_retries=settings.webhook_max_retries,
+        min_backoff=settings.webhook_min_backoff_ms,
+        max_backoff=settings.webhook_min_backoff_ms * 64,
+        time_limit=int(settings.webhook_timeout_s * 3000),
+    )(run_webhook)
+    return actors

@@ -1,0 +1,159 @@
+"""Job operations the server calls: submit, status, results, cancel, list, follow, and
+recording synchronous Segment calls as single jobs. Blocking (store I/O): the server runs
+these in its store thread pool."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from samsvc.errors import NotFound, SamsvcError, Unavailable
+from samsvc.jobs.records import (
+    ImageError,
+    ImageResult,
+    JobEvent,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    JobType,
+    Priority,
+    StoredMask,
+)
+from samsvc.jobs.runtime import JobRuntime
+from samsvc.jobs.store import ListCursor
+from samsvc.pipeline import SegmentOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchImage:
+    """One submitted image: its bytes when its header passed, or why it was refused."""
+
+    data: bytes | None
+    error: ImageError | None = None
+
+
+def new_job_id(kind: JobType) -> str:
+    return ("seg_" if kind is JobType.SINGLE else "job_") + uuid.uuid4().hex
+
+
+class JobService:
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+
+    def submit(
+        self,
+        images: Sequence[BatchImage],
+        spec: JobSpec,
+        *,
+        priority: Priority = Priority.NORMAL,
+        webhook_url: str = "",
+        request_id: str = "",
+        owner: str = "",
+    ) -> tuple[JobRecord, bool]:
+        """Store the images, create the job, queue one message per image.
+
+        With a `request_id` seen before, returns that job and False, storing nothing.
+        """
+        job_id = new_job_id(JobType.BATCH)
+        early = [ImageResult(i, error=img.error) for i, img in enumerate(images) if img.error is not None]
+        queued = [(i, img.data) for i, img in enumerate(images) if img.data is not None]
+        for index, data in queued:
+            self.runtime.blobs.put(job_id, index, data)
+        record = JobRecord(
+            job_id=job_id,
+            job_type=JobType.BATCH,
+            status=JobStatus.QUEUED,
+            total_images=len(images),
+            spec=spec,
+            priority=priority,
+            webhook_url=webhook_url,
+            owner=owner,
+        )
+        try:
+            job, created = self.store.create(record, early, request_id)
+        except SamsvcError:
+            self.runtime.blobs.delete_job(job_id)
+            raise
+        if not created:
+            self.runtime.blobs.delete_job(job_id)
+            return job, False
+        try:
+            for index, _ in queued:
+                self.runtime.enqueue_image(job_id, index, priority)
+        except Exception as exc:
+            self.store.cancel(job_id, f"the job could not be queued: {exc}")
+            self.runtime.blobs.delete_job(job_id)
+            raise Unavailable(f"the job queue is unreachable: {exc}", reason="QUEUE_UNAVAILABLE") from exc
+        if job.status.final:
+            self.runtime.job_ended(job)
+        log.info(
+            "job %s accepted: %d images, %d refused at once, priority %s",
+            job_id,
+            len(images),
+            len(early),
+            priority.value,
+        )
+        return job, True
+
+    def record_single(self, job_id: str, spec: JobSpec, outcome: SegmentOutcome, owner: str = "") -> None:
+        """Keep a synchronous Segment call as a completed single job (status and results)."""
+        record = JobRecord(
+            job_id=job_id,
+            job_type=JobType.SINGLE,
+            status=JobStatus.QUEUED,
+            total_images=1,
+            spec=spec,
+            owner=owner,
+        )
+        result = ImageResult(
+            index=0,
+            masks=tuple(StoredMask.from_encoded(m) for m in outcome.masks),
+            processing_time_s=outcome.processing_time_s,
+            visualization=outcome.visualization or b"",
+            width=outcome.width,
+            height=outcome.height,
+        )
+        self.store.create(record, [result])
+
+    def get(self, job_id: str) -> JobRecord:
+        job = self.store.get(job_id) if job_id else None
+        if job is None:
+            raise NotFound(
+                f"job {job_id!r} does not exist or has expired", reason="JOB_NOT_FOUND", metadata={"job_id": job_id}
+            )
+        return job
+
+    def cancel(self, job_id: str) -> JobRecord:
+        job, changed = self.store.cancel(job_id, "cancelled by request")
+        if job is None:
+            raise NotFound(
+                f"job {job_id!r} does not exist or has expired", reason="JOB_NOT_FOUND", metadata={"job_id": job_id}
+            )
+        if changed:
+            log.info("job %s cancelled", job_id)
+            self.runtime.job_ended(job)
+        return job
+
+    def results(self, job_id: str, from_index: int, limit: int) -> tuple[JobRecord, list[ImageResult], bool]:
+        job = self.get(job_id)
+        results, more = self.store.results(job_id, from_index, limit)
+        return job, results, more
+
+    def result(self, job_id: str, index: int) -> ImageResult | None:
+        return self.store.result(job_id, index)
+
+    def events(self, job_id: str, after: str, timeout_s: float) -> list[JobEvent]:
+        return self.store.events(job_id, after, timeout_s)
+
+    def list_jobs(
+        self, status: JobStatus | None, job_type: JobType | None, after: ListCursor | None, limit: int
+    ) -> list[JobRecord]:
+        return self.store.list_jobs(status, job_type, after, limit)
+
+    def estimate(self, job: JobRecord) -> int:
+        return self.runtime.estimate_seconds(job)

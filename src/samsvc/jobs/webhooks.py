@@ -1,0 +1,100 @@
+"""Completion notices: a JSON POST of the job summary, signed, sent to the vetted address.
+
+Signature: `X-Samsvc-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with
+`X-Samsvc-Timestamp: <unix seconds>`; receivers recompute it and reject old timestamps.
+The connection goes to the address the policy checked (no second DNS lookup), with the
+original host name in the Host header and in TLS SNI; redirects are not followed (a 3xx
+counts as a failure). Retries and backoff come from the Dramatiq actor that calls `deliver`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import socket
+import ssl
+import time
+from typing import Any
+
+from samsvc import __version__
+from samsvc.errors import SamsvcError, Unavailable
+from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
+
+#: Seconds to connect and to wait for the receiver's answer.
+DEFAULT_TIMEOUT_S = 10.0
+SIGNATURE_HEADER = "X-Samsvc-Signature"
+TIMESTAMP_HEADER = "X-Samsvc-Timestamp"
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, target: WebhookTarget, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._address = target.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, target: WebhookTarget, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        self._address = target.address
+        self._context = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def deliver(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    secret: str,
+    policy: WebhookPolicy,
+    correlation_id: str = "",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    ssl_context: ssl.SSLContext | None = None,
+) -> int:
+    """POST `payload` to `url`; returns the HTTP status. Raises InvalidArgument when the target
+    is refused by the policy (permanent) and Unavailable for failures worth retrying."""
+    target = policy.check(url)
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"samsvc-webhook/{__version__}",
+        TIMESTAMP_HEADER: str(timestamp),
+        "X-Request-Id": correlation_id,
+    }
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    connection: http.client.HTTPConnection
+    if target.scheme == "https":
+        connection = _PinnedHTTPSConnection(target, timeout, ssl_context or ssl.create_default_context())
+    else:
+        connection = _PinnedHTTPConnection(target, timeout)
+    try:
+        connection.request("POST", target.path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unavailable(f"webhook {target.host} unreachable: {exc}", reason="WEBHOOK_UNREACHABLE") from exc
+    finally:
+        connection.close()
+    if not 200 <= status < 300:
+        raise Unavailable(f"webhook {target.host} answered HTTP {status}", reason="WEBHOOK_REJECTED")
+    return status
+
+
+def is_permanent(error: SamsvcError) -> bool:
+    """Errors that no retry can fix (the target is refused by policy)."""
+    return not isinstance(error, Unavailable)

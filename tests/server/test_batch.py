@@ -1,0 +1,222 @@
+"""Batch jobs over a real gRPC channel, in both runtimes: the embedded mode (in-process
+worker, memory store) and the Redis mode (real Redis, real `samsvc worker` processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from samsvc.config import Settings
+from samsvc.v1 import job_pb2
+from samsvc.v1 import segmentation_service_pb2 as pb
+from tests.support import RedisServer, ServerThread, WorkerProcess, encode, rich_status, scene
+
+FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+SLOW = pb.SegmentOptions(points_per_side=6, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def batch_server(
+    request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    data_dir = tmp_path_factory.mktemp("data")
+    if request.param == "embedded":
+        running = ServerThread(base_settings.model_copy(update={"data_dir": data_dir}))
+        yield running
+        running.stop()
+        return
+    redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
+    settings = base_settings.model_copy(update={"data_dir": data_dir, "redis_url": redis_server.url})
+    worker = WorkerProcess(settings)
+    running = ServerThread(settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+        worker.stop()
+        redis_server.stop()
+
+
+def images(count: int, *, size: tuple[int, int] = (64, 48)) -> list[bytes]:
+    return [encode(scene(*size, seed=i)) for i in range(count)]
+
+
+def events_of(stream: Iterator[job_pb2.JobEvent]) -> list[job_pb2.JobEvent]:
+    return list(stream)
+
+
+def test_segment_batch_streams_each_image_once(batch_server: ServerThread) -> None:
+    batch = images(4)
+    batch[2] = b"definitely not an image"
+    events = events_of(batch_server.stub.SegmentBatch(pb.SubmitBatchRequest(images=batch, options=FAST), timeout=120))
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "accepted" and kinds[-1] == "finished"
+    accepted = events[0].accepted
+    assert accepted.total_images == 4 and accepted.job_id.startswith("job_")
+    assert all(e.job_id == accepted.job_id for e in events)
+    finished_images = [e.image for e in events if e.WhichOneof("event") == "image"]
+    assert sorted(r.index for r in finished_images) == [0, 1, 2, 3]
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    assert [p.processed_images for p in progress] == [1, 2, 3, 4]
+    for result in finished_images:
+        if result.index == 2:
+            assert not result.masks
+            assert result.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            assert "images[2]" in result.error.message
+        else:
+            assert result.masks and not result.HasField("error")
+            assert (result.image_width, result.image_height) == (64, 48)
+    job = events[-1].finished.job
+    assert job.status == job_pb2.JOB_STATUS_COMPLETED
+    assert (job.total_images, job.processed_images, job.failed_images) == (4, 4, 1)
+    assert job.job_type == job_pb2.JOB_TYPE_BATCH
+    assert job.completed_at.ToMilliseconds() >= job.created_at.ToMilliseconds()
+    assert len({e.cursor for e in events}) == len(events)
+
+
+def test_watch_resumes_exactly_after_a_lost_stream(batch_server: ServerThread) -> None:
+    submitted = batch_server.stub.SubmitBatch(pb.SubmitBatchRequest(images=images(5), options=FAST))
+    assert submitted.status == job_pb2.JOB_STATUS_QUEUED and submitted.total_images == 5
+    assert submitted.estimated_time > 0
+    first = batch_server.stub.WatchJob(pb.WatchJobRequest(job_id=submitted.job_id), timeout=120)
+    seen: list[job_pb2.JobEvent] = []
+    for event in first:
+        seen.append(event)
+        if event.WhichOneof("event") == "image":
+            break
+    first.cancel()  # the client loses its connection after the first image
+    rest = events_of(
+        batch_server.stub.WatchJob(pb.WatchJobRequest(job_id=submitted.job_id, cursor=seen[-1].cursor), timeout=120)
+    )
+    whole = seen + rest
+    indexes = [e.image.index for e in whole if e.WhichOneof("event") == "image"]
+    assert sorted(indexes) == [0, 1, 2, 3, 4], "every image exactly once across the two streams"
+    assert whole[-1].finished.job.status == job_pb2.JOB_STATUS_COMPLETED
+    replay = events_of(batch_server.stub.WatchJob(pb.WatchJobRequest(job_id=submitted.job_id), timeout=60))
+    assert [e.cursor for e in replay] == [e.cursor for e in whole]
+
+
+def test_status_and_paginated_results(batch_server: ServerThread) -> None:
+    events = events_of(batch_server.stub.SegmentBatch(pb.SubmitBatchRequest(images=images(5), options=FAST)))
+    job_id = events[0].accepted.job_id
+    status = batch_server.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id))
+    assert status.status == job_pb2.JOB_STATUS_COMPLETED and status.processed_images == 5
+    assert status.HasField("started_at") and status.HasField("completed_at")
+    assert status.processing_time > 0 and status.estimated_time == 0
+    indexes: list[int] = []
+    token = ""
+    pages = 0
+    while True:
+        page = batch_server.stub.GetJobResults(pb.GetJobResultsRequest(job_id=job_id, page_size=2, page_token=token))
+        pages += 1
+        indexes += [r.index for r in page.results]
+        assert all(r.masks for r in page.results)
+        token = page.next_page_token
+        if not token:
+            break
+    assert indexes == [0, 1, 2, 3, 4] and pages == 3
+
+
+def test_segment_calls_are_single_jobs(batch_server: ServerThread) -> None:
+    response = batch_server.stub.Segment(pb.SegmentRequest(image=images(1)[0], points_per_side=2, pred_iou_thresh=0))
+    status = batch_server.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=response.job_id))
+    assert status.job_type == job_pb2.JOB_TYPE_SINGLE and status.status == job_pb2.JOB_STATUS_COMPLETED
+    results = batch_server.stub.GetJobResults(pb.GetJobResultsRequest(job_id=response.job_id))
+    assert len(results.results) == 1 and len(results.results[0].masks) == len(response.masks)
+
+
+def test_list_jobs_filters_newest_first(batch_server: ServerThread) -> None:
+    single = batch_server.stub.Segment(pb.SegmentRequest(image=images(1)[0], points_per_side=1))
+    batch = events_of(batch_server.stub.SegmentBatch(pb.SubmitBatchRequest(images=images(1), options=FAST)))
+    batch_id = batch[0].accepted.job_id
+    everything = batch_server.stub.ListJobs(pb.ListJobsRequest(page_size=100)).jobs
+    ids = [j.job_id for j in everything]
+    assert ids.index(batch_id) < ids.index(single.job_id), "newest first"
+    created = [j.created_at.ToMilliseconds() for j in everything]
+    assert created == sorted(created, reverse=True)
+    singles = batch_server.stub.ListJobs(pb.ListJobsRequest(job_type=job_pb2.JOB_TYPE_SINGLE, page_size=100)).jobs
+    assert single.job_id in {j.job_id for j in singles} and all(j.job_type == job_pb2.JOB_TYPE_SINGLE for j in singles)
+    completed = batch_server.stub.ListJobs(pb.ListJobsRequest(status=job_pb2.JOB_STATUS_COMPLETED, page_size=100))
+    assert all(j.status == job_pb2.JOB_STATUS_COMPLETED for j in completed.jobs)
+    paged: list[str] = []
+    token = ""
+    while True:
+        page = batch_server.stub.ListJobs(pb.ListJobsRequest(page_size=2, page_token=token))
+        paged += [j.job_id for j in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == ids
+
+
+def test_request_id_makes_submission_idempotent(batch_server: ServerThread) -> None:
+    request = pb.SubmitBatchRequest(images=images(2), options=FAST, request_id="client-retry-1")
+    first = batch_server.stub.SubmitBatch(request)
+    again = batch_server.stub.SubmitBatch(request)
+    assert first.job_id == again.job_id
+    listed = [j.job_id for j in batch_server.stub.ListJobs(pb.ListJobsRequest(page_size=100)).jobs]
+    assert listed.count(first.job_id) == 1
+
+
+def test_cancel_keeps_finished_results_and_runs_nothing_more(batch_server: ServerThread) -> None:
+    stream = batch_server.stub.SegmentBatch(
+        pb.SubmitBatchRequest(images=images(6, size=(160, 120)), options=SLOW), timeout=300
+    )
+    job_id = ""
+    for event in stream:
+        if event.WhichOneof("event") == "accepted":
+            job_id = event.accepted.job_id
+        if event.WhichOneof("event") == "image":
+            break
+    cancelled = batch_server.stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+    assert cancelled.status == job_pb2.JOB_STATUS_CANCELLED
+    rest = list(stream)
+    assert rest[-1].finished.job.status == job_pb2.JOB_STATUS_CANCELLED
+    kept = batch_server.stub.GetJobResults(pb.GetJobResultsRequest(job_id=job_id, page_size=50)).results
+    assert 1 <= len(kept) < 6
+    # A job queued behind the cancelled one finishes only after the worker passed its messages.
+    events_of(batch_server.stub.SegmentBatch(pb.SubmitBatchRequest(images=images(1), options=FAST), timeout=300))
+    later = batch_server.stub.GetJobResults(pb.GetJobResultsRequest(job_id=job_id, page_size=50)).results
+    assert [r.index for r in later] == [r.index for r in kept]
+    again = batch_server.stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+    assert again.status == job_pb2.JOB_STATUS_CANCELLED
+
+
+def test_unknown_job_is_not_found(batch_server: ServerThread) -> None:
+    for call, request in [
+        (batch_server.stub.GetJobStatus, pb.GetJobStatusRequest(job_id="job_nope")),
+        (batch_server.stub.GetJobResults, pb.GetJobResultsRequest(job_id="job_nope")),
+        (batch_server.stub.CancelJob, pb.CancelJobRequest(job_id="job_nope")),
+    ]:
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert rich_status(caught.value)[1]["ErrorInfo"].reason == "JOB_NOT_FOUND"
+    with pytest.raises(grpc.RpcError) as caught:
+        list(batch_server.stub.WatchJob(pb.WatchJobRequest(job_id="job_nope")))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "request_fields,field",
+    [
+        ({"images": []}, "images"),
+        ({"images": [b"x"] * 51}, "images"),
+        ({"options": pb.SegmentOptions(points_per_side=0)}, "options.points_per_side"),
+        ({"options": pb.SegmentOptions(model_type="nope")}, "options.model_type"),
+        ({"priority": 9}, "priority"),
+        ({"webhook_url": "ftp://example.org/hook"}, "webhook_url"),
+        ({"webhook_url": "http://169.254.169.254/latest"}, "webhook_url"),
+        ({"webhook_url": "http://10.1.2.3/hook"}, "webhook_url"),
+        ({"request_id": "x" * 129}, "request_id"),
+    ],
+)
+def test_bad_batches_are_refused_whole(batch_server: ServerThread, request_fields: dict, field: str) -> None:
+    fields = {"images": images(1), "options": FAST, **request_fields}
+    with pytest.raises(grpc.RpcError) as caught:
+        batch_server.stub.SubmitBatch(pb.SubmitBatchRequest(**fields))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, details = rich_status(caught.value)
+    assert field in [v.field for v in details["BadRequest"].field_violations]
