@@ -3,6 +3,12 @@ worker, memory store) and the Redis mode (real Redis, real `samsvc worker` proce
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -11,8 +17,9 @@ import pytest
 from samsvc.config import Settings
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
-from tests.support import RedisServer, ServerThread, WorkerProcess, encode, rich_status, scene
+from tests.support import RedisServer, ServerThread, WorkerProcess, encode, rich_status, scene, wait_for
 
+WEBHOOK_SECRET = "test-webhook-secret"
 FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 SLOW = pb.SegmentOptions(points_per_side=6, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
@@ -22,6 +29,15 @@ def batch_server(
     request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     data_dir = tmp_path_factory.mktemp("data")
+    base_settings = base_settings.model_copy(
+        update={
+            "webhook_secret": WEBHOOK_SECRET,
+            "webhook_allowed_hosts": ["127.0.0.1"],
+            "webhook_min_backoff_ms": 100,
+            # A retried image would take half a minute: poison images must fail at once.
+            "job_min_backoff_ms": 30_000,
+        }
+    )
     if request.param == "embedded":
         running = ServerThread(base_settings.model_copy(update={"data_dir": data_dir}))
         yield running
@@ -220,3 +236,65 @@ def test_bad_batches_are_refused_whole(batch_server: ServerThread, request_field
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     _, details = rich_status(caught.value)
     assert field in [v.field for v in details["BadRequest"].field_violations]
+
+
+def test_poison_image_fails_at_once_and_the_rest_succeed(batch_server: ServerThread) -> None:
+    batch = images(3)
+    whole = encode(scene(64, 48, seed=5), "JPEG", quality=95)
+    batch[1] = whole[: len(whole) // 2]  # the header is fine; the pixels are cut off
+    started = time.monotonic()
+    events = events_of(batch_server.stub.SegmentBatch(pb.SubmitBatchRequest(images=batch, options=FAST), timeout=120))
+    assert time.monotonic() - started < 20, "no retries (each would wait 30 s)"
+    results = {e.image.index: e.image for e in events if e.WhichOneof("event") == "image"}
+    assert sorted(results) == [0, 1, 2]
+    assert results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "IMAGE_CORRUPT" in str(results[1].error.details)
+    assert results[0].masks and results[2].masks
+    assert events[-1].finished.job.status == job_pb2.JOB_STATUS_COMPLETED
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    failures_left = 2
+    received: list[tuple[dict[str, str], bytes]] = []  # noqa: RUF012 (shared with the test)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((dict(self.headers), body))
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            self.send_response(500)
+        else:
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
+    handler = type("Receiver", (_Receiver,), {"failures_left": 2, "received": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/hooks/samsvc?token=abc", handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_webhook_is_signed_and_retried_until_delivered(
+    batch_server: ServerThread, receiver: tuple[str, type[_Receiver]]
+) -> None:
+    url, handler = receiver
+    events = events_of(
+        batch_server.stub.SegmentBatch(pb.SubmitBatchRequest(images=images(2), options=FAST, webhook_url=url))
+    )
+    job_id = events[0].accepted.job_id
+    wait_for(lambda: len(handler.received) >= 3, timeout=60, what="three webhook attempts")
+    for headers, body in handler.received:
+        timestamp = headers["X-Samsvc-Timestamp"]
+        expected = hmac.new(WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        assert headers["X-Samsvc-Signature"] == f"sha256={expected}"
+        summary = json.loads(body)
+        assert summary["job_id"] == job_id and summary["status"] == "completed"
+        assert summary["processed_images"] == 2
+    assert len(handler.received) == 3, "delivered on the third attempt, then no more"
