@@ -68,8 +68,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         print("error: samsvc worker needs REDIS_URL (without it, `samsvc serve` runs jobs in-process)", file=sys.stderr)
         return 2
     env = {**os.environ, **settings_environment(settings)}
-    # Dramatiq reads its prefetch from the environment when its worker module is imported.
+    # Dramatiq reads these from the environment when its worker module is imported.
     env["dramatiq_queue_prefetch"] = str(settings.queue_prefetch)
+    env["dramatiq_worker_timeout"] = str(settings.worker_poll_ms)
     argv = [
         sys.executable, "-m", "dramatiq", "samsvc.jobs.worker_main",
         "--processes", str(settings.worker_processes),

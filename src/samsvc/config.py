@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(3_600, ge=1, description="Longest one image may run before it is retried.")
     worker_processes: int = Field(1, ge=1, le=256, description="Worker processes started by `samsvc worker`.")
     worker_threads: int = Field(1, ge=1, le=256, description="Threads per worker process (images at once).")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Torch CPU threads per worker process; 0: the CPUs divided by worker processes times threads.",
+    )
+    worker_poll_ms: int = Field(
+        200, ge=10, le=10_000, description="Longest pause of an idle worker between looks at its queues (ms)."
+    )
     queue_prefetch: int = Field(
         1, ge=1, le=1000, description="Messages a worker takes ahead per queue; 1 keeps priorities strict."
     )
@@ -118,3 +127,10 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             continue
         env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
     return env
+
+
+def worker_torch_threads(settings: Settings, cpus: int) -> int:
+    """Torch threads for one worker process, so that processes x threads do not oversubscribe."""
+    if settings.torch_threads:
+        return settings.torch_threads
+    return max(1, cpus // (settings.worker_processes * settings.worker_threads))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -38,7 +39,7 @@ class JobRuntime:
     store: JobStore
     blobs: BlobStore
     broker: dramatiq.Broker
-    models_factory: Any
+    models_factory: Callable[[], ModelManager]
     redis_client: redis.Redis | None = None
     actors: dict[str, dramatiq.Actor[Any, Any]] = field(default_factory=dict)
     #: Worker threads in this process (the embedded mode's in-process worker).
@@ -46,8 +47,7 @@ class JobRuntime:
 
     @cached_property
     def models(self) -> ModelManager:
-        manager: ModelManager = self.models_factory()
-        return manager
+        return self.models_factory()
 
     @cached_property
     def webhook_policy(self) -> WebhookPolicy:
@@ -89,7 +89,9 @@ class JobRuntime:
         return math.ceil(math.ceil(work / max(threads, 1)) * mean)
 
 
-def build_runtime(settings: Settings, models_factory: Any, *, worker: bool = False) -> JobRuntime:
+def build_runtime(
+    settings: Settings, models_factory: Callable[[], ModelManager], *, worker: bool = False
+) -> JobRuntime:
     """Wire the runtime for `settings`; `worker` adds the presence announcements."""
     from samsvc.jobs.actors import declare_actors
 

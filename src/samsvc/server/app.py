@@ -124,7 +124,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
 def _start_embedded_worker(runtime: JobRuntime) -> dramatiq.Worker:
     """The embedded mode's in-process Dramatiq worker over the stub broker."""
     threads = runtime.settings.worker_threads
-    worker = dramatiq.Worker(runtime.broker, worker_threads=threads)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=runtime.settings.worker_poll_ms)
     worker.queue_prefetch = runtime.settings.queue_prefetch
     # Time limits and other boot-time middleware only arm on this signal (the CLI sends it).
     runtime.broker.emit_after("process_boot")
