@@ -4,7 +4,7 @@
     uv run python scripts/generate.py --check    # exit 1 when generated/ is stale
 
 Makes Python messages, gRPC stubs, .pyi stubs (mypy-protobuf) and a descriptor set with
-its imports and source comments (generated/samsvc.pb) for Envoy's gRPC-JSON transcoder and
+its imports and source comments (generated/samsvc/v1/descriptor_set.pb) for Envoy's gRPC-JSON transcoder and
 the API docs. google/rpc/status.proto and error_details.proto go into the descriptor set
 so that error details survive transcoding.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 GENERATED = ROOT / "generated"
-DESCRIPTOR_SET = "samsvc.pb"
+#: Inside the package, so installs carry it (importlib.resources: samsvc.v1/descriptor_set.pb).
+DESCRIPTOR_SET = "samsvc/v1/descriptor_set.pb"
 # Imported by nothing of ours but needed in the descriptor set: Envoy renders
 # google.rpc.Status details (BadRequest, ErrorInfo, ...) only for types it knows.
+OPENAPI = "samsvc/v1/openapi.json"
+OPENAPI_SERVICES = ("samsvc.v1.SegmentationService",)
 EXTRA_DESCRIPTOR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
 
@@ -79,6 +83,16 @@ def generate(out: Path) -> None:
     )
     for package in {p.parent for p in out.rglob("*_pb2.py")}:
         (package / "__init__.py").touch()
+    write_openapi(out)
+
+
+def write_openapi(out: Path) -> None:
+    """generated/samsvc/v1/openapi.json from the descriptor set (served at /openapi.json)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from samsvc.gateway.openapi import build_openapi
+
+    document = build_openapi((out / DESCRIPTOR_SET).read_bytes(), list(OPENAPI_SERVICES))
+    (out / OPENAPI).write_text(json.dumps(document, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def _differences(left: Path, right: Path) -> list[str]:

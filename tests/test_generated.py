@@ -19,7 +19,9 @@ def test_generated_code_is_fresh() -> None:
 
 
 def test_descriptor_set_carries_error_details_and_http_rules() -> None:
-    descriptors = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "generated" / "samsvc.pb").read_bytes())
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(
+        (ROOT / "generated" / "samsvc" / "v1" / "descriptor_set.pb").read_bytes()
+    )
     files = {f.name for f in descriptors.file}
     assert {
         "google/rpc/status.proto",

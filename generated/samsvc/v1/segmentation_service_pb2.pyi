@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -153,6 +154,129 @@ class SegmentRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_thresh) -> _WhichOneofReturnType__stability_score_thresh | None: ...
 
 Global___SegmentRequest: _TypeAlias = SegmentRequest  # noqa: Y015
+
+@_typing.final
+class SegmentUploadRequest(_message.Message):
+    """Automatic mask generation on an image sent as the raw request body."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HTTP_BODY_FIELD_NUMBER: _builtins.int
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    POINTS_PER_SIDE_FIELD_NUMBER: _builtins.int
+    PRED_IOU_THRESH_FIELD_NUMBER: _builtins.int
+    STABILITY_SCORE_THRESH_FIELD_NUMBER: _builtins.int
+    RETURN_VISUALIZATION_FIELD_NUMBER: _builtins.int
+    MASK_FORMAT_FIELD_NUMBER: _builtins.int
+    POINTS_PER_BATCH_FIELD_NUMBER: _builtins.int
+    STABILITY_SCORE_OFFSET_FIELD_NUMBER: _builtins.int
+    BOX_NMS_THRESH_FIELD_NUMBER: _builtins.int
+    CROP_N_LAYERS_FIELD_NUMBER: _builtins.int
+    CROP_NMS_THRESH_FIELD_NUMBER: _builtins.int
+    CROP_OVERLAP_RATIO_FIELD_NUMBER: _builtins.int
+    CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _builtins.int
+    MIN_MASK_REGION_AREA_FIELD_NUMBER: _builtins.int
+    model_type: _builtins.str
+    """As SegmentRequest.model_type."""
+    points_per_side: _builtins.int
+    """As SegmentRequest.points_per_side."""
+    pred_iou_thresh: _builtins.float
+    """As SegmentRequest.pred_iou_thresh."""
+    stability_score_thresh: _builtins.float
+    """As SegmentRequest.stability_score_thresh."""
+    return_visualization: _builtins.bool
+    """As SegmentRequest.return_visualization."""
+    mask_format: _mask_pb2.MaskFormat.ValueType
+    """As SegmentRequest.mask_format."""
+    points_per_batch: _builtins.int
+    """As SegmentRequest.points_per_batch."""
+    stability_score_offset: _builtins.float
+    """As SegmentRequest.stability_score_offset."""
+    box_nms_thresh: _builtins.float
+    """As SegmentRequest.box_nms_thresh."""
+    crop_n_layers: _builtins.int
+    """As SegmentRequest.crop_n_layers."""
+    crop_nms_thresh: _builtins.float
+    """As SegmentRequest.crop_nms_thresh."""
+    crop_overlap_ratio: _builtins.float
+    """As SegmentRequest.crop_overlap_ratio."""
+    crop_n_points_downscale_factor: _builtins.int
+    """As SegmentRequest.crop_n_points_downscale_factor."""
+    min_mask_region_area: _builtins.int
+    """As SegmentRequest.min_mask_region_area."""
+    @_builtins.property
+    def http_body(self) -> _httpbody_pb2.HttpBody:
+        """The raw image (its content type is not trusted: the format is recognised by content)."""
+
+    def __init__(
+        self,
+        *,
+        http_body: _httpbody_pb2.HttpBody | None = ...,
+        model_type: _builtins.str = ...,
+        points_per_side: _builtins.int | None = ...,
+        pred_iou_thresh: _builtins.float | None = ...,
+        stability_score_thresh: _builtins.float | None = ...,
+        return_visualization: _builtins.bool = ...,
+        mask_format: _mask_pb2.MaskFormat.ValueType = ...,
+        points_per_batch: _builtins.int | None = ...,
+        stability_score_offset: _builtins.float | None = ...,
+        box_nms_thresh: _builtins.float | None = ...,
+        crop_n_layers: _builtins.int | None = ...,
+        crop_nms_thresh: _builtins.float | None = ...,
+        crop_overlap_ratio: _builtins.float | None = ...,
+        crop_n_points_downscale_factor: _builtins.int | None = ...,
+        min_mask_region_area: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "http_body", b"http_body", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "http_body", b"http_body", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__box_nms_thresh: _TypeAlias = _typing.Literal["box_nms_thresh"]  # noqa: Y015
+    _WhichOneofArgType__box_nms_thresh: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__crop_n_layers: _TypeAlias = _typing.Literal["crop_n_layers"]  # noqa: Y015
+    _WhichOneofArgType__crop_n_layers: _TypeAlias = _typing.Literal["_crop_n_layers", b"_crop_n_layers"]  # noqa: Y015
+    _WhichOneofReturnType__crop_n_points_downscale_factor: _TypeAlias = _typing.Literal["crop_n_points_downscale_factor"]  # noqa: Y015
+    _WhichOneofArgType__crop_n_points_downscale_factor: _TypeAlias = _typing.Literal["_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor"]  # noqa: Y015
+    _WhichOneofReturnType__crop_nms_thresh: _TypeAlias = _typing.Literal["crop_nms_thresh"]  # noqa: Y015
+    _WhichOneofArgType__crop_nms_thresh: _TypeAlias = _typing.Literal["_crop_nms_thresh", b"_crop_nms_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__crop_overlap_ratio: _TypeAlias = _typing.Literal["crop_overlap_ratio"]  # noqa: Y015
+    _WhichOneofArgType__crop_overlap_ratio: _TypeAlias = _typing.Literal["_crop_overlap_ratio", b"_crop_overlap_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__min_mask_region_area: _TypeAlias = _typing.Literal["min_mask_region_area"]  # noqa: Y015
+    _WhichOneofArgType__min_mask_region_area: _TypeAlias = _typing.Literal["_min_mask_region_area", b"_min_mask_region_area"]  # noqa: Y015
+    _WhichOneofReturnType__points_per_batch: _TypeAlias = _typing.Literal["points_per_batch"]  # noqa: Y015
+    _WhichOneofArgType__points_per_batch: _TypeAlias = _typing.Literal["_points_per_batch", b"_points_per_batch"]  # noqa: Y015
+    _WhichOneofReturnType__points_per_side: _TypeAlias = _typing.Literal["points_per_side"]  # noqa: Y015
+    _WhichOneofArgType__points_per_side: _TypeAlias = _typing.Literal["_points_per_side", b"_points_per_side"]  # noqa: Y015
+    _WhichOneofReturnType__pred_iou_thresh: _TypeAlias = _typing.Literal["pred_iou_thresh"]  # noqa: Y015
+    _WhichOneofArgType__pred_iou_thresh: _TypeAlias = _typing.Literal["_pred_iou_thresh", b"_pred_iou_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__stability_score_offset: _TypeAlias = _typing.Literal["stability_score_offset"]  # noqa: Y015
+    _WhichOneofArgType__stability_score_offset: _TypeAlias = _typing.Literal["_stability_score_offset", b"_stability_score_offset"]  # noqa: Y015
+    _WhichOneofReturnType__stability_score_thresh: _TypeAlias = _typing.Literal["stability_score_thresh"]  # noqa: Y015
+    _WhichOneofArgType__stability_score_thresh: _TypeAlias = _typing.Literal["_stability_score_thresh", b"_stability_score_thresh"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__box_nms_thresh) -> _WhichOneofReturnType__box_nms_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_n_layers) -> _WhichOneofReturnType__crop_n_layers | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_n_points_downscale_factor) -> _WhichOneofReturnType__crop_n_points_downscale_factor | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_nms_thresh) -> _WhichOneofReturnType__crop_nms_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crop_overlap_ratio) -> _WhichOneofReturnType__crop_overlap_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_mask_region_area) -> _WhichOneofReturnType__min_mask_region_area | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__points_per_batch) -> _WhichOneofReturnType__points_per_batch | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__points_per_side) -> _WhichOneofReturnType__points_per_side | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pred_iou_thresh) -> _WhichOneofReturnType__pred_iou_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_offset) -> _WhichOneofReturnType__stability_score_offset | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_thresh) -> _WhichOneofReturnType__stability_score_thresh | None: ...
+
+Global___SegmentUploadRequest: _TypeAlias = SegmentUploadRequest  # noqa: Y015
 
 @_typing.final
 class SegmentResponse(_message.Message):

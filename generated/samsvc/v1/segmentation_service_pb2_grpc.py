@@ -47,6 +47,11 @@ class SegmentationServiceStub:
                 request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentRequest.SerializeToString,
                 response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.FromString,
                 _registered_method=True)
+        self.SegmentUpload = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/SegmentUpload',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentUploadRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/samsvc.v1.SegmentationService/ListModels',
                 request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.ListModelsRequest.SerializeToString,
@@ -106,6 +111,15 @@ class SegmentationServiceServicer:
     def Segment(self, request, context):
         """Segments one image: generates every mask SAM finds on a grid of point prompts and
         returns them with their scores, optionally with an overlay visualization.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SegmentUpload(self, request, context):
+        """Segments one image sent as the raw HTTP body (Content-Type image/jpeg, image/png or
+        image/webp), with the options as query parameters. The gateway routes raw image uploads
+        to `/api/v1/segment` and `/segment` here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,6 +197,11 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
             'Segment': grpc.unary_unary_rpc_method_handler(
                     servicer.Segment,
                     request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.SerializeToString,
+            ),
+            'SegmentUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.SegmentUpload,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentUploadRequest.FromString,
                     response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -263,6 +282,33 @@ class SegmentationService:
             target,
             '/samsvc.v1.SegmentationService/Segment',
             samsvc_dot_v1_dot_segmentation__service__pb2.SegmentRequest.SerializeToString,
+            samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SegmentUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/SegmentUpload',
+            samsvc_dot_v1_dot_segmentation__service__pb2.SegmentUploadRequest.SerializeToString,
             samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.FromString,
             options,
             channel_credentials,

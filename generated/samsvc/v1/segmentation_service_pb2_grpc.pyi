@@ -45,6 +45,11 @@ class SegmentationServiceStub:
     """Segments one image: generates every mask SAM finds on a grid of point prompts and
     returns them with their scores, optionally with an overlay visualization.
     """
+    SegmentUpload: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.SegmentUploadRequest, _segmentation_service_pb2.SegmentResponse]
+    """Segments one image sent as the raw HTTP body (Content-Type image/jpeg, image/png or
+    image/webp), with the options as query parameters. The gateway routes raw image uploads
+    to `/api/v1/segment` and `/segment` here.
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListModelsRequest, _segmentation_service_pb2.ListModelsResponse]
     """Lists the models this server can run and the state of their weights."""
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_health_pb2.CheckHealthRequest, _health_pb2.CheckHealthResponse]
@@ -84,6 +89,11 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     Segment: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.SegmentRequest, _segmentation_service_pb2.SegmentResponse]  # type: ignore[assignment]
     """Segments one image: generates every mask SAM finds on a grid of point prompts and
     returns them with their scores, optionally with an overlay visualization.
+    """
+    SegmentUpload: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.SegmentUploadRequest, _segmentation_service_pb2.SegmentResponse]  # type: ignore[assignment]
+    """Segments one image sent as the raw HTTP body (Content-Type image/jpeg, image/png or
+    image/webp), with the options as query parameters. The gateway routes raw image uploads
+    to `/api/v1/segment` and `/segment` here.
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListModelsRequest, _segmentation_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models this server can run and the state of their weights."""
@@ -127,6 +137,17 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_segmentation_service_pb2.SegmentResponse, _abc.Awaitable[_segmentation_service_pb2.SegmentResponse]]:
         """Segments one image: generates every mask SAM finds on a grid of point prompts and
         returns them with their scores, optionally with an overlay visualization.
+        """
+
+    @_abc_1.abstractmethod
+    def SegmentUpload(
+        self,
+        request: _segmentation_service_pb2.SegmentUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_service_pb2.SegmentResponse, _abc.Awaitable[_segmentation_service_pb2.SegmentResponse]]:
+        """Segments one image sent as the raw HTTP body (Content-Type image/jpeg, image/png or
+        image/webp), with the options as query parameters. The gateway routes raw image uploads
+        to `/api/v1/segment` and `/segment` here.
         """
 
     @_abc_1.abstractmethod

@@ -45,6 +45,20 @@ def amg_fields_set(message: Any) -> dict[str, Any]:
     return {name: getattr(message, name) for name in AMG_FIELDS if message.HasField(name)}
 
 
+def upload_to_segment_request(
+    upload: segmentation_service_pb2.SegmentUploadRequest,
+) -> segmentation_service_pb2.SegmentRequest:
+    """The SegmentRequest a raw upload stands for: its body is the image, its fields the same."""
+    request = segmentation_service_pb2.SegmentRequest(image=upload.http_body.data)
+    for field in segmentation_service_pb2.SegmentRequest.DESCRIPTOR.fields:
+        if field.name == "image":
+            continue
+        source: Any = upload
+        if not field.has_presence or source.HasField(field.name):
+            setattr(request, field.name, getattr(upload, field.name))
+    return request
+
+
 def mask_encoding(value: int, field: str = "mask_format") -> MaskEncoding:
     encoding: MaskEncoding | None = _ENCODINGS.get(value)
     if encoding is None:

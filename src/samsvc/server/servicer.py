@@ -114,6 +114,17 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def Segment(
         self, request: segmentation_service_pb2.SegmentRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
+        return await self._segment(request)
+
+    @unary_boundary
+    async def SegmentUpload(
+        self, request: segmentation_service_pb2.SegmentUploadRequest, context: ServicerContext
+    ) -> segmentation_service_pb2.SegmentResponse:
+        return await self._segment(convert.upload_to_segment_request(request))
+
+    async def _segment(
+        self, request: segmentation_service_pb2.SegmentRequest
+    ) -> segmentation_service_pb2.SegmentResponse:
         task = self._check_segment(request)
         job_id = new_job_id(JobType.SINGLE)
         outcome = await self._run(task)

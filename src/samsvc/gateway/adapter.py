@@ -1,0 +1,269 @@
+"""The small HTTP service behind Envoy for what its transcoder cannot do: the seed's
+multipart/form-data uploads, and the documentation pages.
+
+A multipart request becomes the same JSON the transcoder would have received, is parsed into
+the protobuf request by protobuf's own JSON mapping, and is sent to the gRPC service; the
+answer (or the gRPC error) is written back as the transcoder would have written it. The
+adapter judges nothing itself: every check happens in the gRPC service.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2  # noqa: F401 (registers detail types for JSON)
+from grpc_status import rpc_status
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from samsvc.gateway import docs
+from samsvc.v1 import segmentation_service_pb2 as pb
+from samsvc.v1 import segmentation_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+#: gRPC status -> HTTP status, as Envoy's transcoder maps them.
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+#: Request headers passed on to the gRPC service as metadata.
+FORWARDED_HEADERS = ("x-request-id", "authorization", "x-api-key")
+_TRUE = {"true", "1", "on", "yes"}
+_FALSE = {"false", "0", "off", "no"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One multipart form: text fields (a name may repeat) and files."""
+
+    fields: list[tuple[str, str]]
+    files: list[tuple[str, bytes]]
+
+
+def parse_multipart(content_type: str, body: bytes) -> Upload:
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ValueError("multipart/form-data without a boundary")
+    fields: list[tuple[str, str]] = []
+    files: list[tuple[str, bytes]] = []
+    state: dict[str, Any] = {}
+
+    def on_part_begin() -> None:
+        state.update(headers={}, data=bytearray(), header_name=b"", header_value=b"")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header_name"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["header_value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["header_name"].lower()] = state["header_value"]
+        state["header_name"], state["header_value"] = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        state["data"] += data[start:end]
+
+    def on_part_end() -> None:
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in disposition:
+            files.append((name, bytes(state["data"])))
+        else:
+            fields.append((name, state["data"].decode("utf-8", "replace")))
+
+    parser = MultipartParser(
+        boundary,
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    parser.write(body)
+    parser.finalize()
+    return Upload(fields, files)
+
+
+def _json_value(field: FieldDescriptor, text: str) -> Any:
+    """A form string as the JSON value protobuf's JSON mapping expects for `field`."""
+    if field.type == FieldDescriptor.TYPE_BOOL and text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    return text
+
+
+def form_to_json(upload: Upload, descriptor: Descriptor, file_field: str, nested: str = "") -> dict[str, Any]:
+    """The JSON body the transcoder would take, from a form: files (base64) under `file_field`,
+    other fields by name; names unknown to the request go to the `nested` message (options)."""
+    body: dict[str, Any] = {}
+    target = descriptor.fields_by_name[file_field]
+    encoded = [base64.b64encode(data).decode("ascii") for name, data in upload.files if name == file_field]
+    if encoded:
+        body[file_field] = encoded if target.is_repeated else encoded[0]
+    nested_descriptor = descriptor.fields_by_name[nested].message_type if nested else None
+    for name, text in upload.fields:
+        if name in descriptor.fields_by_name:
+            body[name] = _json_value(descriptor.fields_by_name[name], text)
+        elif nested_descriptor is not None and name in nested_descriptor.fields_by_name:
+            body.setdefault(nested, {})[name] = _json_value(nested_descriptor.fields_by_name[name], text)
+        else:
+            body[name] = text  # protobuf's parser names the unknown field in its error
+    return body
+
+
+def _to_json(message: Message) -> bytes:
+    return json_format.MessageToJson(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
+    ).encode()
+
+
+def _error_body(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> bytes:
+    if status is None:
+        status = status_pb2.Status(code=code.value[0], message=message)
+    return _to_json(status)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: AdapterServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("adapter: " + format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _not_found(self) -> None:
+        status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message=f"no route {self.path}")
+        self._send(404, _to_json(status), "application/json")
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/docs":
+            self._send(200, docs.SWAGGER_PAGE.encode(), "text/html; charset=utf-8")
+        elif path == "/redoc":
+            self._send(200, docs.REDOC_PAGE.encode(), "text/html; charset=utf-8")
+        elif path == "/openapi.json":
+            self._send(200, docs.openapi_json(), "application/json")
+        elif path.startswith(docs.ASSETS_PREFIX) and (found := docs.asset(path[len(docs.ASSETS_PREFIX) :])):
+            content, kind = found
+            self._send(200, content, kind, {"Cache-Control": "public, max-age=86400"})
+        else:
+            self._not_found()
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        calls: dict[str, Callable[[dict[str, Any], list[tuple[str, str]]], Message]] = {
+            "/api/v1/segment": self.server.segment,
+            "/segment": self.server.segment,
+            "/api/v1/segment/batch": self.server.submit_batch,
+            "/segment/batch": self.server.submit_batch,
+        }
+        call = calls.get(path)
+        if call is None:
+            self._not_found()
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.server.max_body_bytes:
+            self.rfile.read(length)
+            message = f"request body is {length} bytes; the limit is {self.server.max_body_bytes}"
+            status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+            self._send(413, _to_json(status), "application/json")
+            return
+        body = self.rfile.read(length)
+        metadata = [(h, v) for h in FORWARDED_HEADERS if (v := self.headers.get(h))]
+        try:
+            upload = parse_multipart(self.headers.get("Content-Type", ""), body)
+            response = call(self.server.request_json(path, upload), metadata)
+        except (ValueError, json_format.ParseError) as exc:
+            status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=f"form: {exc}")
+            self._send(400, _to_json(status), "application/json")
+            return
+        except grpc.RpcError as exc:
+            code = exc.code()
+            self._send(
+                HTTP_STATUS.get(code, 500),
+                _error_body(code, exc.details() or "", rpc_status.from_call(exc)),
+                "application/json",
+            )
+            return
+        self._send(200, _to_json(response), "application/json")
+
+
+class AdapterServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], grpc_target: str, max_body_bytes: int, timeout_s: float) -> None:
+        super().__init__(address, _Handler)
+        self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(
+            grpc_target,
+            options=[
+                ("grpc.max_send_message_length", max_body_bytes),
+                ("grpc.max_receive_message_length", -1),
+            ],
+        )
+        self.stub = segmentation_service_pb2_grpc.SegmentationServiceStub(self.channel)
+
+    def request_json(self, path: str, upload: Upload) -> dict[str, Any]:
+        if path.endswith("/batch"):
+            return form_to_json(upload, pb.SubmitBatchRequest.DESCRIPTOR, "images", nested="options")
+        return form_to_json(upload, pb.SegmentRequest.DESCRIPTOR, "image")
+
+    def segment(self, body: dict[str, Any], metadata: list[tuple[str, str]]) -> Message:
+        request = json_format.ParseDict(body, pb.SegmentRequest())
+        response: Message = self.stub.Segment(request, timeout=self.timeout_s, metadata=metadata)
+        return response
+
+    def submit_batch(self, body: dict[str, Any], metadata: list[tuple[str, str]]) -> Message:
+        request = json_format.ParseDict(body, pb.SubmitBatchRequest())
+        response: Message = self.stub.SubmitBatch(request, timeout=self.timeout_s, metadata=metadata)
+        return response
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.channel.close()
+
+
+def start_adapter(host: str, grpc_target: str, max_body_bytes: int, timeout_s: float) -> tuple[AdapterServer, int]:
+    """Serve the adapter on a free port in a background thread; returns it and its port."""
+    server = AdapterServer((host, 0), grpc_target, max_body_bytes, timeout_s)
+    threading.Thread(target=server.serve_forever, name="samsvc-adapter", daemon=True).start()
+    return server, int(server.server_address[1])

@@ -1,0 +1,297 @@
+"""An OpenAPI 3 document made from the descriptor set: every google.api.http route of the
+services, every field with its proto comment, and the error body. Built by
+scripts/generate.py into generated/samsvc/v1/openapi.json and served at /openapi.json."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2
+
+from samsvc import __version__
+
+FieldProto = descriptor_pb2.FieldDescriptorProto
+
+_SCALARS: dict[int, dict[str, Any]] = {
+    FieldProto.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldProto.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldProto.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldProto.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldProto.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldProto.TYPE_UINT32: {"type": "integer", "format": "int64"},
+    FieldProto.TYPE_FIXED32: {"type": "integer", "format": "int64"},
+    # proto3 JSON prints 64-bit integers as strings.
+    FieldProto.TYPE_INT64: {"type": "string", "format": "int64"},
+    FieldProto.TYPE_SINT64: {"type": "string", "format": "int64"},
+    FieldProto.TYPE_SFIXED64: {"type": "string", "format": "int64"},
+    FieldProto.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    FieldProto.TYPE_FIXED64: {"type": "string", "format": "uint64"},
+    FieldProto.TYPE_BOOL: {"type": "boolean"},
+    FieldProto.TYPE_STRING: {"type": "string"},
+    FieldProto.TYPE_BYTES: {"type": "string", "format": "byte", "description": "base64"},
+}
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    ".google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    ".google.protobuf.Duration": {"type": "string", "example": "1.5s"},
+    ".google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "additionalProperties": True,
+        "description": "A detail message; `@type` names it (google.rpc.ErrorInfo, google.rpc.BadRequest, ...).",
+    },
+}
+_TEMPLATE_VARIABLE = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
+
+
+_Comments = dict[tuple[str, ...], str]
+
+
+def _clean(comment: str) -> str:
+    return "\n".join(line.strip() for line in comment.strip().splitlines()).strip()
+
+
+class _Index:
+    """Messages, enums and comments of a descriptor set, by full name."""
+
+    def __init__(self, files: descriptor_pb2.FileDescriptorSet) -> None:
+        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
+        self.comments: dict[tuple[str, ...], str] = {}
+        self.files = list(files.file)
+        for file in self.files:
+            comments = {
+                tuple(map(str, loc.path)): _clean(loc.leading_comments)
+                for loc in file.source_code_info.location
+                if loc.leading_comments
+            }
+            prefix = f".{file.package}" if file.package else ""
+            for i, message in enumerate(file.message_type):
+                self._add_message(f"{prefix}.{message.name}", message, ("4", str(i)), comments)
+            for i, enum in enumerate(file.enum_type):
+                self._add_enum(f"{prefix}.{enum.name}", enum, ("5", str(i)), comments)
+            for i, service in enumerate(file.service):
+                self.comments[(f"{prefix}.{service.name}",)] = comments.get(("6", str(i)), "")
+                for j, method in enumerate(service.method):
+                    self.comments[(f"{prefix}.{service.name}", method.name)] = comments.get(
+                        ("6", str(i), "2", str(j)), ""
+                    )
+
+    def _add_message(
+        self,
+        name: str,
+        message: descriptor_pb2.DescriptorProto,
+        path: tuple[str, ...],
+        comments: dict[tuple[str, ...], str],
+    ) -> None:
+        self.messages[name] = message
+        self.comments[(name,)] = comments.get(path, "")
+        for i, field in enumerate(message.field):
+            self.comments[(name, field.name)] = comments.get((*path, "2", str(i)), "")
+        for i, nested in enumerate(message.nested_type):
+            self._add_message(f"{name}.{nested.name}", nested, (*path, "3", str(i)), comments)
+        for i, enum in enumerate(message.enum_type):
+            self._add_enum(f"{name}.{enum.name}", enum, (*path, "4", str(i)), comments)
+
+    def _add_enum(
+        self,
+        name: str,
+        enum: descriptor_pb2.EnumDescriptorProto,
+        path: tuple[str, ...],
+        comments: dict[tuple[str, ...], str],
+    ) -> None:
+        self.enums[name] = enum
+        self.comments[(name,)] = comments.get(path, "")
+        for i, value in enumerate(enum.value):
+            self.comments[(name, value.name)] = comments.get((*path, "2", str(i)), "")
+
+
+def _schema_name(full_name: str) -> str:
+    return full_name.lstrip(".")
+
+
+class _Builder:
+    def __init__(self, index: _Index) -> None:
+        self.index = index
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, type_name: str) -> dict[str, Any]:
+        if type_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[type_name])
+        name = _schema_name(type_name)
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder against recursion
+            if type_name in self.index.enums:
+                self.schemas[name] = self._enum_schema(type_name)
+            else:
+                self.schemas[name] = self._message_schema(type_name)
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def _enum_schema(self, type_name: str) -> dict[str, Any]:
+        enum = self.index.enums[type_name]
+        lines = [self.index.comments.get((type_name,), "")]
+        lines += [f"- `{v.name}`: {self.index.comments.get((type_name, v.name), '')}" for v in enum.value]
+        return {"type": "string", "enum": [v.name for v in enum.value], "description": "\n".join(lines).strip()}
+
+    def field_schema(self, message_name: str, field: descriptor_pb2.FieldDescriptorProto) -> dict[str, Any]:
+        if field.type in (FieldProto.TYPE_MESSAGE, FieldProto.TYPE_ENUM):
+            item = self.ref(field.type_name)
+        else:
+            item = dict(_SCALARS[field.type])
+        entry = self.index.messages.get(field.type_name)
+        if entry is not None and entry.options.map_entry:
+            value = entry.field[1]
+            return {
+                "type": "object",
+                "additionalProperties": self.field_schema(field.type_name, value),
+                "description": self.index.comments.get((message_name, field.name), ""),
+            }
+        schema: dict[str, Any] = {"type": "array", "items": item} if field.label == FieldProto.LABEL_REPEATED else item
+        description = self.index.comments.get((message_name, field.name), "")
+        if description:
+            if "$ref" in schema:
+                schema = {"allOf": [schema], "description": description}
+            else:
+                schema["description"] = (description + "\n" + schema.get("description", "")).strip()
+        return schema
+
+    def _message_schema(self, type_name: str) -> dict[str, Any]:
+        message = self.index.messages[type_name]
+        properties = {f.name: self.field_schema(type_name, f) for f in message.field}
+        return {
+            "type": "object",
+            "description": self.index.comments.get((type_name,), ""),
+            "properties": properties,
+        }
+
+
+def _bindings(rule: http_pb2.HttpRule) -> list[tuple[str, str, str]]:
+    found = []
+    for binding in [rule, *rule.additional_bindings]:
+        verb = binding.WhichOneof("pattern")
+        if verb is None or verb == "custom":
+            continue
+        found.append((verb, getattr(binding, verb), binding.body))
+    return found
+
+
+def build_openapi(descriptor_set: bytes, services: list[str], title: str = "samsvc") -> dict[str, Any]:
+    """The OpenAPI document for `services` (full names) in a serialized FileDescriptorSet."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
+    index = _Index(files)
+    builder = _Builder(index)
+    error = builder.ref(".google.rpc.Status")
+    error_responses = {
+        status: {
+            "description": text,
+            "content": {"application/json": {"schema": error}},
+        }
+        for status, text in (
+            ("400", "Bad input: `details` holds a google.rpc.BadRequest naming each field and an ErrorInfo."),
+            ("401", "Missing or unknown credentials."),
+            ("404", "No such job or route."),
+            ("412", "Failed precondition, for example the model's weights are not on the server."),
+            ("413", "The request body is over the gateway's limit."),
+            ("429", "Overloaded: retry after the google.rpc.RetryInfo delay."),
+            ("503", "A dependency (the job store) is unavailable."),
+        )
+    }
+    paths: dict[str, Any] = {}
+    tags = []
+    for file in index.files:
+        for service in file.service:
+            full = f"{file.package}.{service.name}"
+            if full not in services:
+                continue
+            tags.append({"name": service.name, "description": index.comments.get((f".{full}",), "")})
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                for verb, template, body in _bindings(rule):
+                    operation = _operation(builder, index, full, method, verb, template, body, error_responses)
+                    path = _TEMPLATE_VARIABLE.sub(lambda m: "{" + m.group(1) + "}", template)
+                    paths.setdefault(path, {})[verb] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title,
+            "version": __version__,
+            "description": (
+                "REST/JSON for samsvc's gRPC API, transcoded by Envoy from the protobuf contract. "
+                "Field names are the proto's (snake_case); every field is printed, zeros included; "
+                "bytes are base64; 64-bit integers are strings. Streaming methods answer "
+                "newline-delimited JSON, one message per line."
+            ),
+        },
+        "tags": tags,
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(builder.schemas.items()))},
+    }
+
+
+def _operation(
+    builder: _Builder,
+    index: _Index,
+    service: str,
+    method: descriptor_pb2.MethodDescriptorProto,
+    verb: str,
+    template: str,
+    body: str,
+    errors: dict[str, Any],
+) -> dict[str, Any]:
+    request = index.messages[method.input_type]
+    path_fields = [m.group(1) for m in _TEMPLATE_VARIABLE.finditer(template)]
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+         "description": index.comments.get((method.input_type, name), "")}
+        for name in path_fields
+    ]  # fmt: skip
+    operation: dict[str, Any] = {
+        "tags": [service.rsplit(".", 1)[-1]],
+        "operationId": f"{method.name}_{verb}_" + re.sub(r"[^A-Za-z0-9]+", "_", template).strip("_"),
+        "summary": method.name,
+        "description": index.comments.get((f".{service}", method.name), ""),
+    }
+    if body == "*":
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": builder.ref(method.input_type)}},
+        }
+    else:
+        for field in request.field:
+            if field.name in path_fields or field.name == body:
+                continue
+            if field.type == FieldProto.TYPE_MESSAGE and field.label != FieldProto.LABEL_REPEATED:
+                continue  # message fields cannot be query parameters
+            parameters.append(
+                {
+                    "name": field.name,
+                    "in": "query",
+                    "required": False,
+                    "schema": builder.field_schema(method.input_type, field),
+                    "description": index.comments.get((method.input_type, field.name), ""),
+                }
+            )
+        if body:
+            operation["requestBody"] = {
+                "required": True,
+                "description": index.comments.get((method.input_type, body), ""),
+                "content": {
+                    kind: {"schema": {"type": "string", "format": "binary"}}
+                    for kind in ("image/jpeg", "image/png", "image/webp")
+                },
+            }
+    if parameters:
+        operation["parameters"] = parameters
+    response = builder.ref(method.output_type)
+    if method.server_streaming:
+        operation["responses"] = {
+            "200": {
+                "description": "A stream of messages, one JSON object per line.",
+                "content": {"application/x-ndjson": {"schema": response}},
+            }
+        }
+    else:
+        operation["responses"] = {"200": {"description": "OK", "content": {"application/json": {"schema": response}}}}
+    operation["responses"].update(errors)
+    return operation
