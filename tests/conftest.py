@@ -45,6 +45,8 @@ def base_settings(models_file: Path, model_dir: Path) -> Settings:
         max_workers=2,
         max_queue=8,
         shutdown_grace=5.0,
+        gateway=False,
+        rest_port=0,
     )
 
 

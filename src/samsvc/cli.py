@@ -53,7 +53,34 @@ def _configure_logging(settings: Settings) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.server.app import serve
 
-    asyncio.run(serve(settings))
+    if not settings.gateway:
+        asyncio.run(serve(settings))
+        return 0
+    from samsvc.gateway.launcher import Gateway, banner, start_gateway
+
+    def gateway(running: Any) -> Gateway:
+        return start_gateway(settings, "127.0.0.1", running.port)
+
+    asyncio.run(serve(settings, gateway, lambda running, gw: banner(settings, running.port, gw)))  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    """Envoy (and the adapter) alone, in front of the gRPC server at GRPC_TARGET."""
+    import signal
+    import threading
+
+    from samsvc.gateway.launcher import banner, start_gateway
+
+    host, _, port = settings.grpc_target.rpartition(":")
+    gateway = start_gateway(settings, host or "127.0.0.1", int(port))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(banner(settings, int(port), gateway).split("\n", 1)[1], flush=True)
+    print(f"samsvc: forwarding to gRPC at {settings.grpc_target}", flush=True)
+    stop.wait()
+    gateway.stop()
     return 0
 
 
@@ -134,9 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"samsvc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gRPC server (embedded mode without REDIS_URL)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gRPC server and, unless --no-gateway, Envoy for REST/JSON (embedded mode without REDIS_URL)",
+    )
     _add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    gateway = commands.add_parser("gateway", help="run Envoy alone in front of a gRPC server at GRPC_TARGET")
+    _add_settings_flags(gateway)
+    gateway.set_defaults(handler=cmd_gateway)
 
     worker = commands.add_parser("worker", help="run Dramatiq worker processes for batch jobs (needs REDIS_URL)")
     _add_settings_flags(worker)

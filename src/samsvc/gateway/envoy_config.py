@@ -173,6 +173,13 @@ def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, An
         route_config={"name": "samsvc", "virtual_hosts": [virtual_host]},
         http_filters=[
             {"name": CORS, "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors")},
+            # Refuses bodies over the limit with 413 before anything else reads them.
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": _typed(
+                    "envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=config.max_request_bytes
+                ),
+            },
             {
                 "name": "envoy.filters.http.lua",
                 "typed_config": _typed(

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import dramatiq
 import grpc
@@ -144,18 +146,35 @@ async def _sweep_blobs(runtime: JobRuntime, io_executor: ThreadPoolExecutor) -> 
             log.info("removed the stored images of %d expired jobs", removed)
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+class Companion(Protocol):
+    """Something started next to the gRPC server and stopped before it (the gateway)."""
+
+    def stop(self) -> None: ...
+
+
+async def serve(
+    settings: Settings,
+    companion: Callable[[RunningServer], Companion] | None = None,
+    banner: Callable[[RunningServer, Companion | None], str] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (the companion first)."""
     running = await start_server(settings)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    extra: Companion | None = None
+    try:
+        if companion is not None:
+            extra = await loop.run_in_executor(None, companion, running)
+    except BaseException:
+        await running.stop(0)
+        raise
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(
-        f"samsvc: gRPC on {settings.grpc_host}:{running.port} (grpcurl -plaintext 127.0.0.1:{running.port} list)",
-        flush=True,
-    )
+    default = f"samsvc: gRPC on {settings.grpc_host}:{running.port} (grpcurl -plaintext 127.0.0.1:{running.port} list)"
+    print(banner(running, extra) if banner else default, flush=True)
     await stop.wait()
     log.info("shutting down: draining for %.1f s, then %.1f s grace", settings.drain_delay, settings.shutdown_grace)
+    if extra is not None:
+        await loop.run_in_executor(None, extra.stop)
     await running.stop(settings.shutdown_grace, settings.drain_delay)
     log.info("stopped")

@@ -105,11 +105,30 @@ _Response = TypeVar("_Response")
 Handler = Callable[[_Servicer, _Request, ServicerContext], Awaitable[_Response]]
 
 
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def request_id(context: ServicerContext) -> str:
+    """The caller's correlation id (`x-request-id` metadata, which Envoy sets), or ""."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER:
+            return str(value)
+    return ""
+
+
+async def echo_request_id(context: ServicerContext) -> None:
+    """Send the correlation id back in the response headers, so callers can match logs."""
+    rid = request_id(context)
+    if rid:
+        await context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+
+
 def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_Servicer, _Request, _Response]:
     """Wrap a unary servicer method so every exception leaves as a proper gRPC status."""
 
     @functools.wraps(method)
     async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> _Response:
+        await echo_request_id(context)
         try:
             return await method(self, request, context)
         except SamsvcError as exc:
@@ -135,6 +154,7 @@ def stream_boundary(
 
     @functools.wraps(method)
     async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> AsyncIterator[_Response]:
+        await echo_request_id(context)
         try:
             async for item in method(self, request, context):
                 yield item

@@ -1,0 +1,86 @@
+"""The gateway as `samsvc serve` and `samsvc gateway` run it: the adapter (multipart and docs)
+in a thread of this process, and Envoy as a child process in front of a gRPC address."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from samsvc.config import Settings
+from samsvc.gateway.adapter import AdapterServer, start_adapter
+from samsvc.gateway.envoy_config import GatewayConfig
+from samsvc.gateway.envoy_process import EnvoyProcess
+
+log = logging.getLogger(__name__)
+
+
+def descriptor_set_path() -> Path:
+    return Path(str(resources.files("samsvc.v1") / "descriptor_set.pb"))
+
+
+def max_request_bytes(settings: Settings) -> int:
+    """The largest body Envoy accepts: what still fits the gRPC server's receive limit once
+    its base64 is decoded (JSON grows bytes by 4/3), so larger bodies get 413 from Envoy."""
+    return settings.max_message_bytes * 4 // 3
+
+
+@dataclass
+class Gateway:
+    adapter: AdapterServer
+    envoy: EnvoyProcess
+
+    @property
+    def rest_port(self) -> int:
+        return self.envoy.rest_port
+
+    @property
+    def tls_port(self) -> int | None:
+        return self.envoy.ports.get("rest_tls")
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        self.adapter.shutdown()
+        self.adapter.server_close()
+
+
+def start_gateway(settings: Settings, grpc_host: str, grpc_port: int) -> Gateway:
+    limit = max_request_bytes(settings)
+    adapter, adapter_port = start_adapter("127.0.0.1", f"{grpc_host}:{grpc_port}", limit, settings.rest_timeout_s)
+    config = GatewayConfig(
+        descriptor_set=descriptor_set_path(),
+        grpc_host=grpc_host,
+        grpc_port=grpc_port,
+        adapter_host="127.0.0.1",
+        adapter_port=adapter_port,
+        rest_host=settings.rest_host,
+        rest_port=settings.rest_port,
+        admin_port=settings.envoy_admin_port,
+        max_request_bytes=limit,
+        request_timeout_s=settings.rest_timeout_s,
+        cors_origins=tuple(settings.cors_origins),
+        tls_cert_file=settings.tls_cert_file,
+        tls_key_file=settings.tls_key_file,
+        tls_port=settings.tls_port,
+    )
+    try:
+        envoy = EnvoyProcess(config, settings.envoy_binary).start()
+    except BaseException:
+        adapter.shutdown()
+        adapter.server_close()
+        raise
+    return Gateway(adapter=adapter, envoy=envoy)
+
+
+def banner(settings: Settings, grpc_port: int, gateway: Gateway | None) -> str:
+    lines = [f"samsvc: gRPC on {settings.grpc_host}:{grpc_port} (grpcurl -plaintext 127.0.0.1:{grpc_port} list)"]
+    if gateway is not None:
+        base = f"http://{settings.rest_host}:{gateway.rest_port}"
+        lines += [
+            f"samsvc: REST/JSON and gRPC on {base} (POST {base}/api/v1/segment, GET {base}/health)",
+            f"samsvc: API docs at {base}/docs and {base}/redoc, OpenAPI at {base}/openapi.json",
+        ]
+        if gateway.tls_port:
+            lines.append(f"samsvc: TLS on https://{settings.rest_host}:{gateway.tls_port}")
+    return "\n".join(lines)
