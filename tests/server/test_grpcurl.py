@@ -80,3 +80,17 @@ def test_health(server: ServerThread, method: str, expect: str) -> None:
     result = grpcurl(server, method)
     assert result.returncode == 0, result.stderr
     assert expect in result.stdout
+
+
+def test_job_status_and_cancel(server: ServerThread) -> None:
+    body = {"images": [base64.b64encode(encode(scene(64, 48))).decode()], "options": {"points_per_side": 1}}
+    submitted = grpcurl(server, "samsvc.v1.SegmentationService/SubmitBatch", data=json.dumps(body))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["job_id"]
+    status = grpcurl(server, "samsvc.v1.SegmentationService/GetJobStatus", data=json.dumps({"job_id": job_id}))
+    assert status.returncode == 0 and json.loads(status.stdout)["job_id"] == job_id
+    cancelled = grpcurl(server, "samsvc.v1.SegmentationService/CancelJob", data=json.dumps({"job_id": job_id}))
+    assert cancelled.returncode == 0
+    assert json.loads(cancelled.stdout)["status"] in {"JOB_STATUS_CANCELLED", "JOB_STATUS_COMPLETED"}
+    missing = grpcurl(server, "samsvc.v1.SegmentationService/GetJobStatus", data='{"job_id": "job_nope"}')
+    assert missing.returncode != 0 and "NotFound" in missing.stderr

@@ -24,6 +24,7 @@ ADAPTER_CLUSTER = "samsvc_adapter"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 CORS = "envoy.filters.http.cors"
 ROUTER = "envoy.filters.http.router"
+BUFFER = "envoy.filters.http.buffer"
 #: Methods that stream: no route timeout may cut them.
 STREAMING_METHODS = ("SegmentBatch", "WatchJob")
 #: Room for JSON around base64 image data.
@@ -124,7 +125,16 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
             "match": {"prefix": f"/{SERVICE}/"},
             "route": {"cluster": GRPC_CLUSTER, "timeout": f"{config.request_timeout_s:g}s"},
         },
-        # Health Watch and reflection are streams too.
+        # Other native gRPC (reflection, health Watch) streams both ways: no timeout, no buffering.
+        {
+            "match": {
+                "prefix": "/",
+                "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}],
+            },
+            "route": {"cluster": GRPC_CLUSTER, "timeout": "0s"},
+            "typed_per_filter_config": {BUFFER: _disabled()},
+        },
+        # REST before transcoding; once transcoded, the routes above match on the gRPC path.
         {"match": {"prefix": "/"}, "route": {"cluster": GRPC_CLUSTER, "timeout": "0s"}},
     ]
     return routes
@@ -175,7 +185,7 @@ def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, An
             {"name": CORS, "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors")},
             # Refuses bodies over the limit with 413 before anything else reads them.
             {
-                "name": "envoy.filters.http.buffer",
+                "name": BUFFER,
                 "typed_config": _typed(
                     "envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=config.max_request_bytes
                 ),
@@ -245,3 +255,18 @@ def render(config: GatewayConfig) -> dict[str, Any]:
 def write_config(config: GatewayConfig, path: Path) -> Path:
     path.write_text(json.dumps(render(config), indent=1), encoding="utf-8")
     return path
+
+
+if __name__ == "__main__":
+    # The rendering for the defaults, as kept in envoy/envoy.example.json.
+    import sys
+
+    example = GatewayConfig(
+        descriptor_set=Path("generated/samsvc/v1/descriptor_set.pb"),
+        grpc_host="127.0.0.1",
+        grpc_port=50051,
+        adapter_host="127.0.0.1",
+        adapter_port=8001,
+    )
+    json.dump(render(example), sys.stdout, indent=1)
+    sys.stdout.write("\n")
