@@ -4,7 +4,7 @@ CLI flag (`--kebab-case`); flags win over the environment, which wins over the d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         False, description="Download absent built-in weights inside a request instead of failing."
     )
     verify_checksums: bool = Field(True, description="Check a checkpoint's SHA-256 before loading it.")
+    amg_engine: Literal["reference", "fast"] = Field(
+        "reference",
+        description="Mask generation: segment-anything's generator, or samsvc's faster one (same masks).",
+    )
     max_workers: int = Field(2, ge=1, le=256, description="Concurrent inferences per process.")
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests allowed to wait for an inference slot.")
     device: str = Field("auto", description="Torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:N.")

@@ -27,6 +27,8 @@ class SegmentTask:
     options: AmgOptions
     encoding: MaskEncoding
     visualize: bool
+    #: Run samsvc's faster generator (AMG_ENGINE=fast) instead of segment-anything's.
+    fast: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
     if cancel is not None:
         cancel.raise_if_cancelled()
     model = models.get(task.model)
-    records = generate_masks(model.sam, image, task.options, cancel)
+    records = generate_masks(model.sam, image, task.options, cancel, fast=task.fast)
     encoded = [encode_mask(record, task.encoding) for record in records]
     visualization = overlay_png(image, [r.segmentation for r in records]) if task.visualize else None
     return SegmentOutcome(

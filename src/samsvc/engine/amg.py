@@ -119,8 +119,18 @@ def generate_masks(
     image: npt.NDArray[np.uint8],
     options: AmgOptions,
     cancel: CancelToken | None = None,
+    *,
+    fast: bool = False,
 ) -> list[MaskRecord]:
-    """Masks for an HxWx3 uint8 RGB image; raises Cancelled if `cancel` fires mid-way."""
+    """Masks for an HxWx3 uint8 RGB image; raises Cancelled if `cancel` fires mid-way.
+
+    `fast` uses samsvc.engine.fast_amg (the same masks and order; scores equal to within float
+    rounding) instead of segment-anything's own generator.
+    """
+    if fast:
+        from samsvc.engine.fast_amg import FastMaskGenerator
+
+        return FastMaskGenerator(model, options, cancel).generate(image)
     generator = _CancellableGenerator(model, cancel, **options.generator_kwargs())
     with torch.inference_mode():
         raw = generator.generate(image)

@@ -90,7 +90,8 @@ def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
         data = runtime.blobs.get(job_id, index)
         field = f"images[{index}]"
         header = check_image_bytes(data, ImageLimits(settings.max_image_bytes, settings.max_image_side), field)
-        task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize)
+        fast = settings.amg_engine == "fast"
+        task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize, fast)
         cancel = StoreCancelToken(store, job_id, settings.cancel_poll_interval_s)
         outcome = run_segment(task, runtime.models, cancel)
         result = ImageResult(

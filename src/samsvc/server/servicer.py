@@ -94,6 +94,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             options=options,
             encoding=convert.mask_encoding(request.mask_format),
             visualize=request.return_visualization,
+            fast=self._settings.amg_engine == "fast",
         )
 
     async def _run(self, task: SegmentTask) -> SegmentOutcome:
