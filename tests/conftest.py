@@ -47,6 +47,8 @@ def base_settings(models_file: Path, model_dir: Path) -> Settings:
         shutdown_grace=5.0,
         gateway=False,
         rest_port=0,
+        # Tests that time or count inferences need each call to run; the cache tests turn it on.
+        result_cache_ttl_s=0,
     )
 
 

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
         "reference",
         description="Mask generation: segment-anything's generator, or samsvc's faster one (same masks).",
     )
+    embedding_cache_bytes: int = Field(
+        512 * 1024 * 1024, ge=0, description="Memory for cached image embeddings (LRU); 0 turns the cache off."
+    )
+    embedding_cache_redis: bool = Field(
+        False, description="Keep image embeddings in Redis (REDIS_URL) instead of memory, shared by replicas."
+    )
+    result_cache_ttl_s: int = Field(3600, ge=0, description="Seconds Segment results stay cached; 0 turns it off.")
+    result_cache_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="Memory for cached Segment results when Redis is not configured."
+    )
     max_workers: int = Field(2, ge=1, le=256, description="Concurrent inferences per process.")
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests allowed to wait for an inference slot.")
     device: str = Field("auto", description="Torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:N.")

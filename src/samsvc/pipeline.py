@@ -7,13 +7,21 @@ decoding happens here, off the event loop.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle, encode_png, encode_polygons, encode_rle
 from samsvc.encoding.visualization import overlay_png
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks
+from samsvc.engine.embeddings import EmbeddingCache, embed
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.prompts import PromptSpec, predict_prompts
 from samsvc.validation.image import ImageHeader, decode_image
 
 
@@ -75,3 +83,107 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
         model=task.model,
         processing_time_s=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class PromptTask:
+    image: bytes
+    header: ImageHeader
+    model: str
+    prompts: list[PromptSpec]
+    multimask: bool
+    encoding: MaskEncoding
+    return_logits: bool
+
+
+@dataclass(frozen=True)
+class PromptedMask:
+    data: bytes | Rle | list[Polygon]
+    area: int
+    bbox: tuple[int, int, int, int]
+    score: float
+
+
+@dataclass(frozen=True)
+class PromptsOutcome:
+    results: list[tuple[list[PromptedMask], bytes]]
+    embedding_cache_hit: bool
+    width: int
+    height: int
+    model: str
+    processing_time_s: float
+
+
+def image_key(data: bytes) -> str:
+    """Content hash of the image bytes, for cache keys."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _box(mask: npt.NDArray[np.bool_]) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return (0, 0, 0, 0)
+    return (int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min()))
+
+
+def _encode(mask: npt.NDArray[np.bool_], encoding: MaskEncoding) -> bytes | Rle | list[Polygon]:
+    if encoding is MaskEncoding.PNG:
+        return encode_png(mask)
+    if encoding is MaskEncoding.RLE:
+        return encode_rle(mask)
+    return encode_polygons(mask)
+
+
+def run_prompts(
+    task: PromptTask, models: ModelManager, cache: EmbeddingCache | None, cancel: CancelToken | None = None
+) -> PromptsOutcome:
+    """Decode, embed (or reuse the cached embedding), predict every prompt, encode."""
+    started = time.perf_counter()
+    image = decode_image(task.image, task.header)
+    loaded = models.get(task.model)
+    key = f"{task.model}:{loaded.digest}:{image_key(task.image)}"
+    embedding = cache.get(key, loaded.device) if cache is not None else None
+    hit = embedding is not None
+    if embedding is None:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        embedding = embed(loaded.sam, image)
+        if cache is not None:
+            cache.put(key, embedding)
+    outputs = predict_prompts(loaded.sam, embedding, task.prompts, task.multimask)
+    results = []
+    for output in outputs:
+        masks = [
+            PromptedMask(_encode(m, task.encoding), int(m.sum()), _box(m), float(score))
+            for m, score in zip(output.masks, output.scores, strict=True)
+        ]
+        logits = output.low_res_logits.astype("<f4").tobytes() if task.return_logits else b""
+        results.append((masks, logits))
+    return PromptsOutcome(
+        results=results,
+        embedding_cache_hit=hit,
+        width=int(image.shape[1]),
+        height=int(image.shape[0]),
+        model=task.model,
+        processing_time_s=time.perf_counter() - started,
+    )
+
+
+def result_cache_key(task: SegmentTask, digest: str) -> str:
+    """Everything that shapes a Segment answer: the image's bytes, the checkpoint's digest and
+    every output-affecting option (points_per_batch changes speed only)."""
+    options = dataclasses.asdict(task.options)
+    options.pop("points_per_batch")
+    material = json.dumps(
+        {
+            "image": image_key(task.image),
+            "model": task.model,
+            "digest": digest,
+            "options": options,
+            "encoding": task.encoding.value,
+            "visualize": task.visualize,
+            "engine": "fast" if task.fast else "reference",
+        },
+        sort_keys=True,
+    )
+    return "segment:" + hashlib.sha256(material.encode()).hexdigest()

@@ -292,6 +292,7 @@ class SegmentResponse(_message.Message):
     MASK_FORMAT_FIELD_NUMBER: _builtins.int
     IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
     IMAGE_HEIGHT_FIELD_NUMBER: _builtins.int
+    CACHE_HIT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Identifier of this segmentation, for logs and (with batch support) job queries."""
     visualization: _builtins.bytes
@@ -306,6 +307,8 @@ class SegmentResponse(_message.Message):
     """Width of the image in pixels, after EXIF orientation."""
     image_height: _builtins.int
     """Height of the image in pixels, after EXIF orientation."""
+    cache_hit: _builtins.bool
+    """Whether the answer came from the result cache (same image, model and parameters)."""
     @_builtins.property
     def masks(self) -> _containers.RepeatedCompositeFieldContainer[_mask_pb2.Mask]:
         """The masks, in the order SAM's automatic mask generator returns them."""
@@ -321,14 +324,233 @@ class SegmentResponse(_message.Message):
         mask_format: _mask_pb2.MaskFormat.ValueType = ...,
         image_width: _builtins.int = ...,
         image_height: _builtins.int = ...,
+        cache_hit: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_height", b"image_height", "image_width", b"image_width", "job_id", b"job_id", "mask_format", b"mask_format", "masks", b"masks", "model_type", b"model_type", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "image_height", b"image_height", "image_width", b"image_width", "job_id", b"job_id", "mask_format", b"mask_format", "masks", b"masks", "model_type", b"model_type", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SegmentResponse: _TypeAlias = SegmentResponse  # noqa: Y015
+
+@_typing.final
+class PointPrompt(_message.Message):
+    """One point of a prompt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    x: _builtins.float
+    """Horizontal coordinate in image pixels."""
+    y: _builtins.float
+    """Vertical coordinate in image pixels."""
+    background: _builtins.bool
+    """True for a background (negative) point; false for a foreground point."""
+    def __init__(
+        self,
+        *,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        background: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PointPrompt: _TypeAlias = PointPrompt  # noqa: Y015
+
+@_typing.final
+class BoxPrompt(_message.Message):
+    """A box prompt in image pixels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X0_FIELD_NUMBER: _builtins.int
+    Y0_FIELD_NUMBER: _builtins.int
+    X1_FIELD_NUMBER: _builtins.int
+    Y1_FIELD_NUMBER: _builtins.int
+    x0: _builtins.float
+    """Left edge."""
+    y0: _builtins.float
+    """Top edge."""
+    x1: _builtins.float
+    """Right edge."""
+    y1: _builtins.float
+    """Bottom edge."""
+    def __init__(
+        self,
+        *,
+        x0: _builtins.float = ...,
+        y0: _builtins.float = ...,
+        x1: _builtins.float = ...,
+        y1: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["x0", b"x0", "x1", b"x1", "y0", b"y0", "y1", b"y1"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoxPrompt: _TypeAlias = BoxPrompt  # noqa: Y015
+
+@_typing.final
+class Prompt(_message.Message):
+    """One prompt: any of points, a box and a previous answer's mask logits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    MASK_LOGITS_FIELD_NUMBER: _builtins.int
+    mask_logits: _builtins.bytes
+    """Low-resolution mask logits from a previous answer (`PromptResult.low_res_logits`, one
+    256x256 float32 little-endian mask), to refine it.
+    """
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___PointPrompt]:
+        """Points, foreground and background."""
+
+    @_builtins.property
+    def box(self) -> Global___BoxPrompt:
+        """A box around the object."""
+
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___PointPrompt] | None = ...,
+        box: Global___BoxPrompt | None = ...,
+        mask_logits: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "mask_logits", b"mask_logits", "points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Prompt: _TypeAlias = Prompt  # noqa: Y015
+
+@_typing.final
+class SegmentPromptsRequest(_message.Message):
+    """Segmentation of one image from prompts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    MULTIMASK_OUTPUT_FIELD_NUMBER: _builtins.int
+    MASK_FORMAT_FIELD_NUMBER: _builtins.int
+    RETURN_LOGITS_FIELD_NUMBER: _builtins.int
+    image: _builtins.bytes
+    """The image: JPEG, PNG or WEBP (base64 in JSON)."""
+    model_type: _builtins.str
+    """The model to run; empty means the server's default model."""
+    multimask_output: _builtins.bool
+    """Three masks per prompt (for ambiguous prompts) instead of one."""
+    mask_format: _mask_pb2.MaskFormat.ValueType
+    """How masks are encoded; unset means MASK_FORMAT_PNG."""
+    return_logits: _builtins.bool
+    """Whether results carry their low-resolution logits, for refinement prompts."""
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Prompt]:
+        """The prompts (1 to 64); each gets its own masks."""
+
+    def __init__(
+        self,
+        *,
+        image: _builtins.bytes = ...,
+        model_type: _builtins.str = ...,
+        prompts: _abc.Iterable[Global___Prompt] | None = ...,
+        multimask_output: _builtins.bool = ...,
+        mask_format: _mask_pb2.MaskFormat.ValueType = ...,
+        return_logits: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "mask_format", b"mask_format", "model_type", b"model_type", "multimask_output", b"multimask_output", "prompts", b"prompts", "return_logits", b"return_logits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentPromptsRequest: _TypeAlias = SegmentPromptsRequest  # noqa: Y015
+
+@_typing.final
+class PromptResult(_message.Message):
+    """The masks of one prompt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MASKS_FIELD_NUMBER: _builtins.int
+    LOW_RES_LOGITS_FIELD_NUMBER: _builtins.int
+    low_res_logits: _builtins.bytes
+    """The masks' low-resolution logits: float32 little-endian, masks x 256 x 256 (base64 in
+    JSON); empty unless return_logits.
+    """
+    @_builtins.property
+    def masks(self) -> _containers.RepeatedCompositeFieldContainer[_mask_pb2.Mask]:
+        """The masks (one, or three with multimask_output), each with its predicted IoU."""
+
+    def __init__(
+        self,
+        *,
+        masks: _abc.Iterable[_mask_pb2.Mask] | None = ...,
+        low_res_logits: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["low_res_logits", b"low_res_logits", "masks", b"masks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromptResult: _TypeAlias = PromptResult  # noqa: Y015
+
+@_typing.final
+class SegmentPromptsResponse(_message.Message):
+    """The answer to SegmentPrompts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    EMBEDDING_CACHE_HIT_FIELD_NUMBER: _builtins.int
+    PROCESSING_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
+    IMAGE_HEIGHT_FIELD_NUMBER: _builtins.int
+    embedding_cache_hit: _builtins.bool
+    """Whether the image embedding came from the cache (the encoder did not run)."""
+    processing_time: _builtins.float
+    """Seconds the server spent on the request."""
+    model_type: _builtins.str
+    """The model that produced the masks."""
+    image_width: _builtins.int
+    """Width of the image in pixels, after EXIF orientation."""
+    image_height: _builtins.int
+    """Height of the image in pixels, after EXIF orientation."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptResult]:
+        """One result per prompt, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PromptResult] | None = ...,
+        embedding_cache_hit: _builtins.bool = ...,
+        processing_time: _builtins.float = ...,
+        model_type: _builtins.str = ...,
+        image_width: _builtins.int = ...,
+        image_height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_cache_hit", b"embedding_cache_hit", "image_height", b"image_height", "image_width", b"image_width", "model_type", b"model_type", "processing_time", b"processing_time", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentPromptsResponse: _TypeAlias = SegmentPromptsResponse  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):

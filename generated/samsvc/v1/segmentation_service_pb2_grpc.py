@@ -52,6 +52,11 @@ class SegmentationServiceStub:
                 request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentUploadRequest.SerializeToString,
                 response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.FromString,
                 _registered_method=True)
+        self.SegmentPrompts = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/SegmentPrompts',
+                request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/samsvc.v1.SegmentationService/ListModels',
                 request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.ListModelsRequest.SerializeToString,
@@ -120,6 +125,15 @@ class SegmentationServiceServicer:
         """Segments one image sent as the raw HTTP body (Content-Type image/jpeg, image/png or
         image/webp), with the options as query parameters. The gateway routes raw image uploads
         to `/api/v1/segment` and `/segment` here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SegmentPrompts(self, request, context):
+        """Segments one image from prompts: points (foreground or background), a box and/or the
+        low-resolution mask logits of a previous answer, several prompts per image. The image
+        embedding is computed once per image and model and reused (cached) across calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +217,11 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
                     servicer.SegmentUpload,
                     request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentUploadRequest.FromString,
                     response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.SerializeToString,
+            ),
+            'SegmentPrompts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SegmentPrompts,
+                    request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -310,6 +329,33 @@ class SegmentationService:
             '/samsvc.v1.SegmentationService/SegmentUpload',
             samsvc_dot_v1_dot_segmentation__service__pb2.SegmentUploadRequest.SerializeToString,
             samsvc_dot_v1_dot_segmentation__service__pb2.SegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SegmentPrompts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/SegmentPrompts',
+            samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsRequest.SerializeToString,
+            samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

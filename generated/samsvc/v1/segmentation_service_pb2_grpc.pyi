@@ -50,6 +50,11 @@ class SegmentationServiceStub:
     image/webp), with the options as query parameters. The gateway routes raw image uploads
     to `/api/v1/segment` and `/segment` here.
     """
+    SegmentPrompts: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.SegmentPromptsRequest, _segmentation_service_pb2.SegmentPromptsResponse]
+    """Segments one image from prompts: points (foreground or background), a box and/or the
+    low-resolution mask logits of a previous answer, several prompts per image. The image
+    embedding is computed once per image and model and reused (cached) across calls.
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListModelsRequest, _segmentation_service_pb2.ListModelsResponse]
     """Lists the models this server can run and the state of their weights."""
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_health_pb2.CheckHealthRequest, _health_pb2.CheckHealthResponse]
@@ -94,6 +99,11 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     """Segments one image sent as the raw HTTP body (Content-Type image/jpeg, image/png or
     image/webp), with the options as query parameters. The gateway routes raw image uploads
     to `/api/v1/segment` and `/segment` here.
+    """
+    SegmentPrompts: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.SegmentPromptsRequest, _segmentation_service_pb2.SegmentPromptsResponse]  # type: ignore[assignment]
+    """Segments one image from prompts: points (foreground or background), a box and/or the
+    low-resolution mask logits of a previous answer, several prompts per image. The image
+    embedding is computed once per image and model and reused (cached) across calls.
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListModelsRequest, _segmentation_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models this server can run and the state of their weights."""
@@ -148,6 +158,17 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Segments one image sent as the raw HTTP body (Content-Type image/jpeg, image/png or
         image/webp), with the options as query parameters. The gateway routes raw image uploads
         to `/api/v1/segment` and `/segment` here.
+        """
+
+    @_abc_1.abstractmethod
+    def SegmentPrompts(
+        self,
+        request: _segmentation_service_pb2.SegmentPromptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_service_pb2.SegmentPromptsResponse, _abc.Awaitable[_segmentation_service_pb2.SegmentPromptsResponse]]:
+        """Segments one image from prompts: points (foreground or background), a box and/or the
+        low-resolution mask logits of a previous answer, several prompts per image. The image
+        embedding is computed once per image and model and reused (cached) across calls.
         """
 
     @_abc_1.abstractmethod

@@ -95,6 +95,9 @@ class LoadedModel:
     sam: Sam
     device: torch.device
     load_time_s: float
+    #: SHA-256 of the checkpoint: part of every cache key, so a cache never answers for
+    #: another checkpoint.
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -168,8 +171,9 @@ class ModelManager:
         started = time.perf_counter()
         sam = load_checkpoint(spec, self.device, verify=self._verify)
         elapsed = time.perf_counter() - started
+        digest = spec.sha256 if spec.sha256 and self._verify else sha256_of(spec.path)
         log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
-        return LoadedModel(spec=spec, sam=sam, device=self.device, load_time_s=elapsed)
+        return LoadedModel(spec=spec, sam=sam, device=self.device, load_time_s=elapsed, digest=digest)
 
     def preload(self, names: list[str]) -> None:
         """Load the named models now; `all` loads every model whose weights are present."""

@@ -19,7 +19,7 @@ from dramatiq.middleware import CurrentMessage
 from samsvc.engine.amg import CancelToken
 from samsvc.errors import Cancelled, FailedPrecondition, Internal, InvalidArgument, NotFound, SamsvcError
 from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, WEBHOOK_QUEUE
-from samsvc.jobs.records import ImageError, ImageResult, JobRecord, StoredMask
+from samsvc.jobs.records import ImageError, ImageResult, JobRecord
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver
@@ -93,15 +93,7 @@ def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
         fast = settings.amg_engine == "fast"
         task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize, fast)
         cancel = StoreCancelToken(store, job_id, settings.cancel_poll_interval_s)
-        outcome = run_segment(task, runtime.models, cancel)
-        result = ImageResult(
-            index=index,
-            masks=tuple(StoredMask.from_encoded(m) for m in outcome.masks),
-            processing_time_s=outcome.processing_time_s,
-            visualization=outcome.visualization or b"",
-            width=outcome.width,
-            height=outcome.height,
-        )
+        result = ImageResult.from_outcome(index, run_segment(task, runtime.models, cancel))
     except Cancelled:
         log.info("job %s cancelled while image %d ran", job_id, index)
         return

@@ -16,7 +16,7 @@ from typing import Any
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
 from samsvc.engine.amg import AmgOptions
 from samsvc.errors import FieldViolation, InvalidArgument, SamsvcError
-from samsvc.pipeline import EncodedMask
+from samsvc.pipeline import EncodedMask, SegmentOutcome
 
 
 class JobStatus(Enum):
@@ -248,6 +248,17 @@ class ImageResult:
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def from_outcome(cls, index: int, outcome: SegmentOutcome) -> ImageResult:
+        return cls(
+            index=index,
+            masks=tuple(StoredMask.from_encoded(m) for m in outcome.masks),
+            processing_time_s=outcome.processing_time_s,
+            visualization=outcome.visualization or b"",
+            width=outcome.width,
+            height=outcome.height,
+        )
 
     def to_json(self) -> str:
         error = None

@@ -53,6 +53,10 @@ class JobRuntime:
     def webhook_policy(self) -> WebhookPolicy:
         return WebhookPolicy(self.settings.webhook_allowed_hosts)
 
+    def redis_client_bytes(self) -> redis.Redis:
+        """A client on the same Redis that returns bytes (the store's decodes text)."""
+        return redis.Redis.from_url(self.settings.redis_url or "", decode_responses=False)
+
     @property
     def embedded(self) -> bool:
         return self.redis_client is None

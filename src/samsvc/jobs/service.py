@@ -19,11 +19,9 @@ from samsvc.jobs.records import (
     JobStatus,
     JobType,
     Priority,
-    StoredMask,
 )
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import ListCursor
-from samsvc.pipeline import SegmentOutcome
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ class JobService:
         )
         return job, True
 
-    def record_single(self, job_id: str, spec: JobSpec, outcome: SegmentOutcome, owner: str = "") -> None:
+    def record_single(self, job_id: str, spec: JobSpec, result: ImageResult, owner: str = "") -> None:
         """Keep a synchronous Segment call as a completed single job (status and results)."""
         record = JobRecord(
             job_id=job_id,
@@ -109,14 +107,6 @@ class JobService:
             total_images=1,
             spec=spec,
             owner=owner,
-        )
-        result = ImageResult(
-            index=0,
-            masks=tuple(StoredMask.from_encoded(m) for m in outcome.masks),
-            processing_time_s=outcome.processing_time_s,
-            visualization=outcome.visualization or b"",
-            width=outcome.width,
-            height=outcome.height,
         )
         self.store.create(record, [result])
 

@@ -21,7 +21,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from samsvc.cache.redis_cache import RedisByteCache
+from samsvc.cache.store import ByteCache, MemoryByteCache
 from samsvc.config import Settings
+from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import JobService
@@ -88,7 +91,10 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     shared_models = models
     runtime = build_runtime(settings, lambda: shared_models)
     worker = _start_embedded_worker(runtime) if runtime.embedded else None
-    servicer = SegmentationServicer(settings, models, admission, executor, health, JobService(runtime), io_executor)
+    result_cache, embedding_cache = build_caches(settings, runtime)
+    servicer = SegmentationServicer(
+        settings, models, admission, executor, health, JobService(runtime), io_executor, result_cache, embedding_cache
+    )
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -121,6 +127,24 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     await health.set_serving(True)
     log.info("serving %s on %s:%d", SERVICE_NAME, settings.grpc_host, port)
     return running
+
+
+def build_caches(settings: Settings, runtime: JobRuntime) -> tuple[ByteCache | None, EmbeddingCache | None]:
+    """The Segment result cache (Redis when configured, else memory) and the embedding cache
+    (memory, or Redis with EMBEDDING_CACHE_REDIS)."""
+    result: ByteCache | None = None
+    if settings.result_cache_ttl_s > 0:
+        if runtime.redis_client is not None:
+            result = RedisByteCache(runtime.redis_client_bytes(), "samsvc:cache:result", settings.result_cache_ttl_s)
+        elif settings.result_cache_bytes > 0:
+            result = MemoryByteCache(settings.result_cache_bytes, settings.result_cache_ttl_s)
+    embeddings: EmbeddingCache | None = None
+    if settings.embedding_cache_redis and runtime.redis_client is not None:
+        ttl = settings.result_cache_ttl_s or 3600
+        embeddings = EmbeddingCache(RedisByteCache(runtime.redis_client_bytes(), "samsvc:cache:embedding", ttl))
+    elif settings.embedding_cache_bytes > 0:
+        embeddings = EmbeddingCache(MemoryByteCache(settings.embedding_cache_bytes))
+    return result, embeddings
 
 
 def _start_embedded_worker(runtime: JobRuntime) -> dramatiq.Worker:

@@ -16,7 +16,7 @@ from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, Priority, StoredMask
 from samsvc.jobs.store import ListCursor
-from samsvc.pipeline import SegmentOutcome
+from samsvc.pipeline import PromptsOutcome
 from samsvc.server.error_boundary import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
 
@@ -75,26 +75,54 @@ def stored_mask_to_proto(record: StoredMask) -> mask_pb2.Mask:
         point_coords=[mask_pb2.Point(x=x, y=y) for x, y in record.point_coords],
         crop_box=list(record.crop_box),
     )
-    data = record.data
+    _set_pixels(message, record.data)
+    return message
+
+
+def _set_pixels(message: mask_pb2.Mask, data: bytes | Rle | list[list[float]]) -> None:
     if isinstance(data, bytes):
         message.segmentation = data
     elif isinstance(data, Rle):
         message.rle.CopyFrom(mask_pb2.CocoRle(size=list(data.size), counts=data.counts))
     else:
         message.polygons.CopyFrom(mask_pb2.Polygons(polygons=[mask_pb2.Polygon(points=p) for p in data]))
-    return message
 
 
 def segment_response(
-    job_id: str, outcome: SegmentOutcome, encoding: MaskEncoding
+    job_id: str,
+    result: ImageResult,
+    model: str,
+    encoding: MaskEncoding,
+    processing_time_s: float,
+    cache_hit: bool = False,
 ) -> segmentation_service_pb2.SegmentResponse:
     return segmentation_service_pb2.SegmentResponse(
         job_id=job_id,
-        masks=[stored_mask_to_proto(StoredMask.from_encoded(m)) for m in outcome.masks],
-        visualization=outcome.visualization or b"",
+        masks=[stored_mask_to_proto(m) for m in result.masks],
+        visualization=result.visualization,
+        processing_time=processing_time_s,
+        model_type=model,
+        mask_format=_FORMATS[encoding],
+        image_width=result.width,
+        image_height=result.height,
+        cache_hit=cache_hit,
+    )
+
+
+def prompts_response(outcome: PromptsOutcome) -> segmentation_service_pb2.SegmentPromptsResponse:
+    results = []
+    for masks, logits in outcome.results:
+        protos = []
+        for m in masks:
+            message = mask_pb2.Mask(area=m.area, bbox=list(m.bbox), predicted_iou=m.score)
+            _set_pixels(message, m.data)
+            protos.append(message)
+        results.append(segmentation_service_pb2.PromptResult(masks=protos, low_res_logits=logits))
+    return segmentation_service_pb2.SegmentPromptsResponse(
+        results=results,
+        embedding_cache_hit=outcome.embedding_cache_hit,
         processing_time=outcome.processing_time_s,
         model_type=outcome.model,
-        mask_format=_FORMATS[encoding],
         image_width=outcome.width,
         image_height=outcome.height,
     )

@@ -17,14 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from samsvc import __version__
+from samsvc.cache.store import ByteCache
 from samsvc.config import Settings
 from samsvc.engine.amg import CancelToken
+from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import FieldViolation, InvalidArgument, Unavailable
-from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobSpec, JobType
+from samsvc.jobs.records import EventKind, ImageError, ImageResult, JobEvent, JobRecord, JobSpec, JobType
 from samsvc.jobs.service import BatchImage, JobService, new_job_id
 from samsvc.jobs.store import ListCursor
-from samsvc.pipeline import SegmentOutcome, SegmentTask, run_segment
+from samsvc.pipeline import PromptTask, SegmentOutcome, SegmentTask, result_cache_key, run_prompts, run_segment
 from samsvc.server import convert
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary_boundary
@@ -32,6 +34,7 @@ from samsvc.server.health import HealthService, ProcessProbe
 from samsvc.v1 import health_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 from samsvc.validation.image import ImageLimits, check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name, invalid_parameters
+from samsvc.validation.prompts import check_prompts
 from samsvc.validation.webhook_url import WebhookPolicy
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,8 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         health: HealthService,
         jobs: JobService,
         io_executor: ThreadPoolExecutor,
+        result_cache: ByteCache | None = None,
+        embedding_cache: EmbeddingCache | None = None,
     ) -> None:
         self._settings = settings
         self._models = models
@@ -78,6 +83,10 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self._health = health
         self._jobs = jobs
         self._io_executor = io_executor
+        self._result_cache = result_cache
+        self._embedding_cache = embedding_cache
+        self.result_cache_hits = 0
+        self.result_cache_misses = 0
         self._limits = ImageLimits(max_bytes=settings.max_image_bytes, max_side=settings.max_image_side)
         self._probe = ProcessProbe()
 
@@ -126,20 +135,69 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def _segment(
         self, request: segmentation_service_pb2.SegmentRequest
     ) -> segmentation_service_pb2.SegmentResponse:
+        started = time.perf_counter()
         task = self._check_segment(request)
         job_id = new_job_id(JobType.SINGLE)
-        outcome = await self._run(task)
         spec = JobSpec(task.model, task.options, task.encoding, task.visualize)
+        cache_key = None
+        result = None
+        if self._result_cache is not None:
+            loaded = await self._io(self._models.get, task.model)
+            cache_key = result_cache_key(task, loaded.digest)
+            cached = await self._io(self._result_cache.get, cache_key)
+            if cached is not None:
+                result = ImageResult.from_json(cached.decode())
+                self.result_cache_hits += 1
+            else:
+                self.result_cache_misses += 1
+        hit = result is not None
+        if result is None:
+            outcome = await self._run(task)
+            result = ImageResult.from_outcome(0, outcome)
+            if cache_key is not None and self._result_cache is not None:
+                await self._io(self._result_cache.put, cache_key, result.to_json().encode())
         try:
-            await self._io(self._jobs.record_single, job_id, spec, outcome)
+            await self._io(self._jobs.record_single, job_id, spec, result)
         except Unavailable as exc:
             # The masks are computed and correct: answer them; only the job record is lost.
             log.warning("segment %s: not recorded as a job: %s", job_id, exc.message)
+        elapsed = time.perf_counter() - started
         log.info(
-            "segment %s: model=%s %dx%d masks=%d in %.3f s",
-            job_id, task.model, outcome.width, outcome.height, len(outcome.masks), outcome.processing_time_s,
+            "segment %s: model=%s %dx%d masks=%d in %.3f s%s",
+            job_id, task.model, result.width, result.height, len(result.masks), elapsed, " (cached)" if hit else "",
         )  # fmt: skip
-        return convert.segment_response(job_id, outcome, task.encoding)
+        processing = elapsed if hit else result.processing_time_s
+        return convert.segment_response(job_id, result, task.model, task.encoding, processing, cache_hit=hit)
+
+    @unary_boundary
+    async def SegmentPrompts(
+        self, request: segmentation_service_pb2.SegmentPromptsRequest, context: ServicerContext
+    ) -> segmentation_service_pb2.SegmentPromptsResponse:
+        header = check_image_bytes(request.image, self._limits)
+        model = request.model_type or self._settings.default_model
+        check_model_name(model, self._models.registry.names())
+        prompts = check_prompts(request.prompts, self._settings.max_image_side)
+        task = PromptTask(
+            image=request.image,
+            header=header,
+            model=model,
+            prompts=prompts,
+            multimask=request.multimask_output,
+            encoding=convert.mask_encoding(request.mask_format),
+            return_logits=request.return_logits,
+        )
+        cancel = CancelToken()
+        async with self._admission.slot():
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(
+                self._executor, run_prompts, task, self._models, self._embedding_cache, cancel
+            )
+            try:
+                outcome = await future
+            except asyncio.CancelledError:
+                cancel.cancel()
+                raise
+        return convert.prompts_response(outcome)
 
     @unary_boundary
     async def ListModels(
