@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         False, description="Download absent built-in weights inside a request instead of failing."
     )
     verify_checksums: bool = Field(True, description="Check a checkpoint's SHA-256 before loading it.")
+    model_dtype: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32",
+        description="Inference precision for models whose MODELS_FILE entry names none (fp16/bf16 via autocast).",
+    )
     amg_engine: Literal["reference", "fast"] = Field(
         "reference",
         description="Mask generation: segment-anything's generator, or samsvc's faster one (same masks).",

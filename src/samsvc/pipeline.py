@@ -72,7 +72,7 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
     if cancel is not None:
         cancel.raise_if_cancelled()
     model = models.get(task.model)
-    records = generate_masks(model.sam, image, task.options, cancel, fast=task.fast)
+    records = generate_masks(model.sam, image, task.options, cancel, fast=task.fast, precision=model.precision)
     encoded = [encode_mask(record, task.encoding) for record in records]
     visualization = overlay_png(image, [r.segmentation for r in records]) if task.visualize else None
     return SegmentOutcome(
@@ -141,16 +141,16 @@ def run_prompts(
     started = time.perf_counter()
     image = decode_image(task.image, task.header)
     loaded = models.get(task.model)
-    key = f"{task.model}:{loaded.digest}:{image_key(task.image)}"
+    key = f"{task.model}:{loaded.identity}:{image_key(task.image)}"
     embedding = cache.get(key, loaded.device) if cache is not None else None
     hit = embedding is not None
     if embedding is None:
         if cancel is not None:
             cancel.raise_if_cancelled()
-        embedding = embed(loaded.sam, image)
+        embedding = embed(loaded.sam, image, loaded.precision)
         if cache is not None:
             cache.put(key, embedding)
-    outputs = predict_prompts(loaded.sam, embedding, task.prompts, task.multimask)
+    outputs = predict_prompts(loaded.sam, embedding, task.prompts, task.multimask, loaded.precision)
     results = []
     for output in outputs:
         masks = [

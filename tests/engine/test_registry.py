@@ -64,6 +64,7 @@ encoder_global_attn_indexes = [1]
         ('[models.a]\ncheckpoint = "x.pth"\narchitecture = "vit_q"', "architecture must be one of"),
         ('[models.a]\ncheckpoint = "x.pth"\narchitecture = "vit_b"\nsha256 = "xyz"', "64 hex digits"),
         ('[models.a]\ncheckpoint = "x.pth"\narchitecture = "vit_b"\ncolour = 1', "unknown keys"),
+        ('[models.a]\ncheckpoint = "x.pth"\narchitecture = "vit_b"\ndtype = "fp8"', "dtype must be one of"),
         (
             '[models.a]\ncheckpoint = "x.pth"\nencoder_embed_dim = 65\nencoder_depth = 2\n'
             "encoder_num_heads = 2\nencoder_global_attn_indexes = [1]",

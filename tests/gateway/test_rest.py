@@ -274,3 +274,20 @@ def test_overload_is_429(stack: Stack, base_settings: Any, tmp_path_factory: pyt
     finally:
         gateway.stop()
         server.stop()
+
+
+def test_prompted_segmentation_over_rest(stack: Stack) -> None:
+    payload = {
+        "image": image_b64(80, 60, seed=9),
+        "prompts": [
+            {"points": [{"x": 20, "y": 30}, {"x": 60, "y": 10, "background": True}]},
+            {"box": {"x0": 5, "y0": 5, "x1": 50, "y1": 40}},
+        ],
+        "multimask_output": True,
+    }
+    status, body = post_json(f"{stack.base}/api/v1/segment/prompts", payload)
+    assert status == 200, body
+    assert [len(r["masks"]) for r in body["results"]] == [3, 3]
+    assert body["embedding_cache_hit"] is False and body["results"][0]["low_res_logits"] == ""
+    status, again = post_json(f"{stack.base}/segment/prompts", payload)
+    assert status == 200 and again["embedding_cache_hit"] is True

@@ -8,7 +8,9 @@ went away stops) and returns plain records.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,16 +123,18 @@ def generate_masks(
     cancel: CancelToken | None = None,
     *,
     fast: bool = False,
+    precision: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> list[MaskRecord]:
     """Masks for an HxWx3 uint8 RGB image; raises Cancelled if `cancel` fires mid-way.
 
     `fast` uses samsvc.engine.fast_amg (the same masks and order; scores equal to within float
-    rounding) instead of segment-anything's own generator.
+    rounding) instead of segment-anything's own generator; `precision` (autocast for fp16 or
+    bf16) applies to the fast engine's network passes. The reference always runs in fp32.
     """
     if fast:
         from samsvc.engine.fast_amg import FastMaskGenerator
 
-        return FastMaskGenerator(model, options, cancel).generate(image)
+        return FastMaskGenerator(model, options, cancel, precision).generate(image)
     generator = _CancellableGenerator(model, cancel, **options.generator_kwargs())
     with torch.inference_mode():
         raw = generator.generate(image)

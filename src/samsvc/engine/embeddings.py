@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,14 +43,16 @@ class ImageEmbedding:
         return cls(features, (ih, iw), (oh, ow))
 
 
-def embed(model: Sam, image: npt.NDArray[np.uint8]) -> ImageEmbedding:
-    """Run the image encoder once, as SamPredictor.set_image does."""
+def embed(
+    model: Sam, image: npt.NDArray[np.uint8], precision: Callable[[], AbstractContextManager[Any]] | None = None
+) -> ImageEmbedding:
+    """Run the image encoder once, as SamPredictor.set_image does (under `precision`, if any)."""
     predictor = SamPredictor(model)
-    with torch.inference_mode():
+    with torch.inference_mode(), (precision or nullcontext)():
         predictor.set_image(image)
     h, w = predictor.original_size
     ih, iw = predictor.input_size
-    return ImageEmbedding(predictor.features, (ih, iw), (h, w))
+    return ImageEmbedding(predictor.features.float(), (ih, iw), (h, w))
 
 
 def predictor_for(model: Sam, embedding: ImageEmbedding) -> SamPredictor:

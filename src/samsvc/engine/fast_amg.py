@@ -12,6 +12,8 @@ the same:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,8 +64,16 @@ def masks_to_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
 
 
 class FastMaskGenerator:
-    def __init__(self, model: Sam, options: AmgOptions, cancel: CancelToken | None = None) -> None:
+    def __init__(
+        self,
+        model: Sam,
+        options: AmgOptions,
+        cancel: CancelToken | None = None,
+        precision: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    ) -> None:
         self.model = model
+        #: Context for the network passes (autocast for fp16/bf16); post-processing stays fp32.
+        self.precision = precision or contextlib.nullcontext
         self.options = options
         self.cancel = cancel
         self.predictor = SamPredictor(model)
@@ -129,7 +139,8 @@ class FastMaskGenerator:
         cropped = image[y0:y1, x0:x1, :]
         cropped_size = cropped.shape[:2]
         self._check()
-        self.predictor.set_image(cropped)
+        with self.precision():
+            self.predictor.set_image(cropped)
         points_scale = np.array(cropped_size)[None, ::-1]
         points_for_image = self.point_grids[layer_idx] * points_scale
         data = MaskData()
@@ -160,10 +171,11 @@ class FastMaskGenerator:
         in_points = torch.as_tensor(transformed, device=predictor.device)
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
         sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None)
-        low_res, iou_preds = predict_masks(
-            model.mask_decoder, predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense
-        )
-        low_res, iou_preds = low_res[:, 1:], iou_preds[:, 1:]  # multimask output
+        with self.precision():
+            low_res, iou_preds = predict_masks(
+                model.mask_decoder, predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense
+            )
+        low_res, iou_preds = low_res[:, 1:].float(), iou_preds[:, 1:].float()  # multimask output
         per_point = low_res.shape[1]
         low_res = low_res.flatten(0, 1)
         iou_flat = iou_preds.flatten(0, 1)

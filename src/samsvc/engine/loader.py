@@ -8,6 +8,7 @@ architecture by segment-anything's builder, then the state dict is read on the C
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import threading
@@ -16,6 +17,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from segment_anything.build_sam import _build_sam
@@ -98,6 +100,20 @@ class LoadedModel:
     #: SHA-256 of the checkpoint: part of every cache key, so a cache never answers for
     #: another checkpoint.
     digest: str
+    #: Inference precision: fp32, or fp16/bf16 through autocast.
+    dtype: str = "fp32"
+
+    @property
+    def identity(self) -> str:
+        """What cache keys must carry about the model: its checkpoint and its precision."""
+        return f"{self.digest}:{self.dtype}"
+
+    def precision(self) -> contextlib.AbstractContextManager[Any]:
+        """The context inference runs in: nothing for fp32, autocast for fp16 and bf16."""
+        if self.dtype == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.dtype == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -126,12 +142,14 @@ class ModelManager:
         verify_checksums: bool = True,
         auto_download: bool = False,
         downloader: Callable[[ModelSpec], Path] = download_model,
+        default_dtype: str = "fp32",
     ) -> None:
         self.registry = registry
         self.device = resolve_device(device)
         self._verify = verify_checksums
         self._auto_download = auto_download
         self._downloader = downloader
+        self._default_dtype = default_dtype
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in registry.names()}
 
@@ -143,6 +161,7 @@ class ModelManager:
             device=settings.device,
             verify_checksums=settings.verify_checksums,
             auto_download=settings.auto_download,
+            default_dtype=settings.model_dtype,
         )
 
     def spec(self, name: str) -> ModelSpec:
@@ -173,7 +192,8 @@ class ModelManager:
         elapsed = time.perf_counter() - started
         digest = spec.sha256 if spec.sha256 and self._verify else sha256_of(spec.path)
         log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
-        return LoadedModel(spec=spec, sam=sam, device=self.device, load_time_s=elapsed, digest=digest)
+        dtype = spec.dtype or self._default_dtype
+        return LoadedModel(spec=spec, sam=sam, device=self.device, load_time_s=elapsed, digest=digest, dtype=dtype)
 
     def preload(self, names: list[str]) -> None:
         """Load the named models now; `all` loads every model whose weights are present."""

@@ -3,7 +3,10 @@ one image, reusing its embedding. The arithmetic is SamPredictor.predict's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,29 +37,37 @@ class PromptOutput:
 
 
 def predict_prompts(
-    model: Sam, embedding: ImageEmbedding, prompts: list[PromptSpec], multimask: bool
+    model: Sam,
+    embedding: ImageEmbedding,
+    prompts: list[PromptSpec],
+    multimask: bool,
+    precision: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> list[PromptOutput]:
+    """Each prompt as SamPredictor.predict computes it (its input transforms, then
+    predict_torch), with the network under `precision` and the outputs read back in fp32."""
     predictor = predictor_for(model, embedding)
+    device = predictor.device
     outputs = []
     with torch.inference_mode():
         for prompt in prompts:
-            coords = labels = None
+            coords = labels = box = mask = None
             if prompt.points:
-                coords = np.array([[x, y] for x, y, _ in prompt.points], dtype=np.float32)
-                labels = np.array([label for _, _, label in prompt.points], dtype=np.int64)
-            box = np.array(prompt.box, dtype=np.float32) if prompt.box is not None else None
-            masks, scores, logits = predictor.predict(
-                point_coords=coords,
-                point_labels=labels,
-                box=box,
-                mask_input=prompt.mask_logits,
-                multimask_output=multimask,
-            )
+                points = np.array([[x, y] for x, y, _ in prompt.points], dtype=np.float32)
+                points = predictor.transform.apply_coords(points, predictor.original_size)
+                coords = torch.as_tensor(points, dtype=torch.float, device=device)[None, :, :]
+                labels = torch.as_tensor([[label for _, _, label in prompt.points]], dtype=torch.int, device=device)
+            if prompt.box is not None:
+                boxes = predictor.transform.apply_boxes(np.array(prompt.box, dtype=np.float32), predictor.original_size)
+                box = torch.as_tensor(boxes, dtype=torch.float, device=device)[None, :]
+            if prompt.mask_logits is not None:
+                mask = torch.as_tensor(prompt.mask_logits, dtype=torch.float, device=device)[None, :, :, :]
+            with (precision or nullcontext)():
+                masks, scores, logits = predictor.predict_torch(coords, labels, box, mask, multimask_output=multimask)
             outputs.append(
                 PromptOutput(
-                    masks=np.asarray(masks, dtype=bool),
-                    scores=np.asarray(scores, dtype=np.float32),
-                    low_res_logits=np.asarray(logits, dtype=np.float32),
+                    masks=masks[0].cpu().numpy().astype(bool),
+                    scores=scores[0].float().cpu().numpy(),
+                    low_res_logits=logits[0].float().cpu().numpy(),
                 )
             )
     return outputs

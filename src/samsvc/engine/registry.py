@@ -57,6 +57,8 @@ BUILTIN_ARCHITECTURES: Mapping[str, Architecture] = {
     "vit_b": Architecture(768, 12, 12, (2, 5, 8, 11)),
 }
 
+#: Inference precisions a model may run in.
+DTYPES = ("fp32", "fp16", "bf16")
 _OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -82,6 +84,8 @@ class ModelSpec:
     sha256: str | None = None
     #: Expected size in bytes, or None.
     size_bytes: int | None = None
+    #: Inference precision (fp32, fp16, bf16), or None for the server's default.
+    dtype: str | None = None
 
     @property
     def weights_present(self) -> bool:
@@ -178,7 +182,7 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
         raise ConfigurationError(f"{where}: must be a table")
     known = {
         "checkpoint", "url", "filename", "sha256", "size_bytes", "architecture",
-        "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes",
+        "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes", "dtype",
     }  # fmt: skip
     unknown = sorted(set(entry) - known)
     if unknown:
@@ -208,6 +212,10 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
             raise ConfigurationError(f"{where}: checkpoint must be a path")
         path = (base / Path(checkpoint).expanduser()).absolute()
 
+    dtype = entry.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigurationError(f"{where}: dtype must be one of {', '.join(DTYPES)}")
+
     size = entry.get("size_bytes")
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise ConfigurationError(f"{where}: size_bytes must be a positive integer")
@@ -220,6 +228,7 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
         url=url,
         sha256=sha256,
         size_bytes=size,
+        dtype=dtype,
     )
 
 

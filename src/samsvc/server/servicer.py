@@ -143,7 +143,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         result = None
         if self._result_cache is not None:
             loaded = await self._io(self._models.get, task.model)
-            cache_key = result_cache_key(task, loaded.digest)
+            cache_key = result_cache_key(task, loaded.identity)
             cached = await self._io(self._result_cache.get, cache_key)
             if cached is not None:
                 result = ImageResult.from_json(cached.decode())

@@ -1,0 +1,92 @@
+"""For a GPU machine, in one go: automatic mask generation with vit_b and vit_h (random weights:
+time does not depend on them) at points_per_side 32 on 1024x768, segment-anything's reference
+against samsvc's fast engine, and the fast engine in fp32, fp16 and bf16 (autocast).
+
+    uv run python -m bench.gpu_amg [--models vit_b,vit_h] [--points-per-side 32] [--batch 64,256]
+
+Prints JSON (one record per run: model, engine, dtype, prompt batch, seconds, masks, peak GPU
+memory) and a table of ratios against the fp32 reference of the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from samsvc.engine.amg import AmgOptions, generate_masks
+from samsvc.engine.loader import build_sam
+from samsvc.engine.registry import BUILTIN_ARCHITECTURES
+from tests.support import scene
+
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def run(
+    sam: Any, image: np.ndarray, options: AmgOptions, fast: bool, dtype: str, device: torch.device
+) -> dict[str, Any]:
+    context = contextlib.nullcontext() if DTYPES[dtype] is None else torch.autocast(device.type, dtype=DTYPES[dtype])
+    generate_masks(sam, image[:256, :256], options, fast=fast)  # warm up kernels
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    with context:
+        masks = generate_masks(sam, image, options, fast=fast)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    return {"seconds": seconds, "masks": len(masks), "peak_gpu_bytes": peak}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="vit_b,vit_h")
+    parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--batch", default="64,256", help="prompt batch sizes for the fast engine")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    image = scene(1024, 768, seed=0)
+    records = []
+    for name in args.models.split(","):
+        sam = build_sam(BUILTIN_ARCHITECTURES[name]).to(device).eval()
+        base = {"points_per_side": args.points_per_side, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+        records.append({"model": name, "engine": "reference", "dtype": "fp32", "batch": 64,
+                        **run(sam, image, AmgOptions(points_per_batch=64, **base), False, "fp32", device)})  # fmt: skip
+        for batch in (int(b) for b in args.batch.split(",")):
+            for dtype in DTYPES:
+                options = AmgOptions(points_per_batch=batch, **base)
+                records.append({"model": name, "engine": "fast", "dtype": dtype, "batch": batch,
+                                **run(sam, image, options, True, dtype, device)})  # fmt: skip
+        del sam
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "",
+                "runs": records,
+            },
+            indent=2,
+        )
+    )
+    for record in records:
+        reference = next(r for r in records if r["model"] == record["model"] and r["engine"] == "reference")
+        print(
+            f"{record['model']:6} {record['engine']:9} {record['dtype']:4} batch {record['batch']:4}: "
+            f"{record['seconds']:8.2f} s  {reference['seconds'] / record['seconds']:5.2f}x",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
