@@ -75,16 +75,22 @@ def _shared_image_to_tokens(attn: Attention, q_shared: Tensor, k: Tensor, v: Ten
     return result
 
 
-def _first_layer(
-    layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
-) -> tuple[Tensor, Tensor]:
-    """The reference block with `keys` (and `key_pe`) of batch 1 shared by every prompt."""
+def _self_attention(layer: TwoWayAttentionBlock, queries: Tensor, query_pe: Tensor) -> Tensor:
+    """The block's token self-attention and first norm, as the reference runs them."""
     if layer.skip_first_layer_pe:
         queries = _attention(layer.self_attn, queries, queries, queries)
     else:
         q = queries + query_pe
         queries = queries + _attention(layer.self_attn, q, q, queries)
-    queries = layer.norm1(queries)
+    normed: Tensor = layer.norm1(queries)
+    return normed
+
+
+def _first_layer(
+    layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The reference block with `keys` (and `key_pe`) of batch 1 shared by every prompt."""
+    queries = _self_attention(layer, queries, query_pe)
 
     k = keys + key_pe
     queries = queries + _tokens_to_shared_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys)
@@ -101,12 +107,7 @@ def _later_layer(
     layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
 ) -> tuple[Tensor, Tensor]:
     """The reference block, computing `keys + key_pe` once for both cross attentions."""
-    if layer.skip_first_layer_pe:
-        queries = _attention(layer.self_attn, queries, queries, queries)
-    else:
-        q = queries + query_pe
-        queries = queries + _attention(layer.self_attn, q, q, queries)
-    queries = layer.norm1(queries)
+    queries = _self_attention(layer, queries, query_pe)
 
     k = keys + key_pe
     queries = layer.norm2(queries + _attention(layer.cross_attn_token_to_image, queries + query_pe, k, keys))

@@ -105,6 +105,17 @@ _Response = TypeVar("_Response")
 Handler = Callable[[_Servicer, _Request, ServicerContext], Awaitable[_Response]]
 
 
+async def _fail(context: ServicerContext, method: str, error: Exception) -> NoReturn:
+    """End the call with the status for `error`: its own for domain errors, INTERNAL (with the
+    stack trace in the log only) for anything else."""
+    if isinstance(error, SamsvcError):
+        log.info("%s failed: %s %s", method, error.reason, error.message)
+        await abort_with(context, error)
+    log.error("%s failed with an unexpected error", method, exc_info=error)
+    await context.abort_with_status(rpc_status.to_status(internal_status()))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -131,15 +142,10 @@ def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_
         await echo_request_id(context)
         try:
             return await method(self, request, context)
-        except SamsvcError as exc:
-            log.info("%s failed: %s %s", method.__name__, exc.reason, exc.message)
-            await abort_with(context, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s failed with an unexpected error", method.__name__)
-            await context.abort_with_status(rpc_status.to_status(internal_status()))
-            raise AssertionError("abort_with_status returned") from None  # pragma: no cover
+        except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
+            await _fail(context, method.__name__, exc)
 
     return wrapper
 
@@ -158,14 +164,10 @@ def stream_boundary(
         try:
             async for item in method(self, request, context):
                 yield item
-        except SamsvcError as exc:
-            log.info("%s failed: %s %s", method.__name__, exc.reason, exc.message)
-            await abort_with(context, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s failed with an unexpected error", method.__name__)
-            await context.abort_with_status(rpc_status.to_status(internal_status()))
+        except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
+            await _fail(context, method.__name__, exc)
 
     return wrapper
 

@@ -106,19 +106,24 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             fast=self._settings.amg_engine == "fast",
         )
 
-    async def _run(self, task: SegmentTask) -> SegmentOutcome:
-        """Run one task in the inference pool; a cancelled caller stops it at the next safe point."""
+    async def _infer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args, cancel_token)` in the inference pool under admission control; a
+        cancelled caller stops it at its next safe point."""
         cancel = CancelToken()
         async with self._admission.slot():
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._executor, run_segment, task, self._models, cancel)
+            started = time.perf_counter()
+            call = functools.partial(fn, *args, cancel)
+            future = asyncio.get_running_loop().run_in_executor(self._executor, call)
             try:
-                outcome = await future
+                result = await future
             except asyncio.CancelledError:
                 cancel.cancel()
                 raise
-        self._admission.record_duration(outcome.processing_time_s)
-        return outcome
+        self._admission.record_duration(time.perf_counter() - started)
+        return result
+
+    async def _run(self, task: SegmentTask) -> SegmentOutcome:
+        return await self._infer(run_segment, task, self._models)
 
     @unary_boundary
     async def Segment(
@@ -186,17 +191,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             encoding=convert.mask_encoding(request.mask_format),
             return_logits=request.return_logits,
         )
-        cancel = CancelToken()
-        async with self._admission.slot():
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(
-                self._executor, run_prompts, task, self._models, self._embedding_cache, cancel
-            )
-            try:
-                outcome = await future
-            except asyncio.CancelledError:
-                cancel.cancel()
-                raise
+        outcome = await self._infer(run_prompts, task, self._models, self._embedding_cache)
         return convert.prompts_response(outcome)
 
     @unary_boundary
