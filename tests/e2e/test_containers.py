@@ -1,0 +1,130 @@
+"""The container definitions: docker-compose.yml validates (no Docker engine runs here), the
+Dockerfile keeps its promises, and the commands the compose services run work together as
+plain processes: api, worker and envoy (the gateway) against a real Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from samsvc.config import Settings
+from tests.support import RedisServer, encode, free_port, scene, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
+@pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]])
+def test_compose_files_validate(files: list[str]) -> None:
+    args = [a for f in files for a in ("-f", str(ROOT / f))]
+    result = subprocess.run(["docker-compose", *args, "config", "-q"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, re.MULTILINE)) == 2
+    assert re.search(r"^USER app$", text, re.MULTILINE)
+    assert "HEALTHCHECK" in text and "samsvc.healthcheck" in text
+    assert "uv sync --frozen" in text
+    assert 'VOLUME ["/models", "/data"]' in text
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), value)
+
+
+def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp_path: Path) -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert set(services) == {"api", "worker", "envoy", "redis"}
+    assert "--appendonly" in services["redis"]["command"]
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    redis_server = RedisServer(redis_dir)
+    grpc_port, rest_port = free_port(), free_port()
+    local = {
+        "redis://redis:6379/0": redis_server.url,
+        "/models": str(base_settings.model_dir),
+        "/data": str(tmp_path / "data"),
+        "api:50051": f"127.0.0.1:{grpc_port}",
+        "50051": str(grpc_port),
+        "8000": str(rest_port),
+        "0.0.0.0": "127.0.0.1",
+    }
+    overrides = {"MODELS_FILE": str(base_settings.models_file), "DEFAULT_MODEL": "tiny"}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("api", "worker", "envoy"):
+            service: dict[str, Any] = services[name]
+            env = {
+                k: local.get(_expand(str(v), overrides), _expand(str(v), overrides))
+                for k, v in service["environment"].items()
+            }
+            command = [local.get(part, part) for part in service["command"]]
+            assert command[0] == "samsvc"
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "samsvc.cli", *command[1:]],
+                    env={**os.environ, **env, "GATEWAY": "false" if name == "api" else "true"},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/health", timeout=2) as response:
+                    return json.loads(response.read())["status"] == "SERVING_STATUS_SERVING"
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=120, interval=0.5, what="the envoy service to answer /health")
+        probe = subprocess.run(
+            [sys.executable, "-m", "samsvc.healthcheck", f"127.0.0.1:{grpc_port}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert probe.returncode == 0 and "SERVING" in probe.stdout
+
+        body = json.dumps(
+            {"images": [__import__("base64").b64encode(encode(scene(64, 48, seed=s))).decode() for s in range(2)],
+             "options": {"points_per_side": 2}}
+        ).encode()  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{rest_port}/api/v1/segment/batch",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            job_id = json.loads(response.read())["job_id"]
+
+        def completed() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/jobs/{job_id}/status", timeout=10) as response:
+                return json.loads(response.read())["status"] == "JOB_STATUS_COMPLETED"
+
+        wait_for(completed, timeout=180, interval=0.5, what="the worker service to finish the batch")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+        redis_server.stop()
