@@ -101,10 +101,8 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
         )
         assert probe.returncode == 0 and "SERVING" in probe.stdout
 
-        body = json.dumps(
-            {"images": [__import__("base64").b64encode(encode(scene(64, 48, seed=s))).decode() for s in range(2)],
-             "options": {"points_per_side": 2}}
-        ).encode()  # fmt: skip
+        images = [base64.b64encode(encode(scene(64, 48, seed=s))).decode() for s in range(2)]
+        body = json.dumps({"images": images, "options": {"points_per_side": 2}}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{rest_port}/api/v1/segment/batch",
             data=body,
