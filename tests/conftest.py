@@ -49,6 +49,7 @@ def base_settings(models_file: Path, model_dir: Path) -> Settings:
         rest_port=0,
         # Tests that time or count inferences need each call to run; the cache tests turn it on.
         result_cache_ttl_s=0,
+        metrics_port=-1,
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from samsvc import metrics
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle, encode_png, encode_polygons, encode_rle
 from samsvc.encoding.visualization import overlay_png
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks
@@ -72,16 +73,19 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
     if cancel is not None:
         cancel.raise_if_cancelled()
     model = models.get(task.model)
+    metrics.MODEL_LOAD_SECONDS.labels(task.model).set(model.load_time_s)
     records = generate_masks(model.sam, image, task.options, cancel, fast=task.fast, precision=model.precision)
     encoded = [encode_mask(record, task.encoding) for record in records]
     visualization = overlay_png(image, [r.segmentation for r in records]) if task.visualize else None
+    elapsed = time.perf_counter() - started
+    metrics.IMAGE_SECONDS.labels(task.model).observe(elapsed)
     return SegmentOutcome(
         masks=encoded,
         visualization=visualization,
         width=int(image.shape[1]),
         height=int(image.shape[0]),
         model=task.model,
-        processing_time_s=time.perf_counter() - started,
+        processing_time_s=elapsed,
     )
 
 
@@ -144,6 +148,8 @@ def run_prompts(
     key = f"{task.model}:{loaded.identity}:{image_key(task.image)}"
     embedding = cache.get(key, loaded.device) if cache is not None else None
     hit = embedding is not None
+    if cache is not None:
+        metrics.CACHE_REQUESTS.labels("embedding", "hit" if hit else "miss").inc()
     if embedding is None:
         if cancel is not None:
             cancel.raise_if_cancelled()

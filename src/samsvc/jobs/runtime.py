@@ -17,6 +17,7 @@ from typing import Any
 import dramatiq
 import redis
 
+from samsvc import metrics
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.jobs.blobs import BlobStore, LocalBlobStore
@@ -69,6 +70,7 @@ class JobRuntime:
 
     def job_ended(self, job: JobRecord) -> None:
         """Clean up after a job reached its end state: drop its images, send its webhook."""
+        metrics.JOBS_ENDED.labels(job.status.value).inc()
         self.blobs.delete_job(job.job_id)
         if job.webhook_url:
             self.enqueue_webhook(job.job_id)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from samsvc import metrics
 from samsvc.errors import NotFound, SamsvcError, Unavailable
 from samsvc.jobs.records import (
     ImageError,
@@ -87,6 +88,7 @@ class JobService:
             self.store.cancel(job_id, f"the job could not be queued: {exc}")
             self.runtime.blobs.delete_job(job_id)
             raise Unavailable(f"the job queue is unreachable: {exc}", reason="QUEUE_UNAVAILABLE") from exc
+        metrics.JOBS_SUBMITTED.labels("batch").inc()
         if job.status.final:
             self.runtime.job_ended(job)
         log.info(
@@ -109,6 +111,8 @@ class JobService:
             owner=owner,
         )
         self.store.create(record, [result])
+        metrics.JOBS_SUBMITTED.labels("single").inc()
+        metrics.JOBS_ENDED.labels("completed").inc()
 
     def get(self, job_id: str) -> JobRecord:
         job = self.store.get(job_id) if job_id else None

@@ -21,13 +21,16 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from samsvc import metrics
 from samsvc.cache.redis_cache import RedisByteCache
 from samsvc.cache.store import ByteCache, MemoryByteCache
 from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
+from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import JobService
+from samsvc.metrics import serve_metrics
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.health import SERVICE_NAME, HealthService
 from samsvc.server.servicer import SegmentationServicer
@@ -109,6 +112,9 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     if port == 0:
         raise OSError(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
     await server.start()
+    metrics.CALLBACKS.queue_depth = lambda: {
+        priority.value: queue_depth(runtime.broker, [queue]) for priority, queue in IMAGE_QUEUES.items()
+    }
     sweeper = asyncio.create_task(_sweep_blobs(runtime, io_executor), name="samsvc-blob-sweeper")
     running = RunningServer(
         server=server,
@@ -194,8 +200,11 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics_port = serve_metrics(settings.metrics_host, settings.metrics_port) if settings.metrics_port >= 0 else None
     default = f"samsvc: gRPC on {settings.grpc_host}:{running.port} (grpcurl -plaintext 127.0.0.1:{running.port} list)"
     print(banner(running, extra) if banner else default, flush=True)
+    if metrics_port is not None:
+        print(f"samsvc: Prometheus metrics on http://{settings.metrics_host}:{metrics_port}/metrics", flush=True)
     await stop.wait()
     log.info("shutting down: draining for %.1f s, then %.1f s grace", settings.drain_delay, settings.shutdown_grace)
     if extra is not None:

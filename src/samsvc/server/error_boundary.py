@@ -9,16 +9,19 @@ reported as INTERNAL without internals. Servicer methods opt in with `@unary_bou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from samsvc import metrics
 from samsvc.errors import (
     ERROR_DOMAIN,
     Cancelled,
@@ -105,14 +108,47 @@ _Response = TypeVar("_Response")
 Handler = Callable[[_Servicer, _Request, ServicerContext], Awaitable[_Response]]
 
 
+@contextlib.contextmanager
+def _observed(rpc: str) -> Iterator[None]:
+    """Count the call by its final status code and time it."""
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        yield
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except SamsvcError as exc:
+        code = code_pb2.Code.Name(status_code_for(exc))
+        raise
+    except Exception as exc:
+        code = _abort_code(exc)
+        raise
+    finally:
+        metrics.REQUESTS.labels(rpc, code).inc()
+        metrics.REQUEST_SECONDS.labels(rpc).observe(time.perf_counter() - started)
+
+
+def _abort_code(exc: BaseException) -> str:
+    """The status a call ended with when the boundary aborted it (grpc raises to unwind)."""
+    code = getattr(exc, "_samsvc_code", None)
+    return str(code) if code else "INTERNAL"
+
+
 async def _fail(context: ServicerContext, method: str, error: Exception) -> NoReturn:
     """End the call with the status for `error`: its own for domain errors, INTERNAL (with the
     stack trace in the log only) for anything else."""
     if isinstance(error, SamsvcError):
         log.info("%s failed: %s %s", method, error.reason, error.message)
-        await abort_with(context, error)
-    log.error("%s failed with an unexpected error", method, exc_info=error)
-    await context.abort_with_status(rpc_status.to_status(internal_status()))
+        status = to_status(error)
+    else:
+        log.error("%s failed with an unexpected error", method, exc_info=error)
+        status = internal_status()
+    try:
+        await context.abort_with_status(rpc_status.to_status(status))
+    except BaseException as abort:
+        abort._samsvc_code = code_pb2.Code.Name(status.code)  # type: ignore[attr-defined]
+        raise
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
@@ -140,12 +176,13 @@ def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_
     @functools.wraps(method)
     async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> _Response:
         await echo_request_id(context)
-        try:
-            return await method(self, request, context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
-            await _fail(context, method.__name__, exc)
+        with _observed(method.__name__):
+            try:
+                return await method(self, request, context)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
+                await _fail(context, method.__name__, exc)
 
     return wrapper
 
@@ -161,13 +198,14 @@ def stream_boundary(
     @functools.wraps(method)
     async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> AsyncIterator[_Response]:
         await echo_request_id(context)
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
-            await _fail(context, method.__name__, exc)
+        with _observed(method.__name__):
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
+                await _fail(context, method.__name__, exc)
 
     return wrapper
 

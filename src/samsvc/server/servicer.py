@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from samsvc import __version__
+from samsvc import __version__, metrics
 from samsvc.cache.store import ByteCache
 from samsvc.config import Settings
 from samsvc.engine.amg import CancelToken
@@ -85,8 +85,6 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self._io_executor = io_executor
         self._result_cache = result_cache
         self._embedding_cache = embedding_cache
-        self.result_cache_hits = 0
-        self.result_cache_misses = 0
         self._limits = ImageLimits(max_bytes=settings.max_image_bytes, max_side=settings.max_image_side)
         self._probe = ProcessProbe()
 
@@ -152,9 +150,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             cached = await self._io(self._result_cache.get, cache_key)
             if cached is not None:
                 result = ImageResult.from_json(cached.decode())
-                self.result_cache_hits += 1
-            else:
-                self.result_cache_misses += 1
+            metrics.CACHE_REQUESTS.labels("result", "miss" if cached is None else "hit").inc()
         hit = result is not None
         if result is None:
             outcome = await self._run(task)
