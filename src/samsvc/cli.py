@@ -43,11 +43,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from samsvc.logs import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

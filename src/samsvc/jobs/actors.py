@@ -23,6 +23,7 @@ from samsvc.jobs.records import ImageError, ImageResult, JobRecord
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver
+from samsvc.logs import REQUEST_ID
 from samsvc.pipeline import SegmentTask, run_segment
 from samsvc.validation.image import ImageLimits, check_image_bytes
 
@@ -57,6 +58,13 @@ def _retries() -> int:
     return int(message.options.get("retries", 0)) if message is not None else 0
 
 
+def _adopt_correlation_id(job_id: str) -> None:
+    """Log (and pass on) the correlation id the message carries, or the job id."""
+    message = CurrentMessage.get_current_message()
+    carried = message.options.get("correlation_id") if message is not None else None
+    REQUEST_ID.set(str(carried or job_id))
+
+
 def summary(job: JobRecord, estimate: int = 0) -> dict[str, Any]:
     """The job summary sent to webhooks."""
     return {
@@ -76,6 +84,7 @@ def summary(job: JobRecord, estimate: int = 0) -> dict[str, Any]:
 
 
 def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
+    _adopt_correlation_id(job_id)
     store = runtime.store
     job = store.get(job_id)
     if job is None:
@@ -110,6 +119,10 @@ def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
         result = ImageResult(
             index, error=ImageError.from_exception(error), processing_time_s=time.perf_counter() - started
         )
+    log.info(
+        "image %d of job %s %s in %.2f s", index, job_id, "done" if result.succeeded else "failed",
+        result.processing_time_s, extra={"job_id": job_id, "image": index},
+    )  # fmt: skip
     if store.record_result(job_id, result, spec.model) is RecordOutcome.FINISHED:
         ended = store.get(job_id)
         if ended is not None:
@@ -117,6 +130,7 @@ def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
 
 
 def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
+    _adopt_correlation_id(job_id)
     store = runtime.store
     job = store.get(job_id)
     if job is None or not job.webhook_url:
@@ -128,7 +142,7 @@ def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
             summary(job),
             secret=runtime.settings.webhook_secret,
             policy=runtime.webhook_policy,
-            correlation_id=job_id,
+            correlation_id=REQUEST_ID.get() or job_id,
             timeout=runtime.settings.webhook_timeout_s,
         )
     except InvalidArgument as exc:

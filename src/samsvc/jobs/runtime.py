@@ -26,6 +26,7 @@ from samsvc.jobs.presence import WorkerPresence, live_worker_threads
 from samsvc.jobs.records import JobRecord, Priority
 from samsvc.jobs.redis_store import DEFAULT_PREFIX, RedisJobStore, connect
 from samsvc.jobs.store import JobStore, MemoryJobStore
+from samsvc.logs import REQUEST_ID
 from samsvc.validation.webhook_url import WebhookPolicy
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,11 @@ class JobRuntime:
         return self.redis_client is None
 
     def enqueue_image(self, job_id: str, index: int, priority: Priority) -> None:
-        self.actors[f"segment_image_{priority.value}"].send(job_id, index)
+        actor = self.actors[f"segment_image_{priority.value}"]
+        actor.send_with_options(args=(job_id, index), correlation_id=REQUEST_ID.get())
 
     def enqueue_webhook(self, job_id: str) -> None:
-        self.actors["deliver_webhook"].send(job_id)
+        self.actors["deliver_webhook"].send_with_options(args=(job_id,), correlation_id=REQUEST_ID.get())
 
     def job_ended(self, job: JobRecord) -> None:
         """Clean up after a job reached its end state: drop its images, send its webhook."""

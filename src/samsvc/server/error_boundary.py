@@ -36,6 +36,7 @@ from samsvc.errors import (
     SamsvcError,
     Unavailable,
 )
+from samsvc.logs import REQUEST_ID, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,10 @@ def _observed(rpc: str) -> Iterator[None]:
         code = _abort_code(exc)
         raise
     finally:
+        elapsed = time.perf_counter() - started
         metrics.REQUESTS.labels(rpc, code).inc()
-        metrics.REQUEST_SECONDS.labels(rpc).observe(time.perf_counter() - started)
+        metrics.REQUEST_SECONDS.labels(rpc).observe(elapsed)
+        log.info("rpc %s %s in %.3f s", rpc, code, elapsed, extra={"rpc": rpc, "code": code, "seconds": elapsed})
 
 
 def _abort_code(exc: BaseException) -> str:
@@ -159,15 +162,16 @@ def request_id(context: ServicerContext) -> str:
     """The caller's correlation id (`x-request-id` metadata, which Envoy sets), or ""."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER:
-            return str(value)
+            return str(value)[:128]
     return ""
 
 
 async def echo_request_id(context: ServicerContext) -> None:
-    """Send the correlation id back in the response headers, so callers can match logs."""
-    rid = request_id(context)
-    if rid:
-        await context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+    """Adopt the caller's correlation id (or make one) for this call's logs, jobs and
+    webhooks, and send it back in the response headers."""
+    rid = request_id(context) or new_request_id()
+    REQUEST_ID.set(rid)
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
 
 
 def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_Servicer, _Request, _Response]:

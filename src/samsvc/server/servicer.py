@@ -8,6 +8,7 @@ leave through the error boundary.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import logging
@@ -110,7 +111,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         cancel = CancelToken()
         async with self._admission.slot():
             started = time.perf_counter()
-            call = functools.partial(fn, *args, cancel)
+            call = functools.partial(contextvars.copy_context().run, fn, *args, cancel)
             future = asyncio.get_running_loop().run_in_executor(self._executor, call)
             try:
                 result = await future
@@ -224,9 +225,10 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     # --- jobs -------------------------------------------------------------------------------
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking store work in the I/O pool."""
+        """Run blocking store work in the I/O pool (in this call's context: its correlation id)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._io_executor, functools.partial(fn, *args))
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await loop.run_in_executor(self._io_executor, call)
 
     def _check_batch(
         self, request: segmentation_service_pb2.SubmitBatchRequest
