@@ -129,3 +129,28 @@ def test_redis_restart_with_aof_keeps_the_accepted_job(redis_settings: tuple[Set
     finally:
         server.stop()
         worker.stop()
+
+
+def test_health_reports_redis_and_live_workers(redis_settings: tuple[Settings, RedisServer]) -> None:
+    from samsvc.v1 import health_pb2
+
+    settings, redis_server = redis_settings
+    server = ServerThread(settings)
+    workers = [WorkerProcess(settings), WorkerProcess(settings)]
+    try:
+
+        def report() -> health_pb2.JobsHealth:
+            return server.stub.CheckHealth(health_pb2.CheckHealthRequest()).jobs
+
+        wait_for(lambda: report().live_workers == 2, timeout=120, what="two live workers")
+        assert report().mode == "redis" and report().store_reachable
+        assert report().live_worker_threads == 2 * settings.worker_threads
+        redis_server.kill()
+        down = report()
+        assert not down.store_reachable and down.live_workers == 0
+        redis_server.start()
+        wait_for(lambda: report().store_reachable, timeout=60, what="Redis to be reachable again")
+    finally:
+        server.stop()
+        for worker in workers:
+            worker.stop()

@@ -32,6 +32,8 @@ def test_detailed_report_covers_models_and_process(server: ServerThread) -> None
     assert report.process.cpu_seconds > 0 and report.process.uptime_seconds > 0 and report.process.threads > 1
     assert report.inference.max_workers == server.settings.max_workers
     assert report.inference.max_queue == server.settings.max_queue
+    assert report.jobs.mode == "embedded" and report.jobs.store_reachable
+    assert (report.jobs.live_workers, report.jobs.live_worker_threads) == (1, server.settings.worker_threads)
 
 
 def test_list_models_pages(server: ServerThread) -> None:

@@ -121,6 +121,40 @@ class InferenceLoad(_message.Message):
 Global___InferenceLoad: _TypeAlias = InferenceLoad  # noqa: Y015
 
 @_typing.final
+class JobsHealth(_message.Message):
+    """Where batch jobs run and whether that is reachable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    STORE_REACHABLE_FIELD_NUMBER: _builtins.int
+    LIVE_WORKERS_FIELD_NUMBER: _builtins.int
+    LIVE_WORKER_THREADS_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """"redis" (REDIS_URL set: workers run jobs) or "embedded" (this process runs them)."""
+    store_reachable: _builtins.bool
+    """Whether Redis answers (always true in the embedded mode)."""
+    live_workers: _builtins.int
+    """Worker processes that announced themselves recently (1 in the embedded mode)."""
+    live_worker_threads: _builtins.int
+    """Their worker threads, that is, images that can run at once."""
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        store_reachable: _builtins.bool = ...,
+        live_workers: _builtins.int = ...,
+        live_worker_threads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["live_worker_threads", b"live_worker_threads", "live_workers", b"live_workers", "mode", b"mode", "store_reachable", b"store_reachable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobsHealth: _TypeAlias = JobsHealth  # noqa: Y015
+
+@_typing.final
 class CheckHealthRequest(_message.Message):
     """Request for the detailed health report."""
 
@@ -148,6 +182,7 @@ class CheckHealthResponse(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     PROCESS_FIELD_NUMBER: _builtins.int
     INFERENCE_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
     status: Global___ServingStatus.ValueType
     """Whether the service takes new work."""
     version: _builtins.str
@@ -164,6 +199,10 @@ class CheckHealthResponse(_message.Message):
     def inference(self) -> Global___InferenceLoad:
         """Load of the inference pool."""
 
+    @_builtins.property
+    def jobs(self) -> Global___JobsHealth:
+        """Where batch jobs run, and whether their store answers."""
+
     def __init__(
         self,
         *,
@@ -172,10 +211,11 @@ class CheckHealthResponse(_message.Message):
         models: _abc.Iterable[_model_pb2.Model] | None = ...,
         process: Global___ProcessResources | None = ...,
         inference: Global___InferenceLoad | None = ...,
+        jobs: Global___JobsHealth | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "process", b"process"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "jobs", b"jobs", "process", b"process"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "models", b"models", "process", b"process", "status", b"status", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "jobs", b"jobs", "models", b"models", "process", b"process", "status", b"status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import redis
+
 from samsvc import __version__, metrics
 from samsvc.cache.store import ByteCache
 from samsvc.config import Settings
@@ -205,11 +207,28 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             next_page_token=convert.encode_page_token(offset + size) if more else "",
         )
 
+    def _jobs_health(self) -> health_pb2.JobsHealth:
+        runtime = self._jobs.runtime
+        try:
+            runtime.store.ping()
+            processes, threads = runtime.live_workers()
+            reachable = True
+        except (Unavailable, redis.RedisError):
+            processes, threads, reachable = 0, 0, False
+        return health_pb2.JobsHealth(
+            mode="embedded" if runtime.embedded else "redis",
+            store_reachable=reachable,
+            live_workers=processes,
+            live_worker_threads=threads,
+        )
+
     @unary_boundary
     async def CheckHealth(
         self, request: health_pb2.CheckHealthRequest, context: ServicerContext
     ) -> health_pb2.CheckHealthResponse:
+        jobs = await self._io(self._jobs_health)
         return health_pb2.CheckHealthResponse(
+            jobs=jobs,
             status=self._health.proto_status(),  # type: ignore[arg-type]
             version=__version__,
             models=[convert.model_to_proto(s) for s in self._models.states()],
