@@ -126,3 +126,22 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
         redis_server.stop()
+
+
+def test_kubernetes_manifests_validate_and_use_real_flags() -> None:
+    from samsvc.cli import build_parser
+
+    manifest = ROOT / "deploy" / "kubernetes" / "samsvc.yaml"
+    validator = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run([str(validator), "--strict", str(manifest)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    commands = [
+        container["command"]
+        for doc in yaml.safe_load_all(manifest.read_text())
+        if doc and doc["kind"] in {"Deployment", "StatefulSet"}
+        for container in doc["spec"]["template"]["spec"]["containers"]
+        if container["command"][0] == "samsvc"
+    ]
+    assert len(commands) == 3
+    for command in commands:
+        build_parser().parse_args(command[1:])  # exits on an unknown flag
