@@ -107,6 +107,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     os.execve(sys.executable, argv, env)  # noqa: S606 (our own interpreter, argument list)
 
 
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from samsvc.server.auth import digest, new_key
+
+    key = new_key()
+    print(f"API key for {args.name} (shown once; keep it secret): {key}")
+    print("add this line to API_KEYS_FILE (or API_KEYS):")
+    print(f"{args.name}:{digest(key)}")
+    return 0
+
+
 def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.engine.registry import ModelRegistry
 
@@ -173,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run Dramatiq worker processes for batch jobs (needs REDIS_URL)")
     _add_settings_flags(worker)
     worker.set_defaults(handler=cmd_worker)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="make a new API key; prints it once with the line to store")
+    create.add_argument("name", help="who the key is for")
+    _add_settings_flags(create)
+    create.set_defaults(handler=cmd_keys_create)
 
     models = commands.add_parser("models", help="list, download or build model checkpoints")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")

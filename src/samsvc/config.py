@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         9464, ge=-1, le=65535, description="Port of the Prometheus metrics endpoint; 0 picks one, -1 turns it off."
     )
 
+    # Authentication.
+    api_keys_file: Path | None = Field(None, description="File of NAME:SHA256 API key entries (`samsvc keys create`).")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="NAME:SHA256 API key entries, comma separated; none: auth off."
+    )
+    auth_protect_health: bool = Field(False, description="Require a key for health and reflection too.")
+
     # Gateway (Envoy).
     gateway: bool = Field(True, description="Start Envoy (REST/JSON, docs) with `samsvc serve`.")
     rest_host: str = Field("127.0.0.1", description="Address Envoy's REST/gRPC listener binds.")
@@ -134,7 +141,7 @@ class Settings(BaseSettings):
     webhook_min_backoff_ms: int = Field(2_000, ge=0, description="First webhook retry delay, doubling each time.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
 
-    @field_validator("preload", "webhook_allowed_hosts", "cors_origins", mode="before")
+    @field_validator("preload", "webhook_allowed_hosts", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):

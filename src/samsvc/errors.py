@@ -99,6 +99,12 @@ class Unavailable(SamsvcError):
     default_reason = "UNAVAILABLE"
 
 
+class Unauthenticated(SamsvcError):
+    """The caller presented no valid credentials."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
 class Cancelled(SamsvcError):
     """The work was stopped because its caller went away or asked for it."""
 

@@ -32,6 +32,7 @@ from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import JobService
 from samsvc.metrics import serve_metrics
 from samsvc.server.admission import AdmissionControl
+from samsvc.server.auth import ApiKeyInterceptor, load_keys
 from samsvc.server.health import SERVICE_NAME, HealthService
 from samsvc.server.servicer import SegmentationServicer
 from samsvc.v1 import segmentation_service_pb2, segmentation_service_pb2_grpc
@@ -86,7 +87,9 @@ class RunningServer:
 
 async def start_server(settings: Settings, models: ModelManager | None = None) -> RunningServer:
     models = models or ModelManager.from_settings(settings)
-    server = grpc.aio.server(options=server_options(settings))
+    keys = load_keys(settings.api_keys_file, settings.api_keys)
+    interceptors = [ApiKeyInterceptor(keys, settings.auth_protect_health)] if keys else []
+    server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
     health = HealthService()
     executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="samsvc-inference")
     io_executor = ThreadPoolExecutor(max_workers=DEFAULT_IO_THREADS, thread_name_prefix="samsvc-io")

@@ -34,6 +34,7 @@ from samsvc.errors import (
     NotFound,
     ResourceExhausted,
     SamsvcError,
+    Unauthenticated,
     Unavailable,
 )
 from samsvc.logs import REQUEST_ID, new_request_id
@@ -54,6 +55,7 @@ STATUS_CODES: dict[type[SamsvcError], int] = {
     Internal: code_pb2.INTERNAL,
     ConfigurationError: code_pb2.FAILED_PRECONDITION,
     DownloadError: code_pb2.UNAVAILABLE,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
 }
 
 

@@ -1,0 +1,97 @@
+"""API keys over gRPC, through Envoy (REST) and for grpcurl: missing or wrong keys get
+UNAUTHENTICATED (HTTP 401), health and reflection stay open."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from samsvc.config import Settings
+from samsvc.gateway.launcher import start_gateway
+from samsvc.v1 import segmentation_service_pb2 as pb
+from tests.server.test_grpcurl import GRPCURL
+from tests.support import ServerThread, encode, rich_status, scene
+
+
+@pytest.fixture(scope="module")
+def key_and_server(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, ServerThread]]:
+    created = subprocess.run(
+        [sys.executable, "-m", "samsvc.cli", "keys", "create", "labeler"], capture_output=True, text=True, check=True
+    )
+    lines = created.stdout.splitlines()
+    key = lines[0].rsplit(" ", 1)[1]
+    entry = lines[-1]
+    assert entry.startswith("labeler:") and key not in entry, "only the digest is stored"
+    keys_file = tmp_path_factory.mktemp("keys") / "api_keys"
+    keys_file.write_text(f"# samsvc keys\n{entry}\n")
+    settings = base_settings.model_copy(update={"api_keys_file": keys_file, "data_dir": tmp_path_factory.mktemp("d")})
+    server = ServerThread(settings)
+    yield key, server
+    server.stop()
+
+
+def segment(server: ServerThread, metadata: list[tuple[str, str]]) -> pb.SegmentResponse:
+    request = pb.SegmentRequest(image=encode(scene(48, 32)), points_per_side=1)
+    response: pb.SegmentResponse = server.stub.Segment(request, metadata=metadata)
+    return response
+
+
+@pytest.mark.parametrize(
+    "metadata,reason",
+    [
+        ([], "API_KEY_MISSING"),
+        ([("x-api-key", "sk_wrong")], "API_KEY_INVALID"),
+        ([("authorization", "Bearer nope")], "API_KEY_INVALID"),
+    ],
+)
+def test_refused_without_a_valid_key(key_and_server: tuple[str, ServerThread], metadata: list, reason: str) -> None:
+    _, server = key_and_server
+    with pytest.raises(grpc.RpcError) as caught:
+        segment(server, metadata)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert rich_status(caught.value)[1]["ErrorInfo"].reason == reason
+    with pytest.raises(grpc.RpcError) as streamed:
+        list(server.stub.WatchJob(pb.WatchJobRequest(job_id="job_x"), metadata=metadata))
+    assert streamed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_both_header_forms_work(key_and_server: tuple[str, ServerThread]) -> None:
+    key, server = key_and_server
+    assert segment(server, [("authorization", f"Bearer {key}")]).image_width == 48
+    assert segment(server, [("x-api-key", key)]).image_width == 48
+
+
+def test_health_and_reflection_stay_open(key_and_server: tuple[str, ServerThread]) -> None:
+    _, server = key_and_server
+    status = health_pb2_grpc.HealthStub(server.channel).Check(health_pb2.HealthCheckRequest())
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    assert GRPCURL
+    listed = subprocess.run([GRPCURL, "-plaintext", server.address, "list"], capture_output=True, text=True, timeout=60)
+    assert "samsvc.v1.SegmentationService" in listed.stdout
+
+
+def test_rest_gets_401_then_200_with_a_key(key_and_server: tuple[str, ServerThread]) -> None:
+    key, server = key_and_server
+    settings = server.settings.model_copy(update={"rest_port": 0, "envoy_admin_port": 0})
+    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+    base = f"http://127.0.0.1:{gateway.rest_port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{base}/models", timeout=30)
+        assert caught.value.code == 401
+        assert json.loads(caught.value.read())["details"][0]["reason"] == "API_KEY_MISSING"
+        request = urllib.request.Request(f"{base}/models", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200 and len(json.loads(response.read())["models"]) == 4
+    finally:
+        gateway.stop()
