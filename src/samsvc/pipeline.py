@@ -58,12 +58,17 @@ class SegmentOutcome:
     processing_time_s: float
 
 
-def encode_mask(record: MaskRecord, encoding: MaskEncoding) -> EncodedMask:
+def encode_pixels(mask: npt.NDArray[np.bool_], encoding: MaskEncoding) -> bytes | Rle | list[Polygon]:
+    """A boolean mask in the requested wire encoding."""
     if encoding is MaskEncoding.PNG:
-        return EncodedMask(record, encode_png(record.segmentation))
+        return encode_png(mask)
     if encoding is MaskEncoding.RLE:
-        return EncodedMask(record, encode_rle(record.segmentation))
-    return EncodedMask(record, encode_polygons(record.segmentation))
+        return encode_rle(mask)
+    return encode_polygons(mask)
+
+
+def encode_mask(record: MaskRecord, encoding: MaskEncoding) -> EncodedMask:
+    return EncodedMask(record, encode_pixels(record.segmentation, encoding))
 
 
 def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | None = None) -> SegmentOutcome:
@@ -130,14 +135,6 @@ def _box(mask: npt.NDArray[np.bool_]) -> tuple[int, int, int, int]:
     return (int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min()))
 
 
-def _encode(mask: npt.NDArray[np.bool_], encoding: MaskEncoding) -> bytes | Rle | list[Polygon]:
-    if encoding is MaskEncoding.PNG:
-        return encode_png(mask)
-    if encoding is MaskEncoding.RLE:
-        return encode_rle(mask)
-    return encode_polygons(mask)
-
-
 def run_prompts(
     task: PromptTask, models: ModelManager, cache: EmbeddingCache | None, cancel: CancelToken | None = None
 ) -> PromptsOutcome:
@@ -160,7 +157,7 @@ def run_prompts(
     results = []
     for output in outputs:
         masks = [
-            PromptedMask(_encode(m, task.encoding), int(m.sum()), _box(m), float(score))
+            PromptedMask(encode_pixels(m, task.encoding), int(m.sum()), _box(m), float(score))
             for m, score in zip(output.masks, output.scores, strict=True)
         ]
         logits = output.low_res_logits.astype("<f4").tobytes() if task.return_logits else b""
