@@ -28,7 +28,7 @@ DESCRIPTOR_SET = "samsvc/v1/descriptor_set.pb"
 # Imported by nothing of ours but needed in the descriptor set: Envoy renders
 # google.rpc.Status details (BadRequest, ErrorInfo, ...) only for types it knows.
 OPENAPI = "samsvc/v1/openapi.json"
-OPENAPI_SERVICES = ("samsvc.v1.SegmentationService",)
+OPENAPI_SERVICES = ("samsvc.v1.SegmentationService", "samsvc.v1.AdminService")
 EXTRA_DESCRIPTOR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
 

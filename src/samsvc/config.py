@@ -76,6 +76,25 @@ class Settings(BaseSettings):
         default_factory=list, description="NAME:SHA256 API key entries, comma separated; none: auth off."
     )
     auth_protect_health: bool = Field(False, description="Require a key for health and reflection too.")
+    allow_unauthenticated: bool = Field(
+        False, description="Allow serving on a non-loopback address without API keys (refused otherwise)."
+    )
+    admin_jwt_key: str = Field(
+        "", description="Key verifying admin tokens: an HMAC secret or a PEM public key; empty: admin operations off."
+    )
+    admin_jwt_key_file: Path | None = Field(None, description="File holding ADMIN_JWT_KEY (a PEM public key).")
+    admin_jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["HS256"], description="JWT algorithms accepted for admin tokens, comma separated."
+    )
+    admin_jwt_claim: str = Field("samsvc_admin", description="Claim that must be true in an admin token.")
+    admin_jwt_audience: str = Field("", description="Audience admin tokens must name; empty: not checked.")
+    admin_jwt_issuer: str = Field("", description="Issuer admin tokens must name; empty: not checked.")
+    rate_limit_requests_per_minute: int = Field(
+        0, ge=0, description="Calls each API key may make per minute (Redis-shared when REDIS_URL); 0: no limit."
+    )
+    rate_limit_images_per_minute: int = Field(
+        0, ge=0, description="Images each API key may send per minute (Segment: 1, batch: each); 0: no limit."
+    )
 
     # Gateway (Envoy).
     gateway: bool = Field(True, description="Start Envoy (REST/JSON, docs) with `samsvc serve`.")
@@ -141,7 +160,9 @@ class Settings(BaseSettings):
     webhook_min_backoff_ms: int = Field(2_000, ge=0, description="First webhook retry delay, doubling each time.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
 
-    @field_validator("preload", "webhook_allowed_hosts", "cors_origins", "api_keys", mode="before")
+    @field_validator(
+        "preload", "webhook_allowed_hosts", "cors_origins", "api_keys", "admin_jwt_algorithms", mode="before"
+    )
     @classmethod
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -105,6 +105,12 @@ class Unauthenticated(SamsvcError):
     default_reason = "UNAUTHENTICATED"
 
 
+class PermissionDenied(SamsvcError):
+    """The caller is known but may not do this (for example, an admin operation without an admin token)."""
+
+    default_reason = "PERMISSION_DENIED"
+
+
 class Cancelled(SamsvcError):
     """The work was stopped because its caller went away or asked for it."""
 

@@ -131,6 +131,7 @@ class Job(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     ESTIMATED_TIME_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's identifier."""
     job_type: Global___JobType.ValueType
@@ -157,6 +158,10 @@ class Job(_message.Message):
     """
     webhook_url: _builtins.str
     """Where the completion notice goes; empty for none."""
+    owner: _builtins.str
+    """Name of the API key that created the job (empty when the server runs without keys).
+    Only that key sees the job; admins see every job.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the job was accepted."""
@@ -187,10 +192,11 @@ class Job(_message.Message):
         priority: Global___Priority.ValueType = ...,
         estimated_time: _builtins.int = ...,
         webhook_url: _builtins.str = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error_message", b"error_message", "estimated_time", b"estimated_time", "failed_images", b"failed_images", "job_id", b"job_id", "job_type", b"job_type", "model_type", b"model_type", "priority", b"priority", "processed_images", b"processed_images", "processing_time", b"processing_time", "started_at", b"started_at", "status", b"status", "total_images", b"total_images", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error_message", b"error_message", "estimated_time", b"estimated_time", "failed_images", b"failed_images", "job_id", b"job_id", "job_type", b"job_type", "model_type", b"model_type", "owner", b"owner", "priority", b"priority", "processed_images", b"processed_images", "processing_time", b"processing_time", "started_at", b"started_at", "status", b"status", "total_images", b"total_images", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,6 +9,7 @@ architecture by segment-anything's builder, then the state dict is read on the C
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import pickle
 import threading
@@ -194,6 +195,20 @@ class ModelManager:
         log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
         dtype = spec.dtype or self._default_dtype
         return LoadedModel(spec=spec, sam=sam, device=self.device, load_time_s=elapsed, digest=digest, dtype=dtype)
+
+    def unload(self, name: str) -> bool:
+        """Drop a loaded model; calls already holding it finish with it. Returns whether it was loaded."""
+        spec = self.spec(name)
+        with self._locks[spec.name]:
+            dropped = self._loaded.pop(spec.name, None)
+        if dropped is None:
+            return False
+        del dropped
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        log.info("unloaded model %s", name)
+        return True
 
     def preload(self, names: list[str]) -> None:
         """Load the named models now; `all` loads every model whose weights are present."""

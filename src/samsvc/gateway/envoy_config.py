@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 SERVICE = "samsvc.v1.SegmentationService"
+ADMIN_SERVICE = "samsvc.v1.AdminService"
 GRPC_CLUSTER = "samsvc_grpc"
 ADAPTER_CLUSTER = "samsvc_adapter"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -122,9 +123,12 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
         )
     routes += [
         {
-            "match": {"prefix": f"/{SERVICE}/"},
+            "match": {"prefix": f"/{service}/"},
             "route": {"cluster": GRPC_CLUSTER, "timeout": f"{config.request_timeout_s:g}s"},
-        },
+        }
+        for service in (SERVICE, ADMIN_SERVICE)
+    ]
+    routes += [
         # Other native gRPC (reflection, health Watch) streams both ways: no timeout, no buffering.
         {
             "match": {
@@ -158,7 +162,7 @@ def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, An
     transcoder = _typed(
         "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         proto_descriptor=str(config.descriptor_set),
-        services=[SERVICE],
+        services=[SERVICE, ADMIN_SERVICE],
         print_options={
             "add_whitespace": False,
             "always_print_primitive_fields": True,

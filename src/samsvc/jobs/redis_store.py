@@ -245,7 +245,12 @@ class RedisJobStore:
 
     @_translated
     def list_jobs(
-        self, status: JobStatus | None, job_type: JobType | None, after: ListCursor | None, limit: int
+        self,
+        status: JobStatus | None,
+        job_type: JobType | None,
+        after: ListCursor | None,
+        limit: int,
+        owner: str | None = None,
     ) -> list[JobRecord]:
         found: list[JobRecord] = []
         top: str = str(after.created_at_ms) if after else "+inf"
@@ -271,7 +276,11 @@ class RedisJobStore:
                     expired.append(job_id)
                     continue
                 record = JobRecord.from_fields(fields)
-                if (status is None or record.status is status) and (job_type is None or record.job_type is job_type):
+                if (
+                    (status is None or record.status is status)
+                    and (job_type is None or record.job_type is job_type)
+                    and (owner is None or record.owner == owner)
+                ):
                     found.append(record)
                     if len(found) == limit:
                         break
@@ -279,6 +288,15 @@ class RedisJobStore:
                 self.client.zrem(self._index, *expired)
                 offset -= len(expired)
         return found
+
+    @_translated
+    def purge(self, job_id: str) -> bool:
+        key = self._job(job_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(key, f"{key}:results", f"{key}:events")
+        pipe.zrem(self._index, job_id)
+        deleted, _ = pipe.execute()
+        return int(deleted) > 0
 
     @_translated
     def mean_image_seconds(self, model: str) -> float | None:

@@ -114,15 +114,19 @@ class JobService:
         metrics.JOBS_SUBMITTED.labels("single").inc()
         metrics.JOBS_ENDED.labels("completed").inc()
 
-    def get(self, job_id: str) -> JobRecord:
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """The job, if it exists and belongs to `owner` (None: anyone's); NotFound otherwise, so
+        that another caller's job ids reveal nothing."""
         job = self.store.get(job_id) if job_id else None
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             raise NotFound(
                 f"job {job_id!r} does not exist or has expired", reason="JOB_NOT_FOUND", metadata={"job_id": job_id}
             )
         return job
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
+        if owner is not None:
+            self.get(job_id, owner)
         job, changed = self.store.cancel(job_id, "cancelled by request")
         if job is None:
             raise NotFound(
@@ -133,8 +137,10 @@ class JobService:
             self.runtime.job_ended(job)
         return job
 
-    def results(self, job_id: str, from_index: int, limit: int) -> tuple[JobRecord, list[ImageResult], bool]:
-        job = self.get(job_id)
+    def results(
+        self, job_id: str, from_index: int, limit: int, owner: str | None = None
+    ) -> tuple[JobRecord, list[ImageResult], bool]:
+        job = self.get(job_id, owner)
         results, more = self.store.results(job_id, from_index, limit)
         return job, results, more
 
@@ -145,9 +151,29 @@ class JobService:
         return self.store.events(job_id, after, timeout_s)
 
     def list_jobs(
-        self, status: JobStatus | None, job_type: JobType | None, after: ListCursor | None, limit: int
+        self,
+        status: JobStatus | None,
+        job_type: JobType | None,
+        after: ListCursor | None,
+        limit: int,
+        owner: str | None = None,
     ) -> list[JobRecord]:
-        return self.store.list_jobs(status, job_type, after, limit)
+        return self.store.list_jobs(status, job_type, after, limit, owner)
+
+    def purge(self, job_id: str) -> bool:
+        """Cancel the job if it runs, then remove its record, results, events and images;
+        returns whether it was running."""
+        job, cancelled = self.store.cancel(job_id, "purged by an admin")
+        if job is None:
+            raise NotFound(
+                f"job {job_id!r} does not exist or has expired", reason="JOB_NOT_FOUND", metadata={"job_id": job_id}
+            )
+        self.store.purge(job_id)
+        self.runtime.blobs.delete_job(job_id)
+        if cancelled:
+            metrics.JOBS_ENDED.labels("cancelled").inc()
+        log.info("job %s purged%s", job_id, " (cancelled first)" if cancelled else "")
+        return cancelled
 
     def estimate(self, job: JobRecord) -> int:
         return self.runtime.estimate_seconds(job)

@@ -86,9 +86,17 @@ class JobStore(Protocol):
         """Events after cursor `after` ("" for all), waiting up to `timeout_s` for one."""
 
     def list_jobs(
-        self, status: JobStatus | None, job_type: JobType | None, after: ListCursor | None, limit: int
+        self,
+        status: JobStatus | None,
+        job_type: JobType | None,
+        after: ListCursor | None,
+        limit: int,
+        owner: str | None = None,
     ) -> list[JobRecord]:
-        """Jobs newest first, filtered, starting after `after`."""
+        """Jobs newest first, filtered (owner None: every owner), starting after `after`."""
+
+    def purge(self, job_id: str) -> bool:
+        """Remove the job and everything kept for it; False when it did not exist."""
 
     def mean_image_seconds(self, model: str) -> float | None: ...
 
@@ -244,7 +252,12 @@ class MemoryJobStore:
                 self._changed.wait(remaining)
 
     def list_jobs(
-        self, status: JobStatus | None, job_type: JobType | None, after: ListCursor | None, limit: int
+        self,
+        status: JobStatus | None,
+        job_type: JobType | None,
+        after: ListCursor | None,
+        limit: int,
+        owner: str | None = None,
     ) -> list[JobRecord]:
         with self._changed:
             records = sorted(
@@ -257,9 +270,18 @@ class MemoryJobStore:
         matching = [
             r
             for r in records
-            if (status is None or r.status is status) and (job_type is None or r.job_type is job_type)
+            if (status is None or r.status is status)
+            and (job_type is None or r.job_type is job_type)
+            and (owner is None or r.owner == owner)
         ]
         return matching[:limit]
+
+    def purge(self, job_id: str) -> bool:
+        with self._changed:
+            found = self._jobs.pop(job_id, None) is not None
+            self._requests = {k: v for k, v in self._requests.items() if v != job_id}
+            self._changed.notify_all()
+            return found
 
     def mean_image_seconds(self, model: str) -> float | None:
         with self._changed:

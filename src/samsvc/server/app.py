@@ -31,11 +31,13 @@ from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import JobService
 from samsvc.metrics import serve_metrics
+from samsvc.server.admin_servicer import AdminServicer
 from samsvc.server.admission import AdmissionControl
-from samsvc.server.auth import ApiKeyInterceptor, load_keys
+from samsvc.server.auth import Authenticator, AuthInterceptor, check_exposure
 from samsvc.server.health import SERVICE_NAME, HealthService
+from samsvc.server.rate_limit import Limits, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from samsvc.server.servicer import SegmentationServicer
-from samsvc.v1 import segmentation_service_pb2, segmentation_service_pb2_grpc
+from samsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, segmentation_service_pb2, segmentation_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +89,9 @@ class RunningServer:
 
 async def start_server(settings: Settings, models: ModelManager | None = None) -> RunningServer:
     models = models or ModelManager.from_settings(settings)
-    keys = load_keys(settings.api_keys_file, settings.api_keys)
-    interceptors = [ApiKeyInterceptor(keys, settings.auth_protect_health)] if keys else []
-    server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
+    authenticator = Authenticator.from_settings(settings)
+    check_exposure(settings, authenticator, exposed_hosts(settings))
+    server = grpc.aio.server(options=server_options(settings), interceptors=[AuthInterceptor(authenticator)])
     health = HealthService()
     executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="samsvc-inference")
     io_executor = ThreadPoolExecutor(max_workers=DEFAULT_IO_THREADS, thread_name_prefix="samsvc-io")
@@ -99,13 +101,25 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     worker = _start_embedded_worker(runtime) if runtime.embedded else None
     result_cache, embedding_cache = build_caches(settings, runtime)
     servicer = SegmentationServicer(
-        settings, models, admission, executor, health, JobService(runtime), io_executor, result_cache, embedding_cache
+        settings,
+        models,
+        admission,
+        executor,
+        health,
+        JobService(runtime),
+        io_executor,
+        result_cache,
+        embedding_cache,
+        authenticator,
+        build_rate_limiter(settings, runtime),
     )
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(servicer, models), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (
             segmentation_service_pb2.DESCRIPTOR.services_by_name["SegmentationService"].full_name,
+            admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -136,6 +150,24 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     await health.set_serving(True)
     log.info("serving %s on %s:%d", SERVICE_NAME, settings.grpc_host, port)
     return running
+
+
+def exposed_hosts(settings: Settings) -> list[str]:
+    """Addresses this process serves callers on: gRPC, and Envoy's listeners when it runs the gateway."""
+    hosts = [settings.grpc_host]
+    if settings.gateway:
+        hosts.append(settings.rest_host)
+    return hosts
+
+
+def build_rate_limiter(settings: Settings, runtime: JobRuntime) -> RateLimiter | None:
+    """Per-caller limits: in Redis when configured (shared by replicas), else in memory."""
+    limits = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_images_per_minute)
+    if not limits.active:
+        return None
+    if runtime.redis_client is not None:
+        return RedisRateLimiter(runtime.redis_client, limits)
+    return MemoryRateLimiter(limits)
 
 
 def build_caches(settings: Settings, runtime: JobRuntime) -> tuple[ByteCache | None, EmbeddingCache | None]:

@@ -1,28 +1,43 @@
-"""API keys, checked by a server interceptor so gRPC, REST (through Envoy) and grpcurl callers
-are treated alike.
+"""Who is calling: API keys for every RPC and admin tokens (JWT) for AdminService, checked by a
+server interceptor so gRPC, REST (through Envoy) and grpcurl callers are treated alike.
 
 Keys are presented as `authorization: Bearer <key>` or `x-api-key: <key>` and stored only as
 SHA-256 digests (`name:hexdigest` lines in API_KEYS_FILE or the API_KEYS variable). With no key
-configured, authentication is off. Health and reflection stay open unless AUTH_PROTECT_HEALTH.
+configured, authentication is off and every caller is the anonymous principal (""). Health and
+reflection stay open unless AUTH_PROTECT_HEALTH.
+
+Admin tokens are JWTs in `authorization: Bearer <token>`, verified by PyJWT with ADMIN_JWT_KEY
+(signature, expiry, and audience/issuer when configured) and carrying ADMIN_JWT_CLAIM = true.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import jwt
 from grpc_status import rpc_status
 
-from samsvc.errors import ConfigurationError, Unauthenticated
+from samsvc.config import Settings
+from samsvc.errors import ConfigurationError, PermissionDenied, SamsvcError, Unauthenticated
 from samsvc.server.error_boundary import to_status
+
+log = logging.getLogger(__name__)
 
 #: Methods that need no key while health stays open.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: Methods that need an admin token instead of an API key.
+ADMIN_PREFIX = "/samsvc.v1.AdminService/"
+#: Seconds of clock difference tolerated on a token's exp/nbf/iat.
+DEFAULT_JWT_LEEWAY_S = 30
 KEY_PREFIX = "sk_"
 
 
@@ -68,24 +83,169 @@ def presented_key(metadata: Iterable[tuple[str, Any]]) -> str:
     return ""
 
 
-class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, keys: dict[str, str], protect_health: bool = False) -> None:
+def bearer_token(metadata: Iterable[tuple[str, Any]]) -> str:
+    for name, value in metadata:
+        if name == "authorization" and str(value).lower().startswith("bearer "):
+            return str(value)[7:].strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: an API key's name ("" when authentication is off), and whether it is an admin."""
+
+    name: str
+    admin: bool = False
+
+
+ANONYMOUS = Principal("")
+
+
+@dataclass(frozen=True)
+class AdminTokenPolicy:
+    """How admin JWTs are verified."""
+
+    key: str
+    algorithms: tuple[str, ...]
+    claim: str
+    audience: str = ""
+    issuer: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdminTokenPolicy | None:
+        key = settings.admin_jwt_key
+        if settings.admin_jwt_key_file is not None:
+            try:
+                key = settings.admin_jwt_key_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read ADMIN_JWT_KEY_FILE {settings.admin_jwt_key_file}: {exc.strerror}"
+                ) from exc
+        if not key:
+            return None
+        algorithms = tuple(settings.admin_jwt_algorithms)
+        unknown = set(algorithms) - jwt.algorithms.get_default_algorithms().keys()
+        if unknown or not algorithms or "none" in algorithms:
+            raise ConfigurationError(f"ADMIN_JWT_ALGORITHMS has unsupported entries: {', '.join(sorted(unknown))}")
+        return cls(key, algorithms, settings.admin_jwt_claim, settings.admin_jwt_audience, settings.admin_jwt_issuer)
+
+    def verify(self, token: str) -> Principal:
+        """The admin principal of a valid token with the admin claim; raises otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=list(self.algorithms),
+                audience=self.audience or None,
+                issuer=self.issuer or None,
+                leeway=DEFAULT_JWT_LEEWAY_S,
+                options={"require": ["exp"], "verify_aud": bool(self.audience)},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("the admin token has expired", reason="ADMIN_TOKEN_EXPIRED") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"the admin token is not valid: {exc}", reason="ADMIN_TOKEN_INVALID") from exc
+        if claims.get(self.claim) is not True:
+            raise PermissionDenied(
+                f"the token does not carry the admin claim {self.claim!r}", reason="ADMIN_CLAIM_MISSING"
+            )
+        return Principal(str(claims.get("sub", "admin")), admin=True)
+
+
+class Authenticator:
+    """Identifies callers from their metadata; raises Unauthenticated or PermissionDenied."""
+
+    def __init__(
+        self, keys: dict[str, str], admin: AdminTokenPolicy | None = None, protect_health: bool = False
+    ) -> None:
         self.keys = keys
+        self.admin_policy = admin
         self.protect_health = protect_health
 
-    def _check(self, method: str, metadata: Iterable[tuple[str, Any]]) -> Unauthenticated | None:
-        if not self.protect_health and method.startswith(OPEN_PREFIXES):
-            return None
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        keys = load_keys(settings.api_keys_file, settings.api_keys)
+        return cls(keys, AdminTokenPolicy.from_settings(settings), settings.auth_protect_health)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def caller(self, metadata: Iterable[tuple[str, Any]]) -> Principal:
+        """The API key's principal; ANONYMOUS when authentication is off."""
+        if not self.keys:
+            return ANONYMOUS
         key = presented_key(metadata)
         if not key:
-            return Unauthenticated(
+            raise Unauthenticated(
                 "an API key is required: send `authorization: Bearer <key>` or `x-api-key: <key>`",
                 reason="API_KEY_MISSING",
             )
         presented = digest(key)
-        if not any(hmac.compare_digest(presented, known) for known in self.keys):
-            return Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
+        for known, name in self.keys.items():
+            if hmac.compare_digest(presented, known):
+                return Principal(name)
+        raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
+
+    def admin(self, metadata: Iterable[tuple[str, Any]]) -> Principal:
+        """The admin principal of the caller's token."""
+        if self.admin_policy is None:
+            raise PermissionDenied(
+                "admin operations are turned off on this server (set ADMIN_JWT_KEY)", reason="ADMIN_DISABLED"
+            )
+        pairs = list(metadata)
+        token = bearer_token(pairs)
+        if not token or token.startswith(KEY_PREFIX):
+            if token or presented_key(pairs):
+                raise PermissionDenied(
+                    "admin operations need an admin token (a JWT), not an API key", reason="ADMIN_TOKEN_REQUIRED"
+                )
+            raise Unauthenticated(
+                "an admin token is required: send `authorization: Bearer <JWT>`", reason="ADMIN_TOKEN_MISSING"
+            )
+        return self.admin_policy.verify(token)
+
+    def check(self, method: str, metadata: Iterable[tuple[str, Any]]) -> SamsvcError | None:
+        """Why `method` is refused to this caller, or None."""
+        try:
+            if method.startswith(ADMIN_PREFIX):
+                self.admin(metadata)
+            elif self.protect_health or not method.startswith(OPEN_PREFIXES):
+                self.caller(metadata)
+        except (Unauthenticated, PermissionDenied) as exc:
+            return exc
         return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, authenticator: Authenticator, hosts: Iterable[str]) -> None:
+    """Refuse to serve a non-loopback address without API keys unless ALLOW_UNAUTHENTICATED."""
+    if authenticator.enabled:
+        return
+    exposed = [host for host in hosts if not is_loopback(host)]
+    if not exposed:
+        return
+    if not settings.allow_unauthenticated:
+        raise ConfigurationError(
+            f"refusing to serve {', '.join(exposed)} without API keys: set API_KEYS_FILE (see `samsvc keys create`) "
+            "or, for a trusted network, ALLOW_UNAUTHENTICATED=true"
+        )
+    log.warning("serving %s without API keys (ALLOW_UNAUTHENTICATED)", ", ".join(exposed))
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses calls whose caller `Authenticator.check` rejects, before the handler runs."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
 
     async def intercept_service(
         self,
@@ -93,7 +253,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        error = self._check(details.method, details.invocation_metadata or ())
+        error = self.authenticator.check(details.method, details.invocation_metadata or ())
         if error is None or handler is None:
             return handler
         status = rpc_status.to_status(to_status(error))

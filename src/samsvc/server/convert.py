@@ -242,6 +242,7 @@ def job_to_proto(job: JobRecord, estimated_time: int = 0) -> job_pb2.Job:
         priority=_PRIORITIES[job.priority],
         estimated_time=estimated_time,
         webhook_url=job.webhook_url,
+        owner=job.owner,
     )
     for name, ms in (
         ("created_at", job.created_at_ms),

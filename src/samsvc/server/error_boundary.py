@@ -32,6 +32,7 @@ from samsvc.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     SamsvcError,
     Unauthenticated,
@@ -56,6 +57,7 @@ STATUS_CODES: dict[type[SamsvcError], int] = {
     ConfigurationError: code_pb2.FAILED_PRECONDITION,
     DownloadError: code_pb2.UNAVAILABLE,
     Unauthenticated: code_pb2.UNAUTHENTICATED,
+    PermissionDenied: code_pb2.PERMISSION_DENIED,
 }
 
 

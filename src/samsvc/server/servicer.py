@@ -32,8 +32,10 @@ from samsvc.jobs.store import ListCursor
 from samsvc.pipeline import PromptTask, SegmentOutcome, SegmentTask, result_cache_key, run_prompts, run_segment
 from samsvc.server import convert
 from samsvc.server.admission import AdmissionControl
+from samsvc.server.auth import Authenticator, Principal
 from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary_boundary
 from samsvc.server.health import HealthService, ProcessProbe
+from samsvc.server.rate_limit import RateLimiter
 from samsvc.v1 import health_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 from samsvc.validation.image import ImageLimits, check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name, invalid_parameters
@@ -78,6 +80,8 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         io_executor: ThreadPoolExecutor,
         result_cache: ByteCache | None = None,
         embedding_cache: EmbeddingCache | None = None,
+        authenticator: Authenticator | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._settings = settings
         self._models = models
@@ -90,6 +94,17 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self._embedding_cache = embedding_cache
         self._limits = ImageLimits(max_bytes=settings.max_image_bytes, max_side=settings.max_image_side)
         self._probe = ProcessProbe()
+        self.jobs = jobs
+        self._auth = authenticator or Authenticator({})
+        self._rate_limiter = rate_limiter
+
+    async def _caller(self, context: ServicerContext, images: int = 0) -> Principal:
+        """Who calls (the interceptor already refused unknown callers), charged to their rate
+        limits: one call and `images` images."""
+        principal = self._auth.caller(context.invocation_metadata() or ())
+        if self._rate_limiter is not None:
+            await self.io(self._rate_limiter.take, principal.name, images)
+        return principal
 
     def _check_segment(self, request: segmentation_service_pb2.SegmentRequest) -> SegmentTask:
         """Judge everything about the request before any pixel is decoded."""
@@ -130,16 +145,17 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def Segment(
         self, request: segmentation_service_pb2.SegmentRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
-        return await self._segment(request)
+        return await self._segment(request, await self._caller(context, images=1))
 
     @unary_boundary
     async def SegmentUpload(
         self, request: segmentation_service_pb2.SegmentUploadRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
-        return await self._segment(convert.upload_to_segment_request(request))
+        caller = await self._caller(context, images=1)
+        return await self._segment(convert.upload_to_segment_request(request), caller)
 
     async def _segment(
-        self, request: segmentation_service_pb2.SegmentRequest
+        self, request: segmentation_service_pb2.SegmentRequest, caller: Principal
     ) -> segmentation_service_pb2.SegmentResponse:
         started = time.perf_counter()
         task = self._check_segment(request)
@@ -148,9 +164,9 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         cache_key = None
         result = None
         if self._result_cache is not None:
-            loaded = await self._io(self._models.get, task.model)
+            loaded = await self.io(self._models.get, task.model)
             cache_key = result_cache_key(task, loaded.identity)
-            cached = await self._io(self._result_cache.get, cache_key)
+            cached = await self.io(self._result_cache.get, cache_key)
             if cached is not None:
                 result = ImageResult.from_json(cached.decode())
             metrics.CACHE_REQUESTS.labels("result", "miss" if cached is None else "hit").inc()
@@ -159,9 +175,9 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             outcome = await self._run(task)
             result = ImageResult.from_outcome(0, outcome)
             if cache_key is not None and self._result_cache is not None:
-                await self._io(self._result_cache.put, cache_key, result.to_json().encode())
+                await self.io(self._result_cache.put, cache_key, result.to_json().encode())
         try:
-            await self._io(self._jobs.record_single, job_id, spec, result)
+            await self.io(self._jobs.record_single, job_id, spec, result, caller.name)
         except Unavailable as exc:
             # The masks are computed and correct: answer them; only the job record is lost.
             log.warning("segment %s: not recorded as a job: %s", job_id, exc.message)
@@ -177,6 +193,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def SegmentPrompts(
         self, request: segmentation_service_pb2.SegmentPromptsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentPromptsResponse:
+        await self._caller(context, images=1)
         header = check_image_bytes(request.image, self._limits)
         model = request.model_type or self._settings.default_model
         check_model_name(model, self._models.registry.names())
@@ -197,6 +214,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def ListModels(
         self, request: segmentation_service_pb2.ListModelsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.ListModelsResponse:
+        await self._caller(context)
         size = _page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         offset = convert.decode_page_token(request.page_token)
         states = self._models.states()
@@ -226,7 +244,8 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def CheckHealth(
         self, request: health_pb2.CheckHealthRequest, context: ServicerContext
     ) -> health_pb2.CheckHealthResponse:
-        jobs = await self._io(self._jobs_health)
+        await self._caller(context)
+        jobs = await self.io(self._jobs_health)
         return health_pb2.CheckHealthResponse(
             jobs=jobs,
             status=self._health.proto_status(),  # type: ignore[arg-type]
@@ -243,7 +262,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
 
     # --- jobs -------------------------------------------------------------------------------
 
-    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work in the I/O pool (in this call's context: its correlation id)."""
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, fn, *args)
@@ -283,34 +302,45 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
                 images.append(BatchImage(data))
         return images, JobSpec(model, options, encoding, visualize), priority, request.webhook_url, request_id
 
-    async def _submit(self, request: segmentation_service_pb2.SubmitBatchRequest) -> JobRecord:
-        images, spec, priority, webhook_url, request_id = await self._io(self._check_batch, request)
-        job, _ = await self._io(
+    async def _submit(
+        self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
+    ) -> JobRecord:
+        caller = await self._caller(context, images=len(request.images))
+        images, spec, priority, webhook_url, request_id = await self.io(self._check_batch, request)
+        # Idempotency keys are per caller: another key's request_id never returns this key's job.
+        scoped_request_id = f"{caller.name}/{request_id}" if request_id and caller.name else request_id
+        job, _ = await self.io(
             functools.partial(
-                self._jobs.submit, images, spec, priority=priority, webhook_url=webhook_url, request_id=request_id
+                self._jobs.submit,
+                images,
+                spec,
+                priority=priority,
+                webhook_url=webhook_url,
+                request_id=scoped_request_id,
+                owner=caller.name,
             )
         )
         return job
 
     async def _job_proto(self, job: JobRecord) -> job_pb2.Job:
-        return convert.job_to_proto(job, await self._io(self._jobs.estimate, job))
+        return convert.job_to_proto(job, await self.io(self._jobs.estimate, job))
 
     async def _event_proto(self, job_id: str, event: JobEvent) -> job_pb2.JobEvent:
         message = job_pb2.JobEvent(cursor=event.cursor, job_id=job_id)
         data = json.loads(event.data)
         if event.kind is EventKind.IMAGE:
-            result = await self._io(self._jobs.result, job_id, int(data["index"]))
+            result = await self.io(self._jobs.result, job_id, int(data["index"]))
             if result is not None:
                 message.image.CopyFrom(convert.image_result_to_proto(result))
             return message
-        job = await self._io(self._jobs.get, job_id)
+        job = await self.io(self._jobs.get, job_id)
         if event.kind is EventKind.ACCEPTED:
-            estimate = await self._io(self._jobs.estimate, job)
+            estimate = await self.io(self._jobs.estimate, job)
             message.accepted.CopyFrom(
                 job_pb2.JobAccepted(job_id=job_id, total_images=job.total_images, estimated_time=estimate)
             )
         elif event.kind is EventKind.PROGRESS:
-            estimate = await self._io(self._jobs.estimate, job)
+            estimate = await self.io(self._jobs.estimate, job)
             message.progress.CopyFrom(
                 job_pb2.JobProgress(
                     processed_images=int(data["processed"]),
@@ -328,9 +358,9 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         outage_since: float | None = None
         while True:
             try:
-                events = await self._io(self._jobs.events, job_id, cursor, FOLLOW_POLL_S)
+                events = await self.io(self._jobs.events, job_id, cursor, FOLLOW_POLL_S)
                 if not events:
-                    await self._io(self._jobs.get, job_id)  # NotFound once the job expired
+                    await self.io(self._jobs.get, job_id)  # NotFound once the job expired
                     continue
                 protos = [await self._event_proto(job_id, e) for e in events]
             except Unavailable:
@@ -351,7 +381,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def SubmitBatch(
         self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SubmitBatchResponse:
-        job = await self._submit(request)
+        job = await self._submit(request, context)
         proto = await self._job_proto(job)
         return segmentation_service_pb2.SubmitBatchResponse(
             job_id=job.job_id, status=proto.status, total_images=job.total_images, estimated_time=proto.estimated_time
@@ -361,7 +391,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def SegmentBatch(
         self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
     ) -> AsyncIterator[job_pb2.JobEvent]:
-        job = await self._submit(request)
+        job = await self._submit(request, context)
         async for event in self._follow(job.job_id, ""):
             yield event
 
@@ -369,7 +399,8 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def WatchJob(
         self, request: segmentation_service_pb2.WatchJobRequest, context: ServicerContext
     ) -> AsyncIterator[job_pb2.JobEvent]:
-        await self._io(self._jobs.get, request.job_id)
+        caller = await self._caller(context)
+        await self.io(self._jobs.get, request.job_id, caller.name)
         async for event in self._follow(request.job_id, request.cursor):
             yield event
 
@@ -377,15 +408,17 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def GetJobStatus(
         self, request: segmentation_service_pb2.GetJobStatusRequest, context: ServicerContext
     ) -> job_pb2.Job:
-        return await self._job_proto(await self._io(self._jobs.get, request.job_id))
+        caller = await self._caller(context)
+        return await self._job_proto(await self.io(self._jobs.get, request.job_id, caller.name))
 
     @unary_boundary
     async def GetJobResults(
         self, request: segmentation_service_pb2.GetJobResultsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.GetJobResultsResponse:
+        caller = await self._caller(context)
         size = _page_size(request.page_size, DEFAULT_RESULTS_PAGE_SIZE, MAX_RESULTS_PAGE_SIZE)
         start = convert.decode_page_token(request.page_token)
-        job, results, more = await self._io(self._jobs.results, request.job_id, start, size)
+        job, results, more = await self.io(self._jobs.results, request.job_id, start, size, caller.name)
         return segmentation_service_pb2.GetJobResultsResponse(
             job=await self._job_proto(job),
             results=[convert.image_result_to_proto(r) for r in results],
@@ -396,17 +429,25 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def CancelJob(
         self, request: segmentation_service_pb2.CancelJobRequest, context: ServicerContext
     ) -> job_pb2.Job:
-        return await self._job_proto(await self._io(self._jobs.cancel, request.job_id))
+        caller = await self._caller(context)
+        return await self._job_proto(await self.io(self._jobs.cancel, request.job_id, caller.name))
 
     @unary_boundary
     async def ListJobs(
         self, request: segmentation_service_pb2.ListJobsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.ListJobsResponse:
+        caller = await self._caller(context)
+        return await self.list_jobs_page(request, caller.name)
+
+    async def list_jobs_page(
+        self, request: segmentation_service_pb2.ListJobsRequest, owner: str | None
+    ) -> segmentation_service_pb2.ListJobsResponse:
+        """One page of `owner`'s jobs (None: everyone's), for ListJobs and AdminService.ListAllJobs."""
         size = _page_size(request.page_size, DEFAULT_JOBS_PAGE_SIZE, MAX_JOBS_PAGE_SIZE)
         status = convert.status_filter(request.status)
         job_type = convert.type_filter(request.job_type)
         after = convert.decode_list_token(request.page_token)
-        jobs = await self._io(self._jobs.list_jobs, status, job_type, after, size + 1)
+        jobs = await self.io(self._jobs.list_jobs, status, job_type, after, size + 1, owner)
         page = jobs[:size]
         token = ""
         if len(jobs) > size:
