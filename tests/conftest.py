@@ -50,6 +50,7 @@ def base_settings(models_file: Path, model_dir: Path) -> Settings:
         # Tests that time or count inferences need each call to run; the cache tests turn it on.
         result_cache_ttl_s=0,
         metrics_port=-1,
+        worker_metrics_port=-1,
     )
 
 

@@ -88,6 +88,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from samsvc.config import settings_environment
     from samsvc.jobs.broker import ALL_QUEUES
+    from samsvc.jobs.worker_metrics import MULTIPROC_ENV, prepare_directory
 
     if not settings.redis_url:
         print("error: samsvc worker needs REDIS_URL (without it, `samsvc serve` runs jobs in-process)", file=sys.stderr)
@@ -102,6 +103,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         "--threads", str(settings.worker_threads),
         "--queues", *ALL_QUEUES,
     ]  # fmt: skip
+    if settings.worker_metrics_port >= 0:
+        # Every process writes samples into one fresh directory; a fork process serves their sum.
+        env[MULTIPROC_ENV] = str(prepare_directory())
+        argv += ["--fork-function", "samsvc.jobs.worker_metrics:serve"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)  # noqa: S606 (our own interpreter, argument list)

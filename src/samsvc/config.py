@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         9464, ge=-1, le=65535, description="Port of the Prometheus metrics endpoint; 0 picks one, -1 turns it off."
     )
+    worker_metrics_port: int = Field(
+        9465, ge=-1, le=65535, description="Metrics port of `samsvc worker` (all its processes); 0 picks one, -1: off."
+    )
 
     # Authentication.
     api_keys_file: Path | None = Field(None, description="File of NAME:SHA256 API key entries (`samsvc keys create`).")

@@ -25,9 +25,12 @@ REQUEST_SECONDS = Histogram("samsvc_request_seconds", "gRPC call duration by met
 IMAGE_SECONDS = Histogram(
     "samsvc_image_seconds", "Seconds to segment one image, by model.", ["model"], buckets=TIME_BUCKETS
 )
-MODEL_LOAD_SECONDS = Gauge("samsvc_model_load_seconds", "Seconds the last load of a model took.", ["model"])
+MODEL_LOAD_SECONDS = Gauge(
+    "samsvc_model_load_seconds", "Seconds the last load of a model took.", ["model"], multiprocess_mode="max"
+)
 CACHE_REQUESTS = Counter("samsvc_cache_requests_total", "Cache lookups by cache and outcome.", ["cache", "outcome"])
 JOBS_SUBMITTED = Counter("samsvc_jobs_submitted_total", "Jobs accepted, by type.", ["type"])
+IMAGES = Counter("samsvc_images_total", "Batch images recorded by workers, by model and outcome.", ["model", "outcome"])
 JOBS_ENDED = Counter("samsvc_jobs_ended_total", "Jobs that reached an end state, by state.", ["status"])
 
 

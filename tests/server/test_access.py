@@ -149,7 +149,7 @@ def test_request_ids_are_scoped_to_their_key(setup: Setup) -> None:
             bearer(admin_token(secret="another-secret-of-sufficient-length-xyz")),
             grpc.StatusCode.UNAUTHENTICATED,
             "ADMIN_TOKEN_INVALID",
-        ),  # noqa: E501
+        ),
         (bearer("not.a.jwt"), grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_INVALID"),
     ],
 )

@@ -16,6 +16,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from samsvc import metrics
 from samsvc.engine.amg import CancelToken
 from samsvc.errors import Cancelled, FailedPrecondition, Internal, InvalidArgument, NotFound, SamsvcError
 from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, WEBHOOK_QUEUE
@@ -123,6 +124,7 @@ def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
         "image %d of job %s %s in %.2f s", index, job_id, "done" if result.succeeded else "failed",
         result.processing_time_s, extra={"job_id": job_id, "image": index},
     )  # fmt: skip
+    metrics.IMAGES.labels(spec.model, "succeeded" if result.succeeded else "failed").inc()
     if store.record_result(job_id, result, spec.model) is RecordOutcome.FINISHED:
         ended = store.get(job_id)
         if ended is not None:

@@ -1,0 +1,54 @@
+"""`samsvc worker`'s own Prometheus endpoint, scraped after real batch work: the samples of all
+its Dramatiq processes summed, the queue depth and each worker process's resources."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+from samsvc.config import Settings
+from samsvc.v1 import job_pb2
+from samsvc.v1 import segmentation_service_pb2 as pb
+from tests.server.test_metrics import value
+from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
+
+
+def test_worker_processes_export_their_metrics(base_settings: Settings, tmp_path: Path) -> None:
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    redis_server = RedisServer(redis_dir)
+    settings = base_settings.model_copy(
+        update={
+            "redis_url": redis_server.url,
+            "data_dir": tmp_path / "data",
+            "worker_processes": 2,
+            "worker_metrics_port": 0,
+        }
+    )
+    worker = WorkerProcess(settings)
+    server = ServerThread(settings)
+    try:
+        images = [encode(scene(64, 48, seed=i)) for i in range(3)]
+        options = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+        events = list(server.stub.SegmentBatch(pb.SubmitBatchRequest(images=images, options=options), timeout=300))
+        assert events[-1].finished.job.status == job_pb2.JOB_STATUS_COMPLETED
+        url = wait_for(
+            lambda: re.search(r"worker metrics on (http://\S+/metrics)", worker.output()),
+            timeout=60,
+            what="the worker's metrics endpoint",
+        ).group(1)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        assert value(text, "samsvc_images_total", model="tiny", outcome="succeeded") == 3
+        assert value(text, "samsvc_image_seconds_count", model="tiny") == 3
+        assert value(text, "samsvc_queue_depth", priority="normal") == 0
+        assert value(text, "samsvc_worker_processes") == 2
+        memory = [
+            float(v) for v in re.findall(r"^samsvc_worker_resident_memory_bytes\{pid=\"\d+\"\} (\S+)$", text, re.M)
+        ]
+        assert len(memory) == 2 and min(memory) > 50e6
+    finally:
+        server.stop()
+        worker.stop()
+        redis_server.stop()
