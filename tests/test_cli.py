@@ -102,6 +102,29 @@ def test_build_tiny_prints_a_working_models_file_entry(tmp_path: Path) -> None:
     assert spec.sha256 == hashlib.sha256((tmp_path / "t.pth").read_bytes()).hexdigest()
 
 
+def test_build_tiny_registers_a_relative_path_that_moves_with_its_file(tmp_path: Path) -> None:
+    models = tmp_path / "models" / "models.toml"
+    result = samsvc("models", "build-tiny", str(tmp_path / "models" / "t.pth"), "--register-in", str(models))
+    assert result.returncode == 0, result.stderr
+    assert 'checkpoint = "t.pth"' in models.read_text()
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "models").rename(moved)  # as when ./models is mounted at /models in a container
+    spec = ModelRegistry.from_settings(moved, moved / "models.toml").get("tiny")
+    assert spec is not None and spec.weights_present
+
+
+def test_keys_create_appends_only_the_digest(tmp_path: Path) -> None:
+    keys_file = tmp_path / "secrets" / "api_keys"
+    first = samsvc("keys", "create", "alice", "--file", str(keys_file))
+    second = samsvc("keys", "create", "bob", "--file", str(keys_file))
+    assert first.returncode == second.returncode == 0
+    lines = keys_file.read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["alice", "bob"]
+    key = first.stdout.splitlines()[0].rsplit(" ", 1)[1]
+    assert key.startswith("sk_") and key not in keys_file.read_text()
+    assert lines[0] == f"alice:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 def test_bad_setting_is_reported(tmp_path: Path) -> None:
     result = samsvc("models", "list", env={"GRPC_PORT": "70000"})
     assert result.returncode == 2 and "grpc_port" in result.stderr

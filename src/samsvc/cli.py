@@ -116,9 +116,17 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.server.auth import digest, new_key
 
     key = new_key()
+    entry = f"{args.name}:{digest(key)}"
     print(f"API key for {args.name} (shown once; keep it secret): {key}")
-    print("add this line to API_KEYS_FILE (or API_KEYS):")
-    print(f"{args.name}:{digest(key)}")
+    if args.file:
+        path = Path(args.file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as keys_file:
+            keys_file.write(entry + "\n")
+        print(f"its digest was added to {path} (point API_KEYS_FILE at it):")
+    else:
+        print("add this line to API_KEYS_FILE (or API_KEYS):")
+    print(entry)
     return 0
 
 
@@ -159,11 +167,22 @@ def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_models_build_tiny(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
     from samsvc.engine.checkpoints import build_random_checkpoint, models_file_entry
 
     path = Path(args.path).absolute()
     digest = build_random_checkpoint(path, seed=args.seed)
     print(f"# a randomly initialised tiny SAM (for trying the service, not for real masks): {path}")
+    if args.register_in:
+        # Relative to the models file, so the pair can move together (into a container's /models).
+        models_file = Path(args.register_in).absolute()
+        models_file.parent.mkdir(parents=True, exist_ok=True)
+        entry = models_file_entry(args.name, Path(os.path.relpath(path, models_file.parent)), digest)
+        with models_file.open("a", encoding="utf-8") as handle:
+            handle.write(entry)
+        print(f"# registered as {args.name!r} in {models_file}")
+        return 0
     print("# add this to your MODELS_FILE:")
     print(models_file_entry(args.name, path, digest))
     return 0
@@ -193,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = key_commands.add_parser("create", help="make a new API key; prints it once with the line to store")
     create.add_argument("name", help="who the key is for")
+    create.add_argument("--file", help="append the key's digest line to this API_KEYS_FILE (created if absent)")
     _add_settings_flags(create)
     create.set_defaults(handler=cmd_keys_create)
 
@@ -213,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("path", help="where to write the checkpoint (.pth)")
     tiny.add_argument("--name", default="tiny", help="model name for the MODELS_FILE entry")
     tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+    tiny.add_argument(
+        "--register-in", metavar="MODELS_FILE", help="append the entry to this models file (path relative to it)"
+    )
     _add_settings_flags(tiny)
     tiny.set_defaults(handler=cmd_models_build_tiny)
     return parser

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from samsvc.config import Settings
+from tests.server.test_metrics import value
 from tests.support import RedisServer, encode, free_port, scene, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,8 +55,20 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     redis_server = RedisServer(redis_dir)
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port, api_metrics, worker_metrics = free_port(), free_port(), free_port(), free_port()
+    # The README's step: make a key; only its digest goes into the file the api reads.
+    keys_file = tmp_path / "secrets" / "api_keys"
+    created = subprocess.run(
+        [sys.executable, "-m", "samsvc.cli", "keys", "create", "me", "--file", str(keys_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = created.stdout.splitlines()[0].rsplit(" ", 1)[1]
+    assert keys_file.read_text().startswith("me:") and key not in keys_file.read_text()
+    assert compose["secrets"]["api_keys"]["file"] == "./secrets/api_keys"
     local = {
+        "/run/secrets/api_keys": str(keys_file),
         "redis://redis:6379/0": redis_server.url,
         "/models": str(base_settings.model_dir),
         "/data": str(tmp_path / "data"),
@@ -66,6 +79,7 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     }
     overrides = {"MODELS_FILE": str(base_settings.models_file), "DEFAULT_MODEL": "tiny"}
     processes: list[subprocess.Popen[bytes]] = []
+    logs = (tmp_path / "services.log").open("w")
     try:
         for name in ("api", "worker", "envoy"):
             service: dict[str, Any] = services[name]
@@ -75,12 +89,13 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
             }
             command = [local.get(part, part) for part in service["command"]]
             assert command[0] == "samsvc"
+            ports = {"METRICS_PORT": str(api_metrics), "WORKER_METRICS_PORT": str(worker_metrics)}
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "samsvc.cli", *command[1:]],
-                    env={**os.environ, **env, "GATEWAY": "false" if name == "api" else "true"},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    env={**os.environ, **env, **ports, "GATEWAY": "false" if name == "api" else "true"},
+                    stdout=logs,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )
@@ -101,21 +116,35 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
         )
         assert probe.returncode == 0 and "SERVING" in probe.stdout
 
+        # As a new user would: curl without the key, then with it.
+        image = tmp_path / "photo.png"
+        image.write_bytes(encode(scene(64, 48, seed=7)))
+        base = f"http://127.0.0.1:{rest_port}"
+        anonymous = curl(f"{base}/api/v1/models")
+        assert anonymous["status"] == 401 and anonymous["body"]["details"][0]["reason"] == "API_KEY_MISSING"
+        auth = ["-H", f"Authorization: Bearer {key}"]
+        masked = curl(
+            f"{base}/api/v1/segment?points_per_side=2&pred_iou_thresh=0&stability_score_thresh=0",
+            *auth, "-H", "Content-Type: image/png", "--data-binary", f"@{image}",
+        )  # fmt: skip
+        assert masked["status"] == 200 and masked["body"]["masks"], masked
+
         images = [base64.b64encode(encode(scene(64, 48, seed=s))).decode() for s in range(2)]
-        body = json.dumps({"images": images, "options": {"points_per_side": 2}}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{rest_port}/api/v1/segment/batch",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            job_id = json.loads(response.read())["job_id"]
+        body = json.dumps({"images": images, "options": {"points_per_side": 2}})
+        submitted = curl(f"{base}/api/v1/segment/batch", *auth, "-H", "Content-Type: application/json", "-d", body)
+        job_id = submitted["body"]["job_id"]
 
         def completed() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/jobs/{job_id}/status", timeout=10) as response:
-                return json.loads(response.read())["status"] == "JOB_STATUS_COMPLETED"
+            return bool(curl(f"{base}/jobs/{job_id}/status", *auth)["body"]["status"] == "JOB_STATUS_COMPLETED")
 
         wait_for(completed, timeout=180, interval=0.5, what="the worker service to finish the batch")
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_metrics}/metrics", timeout=10) as response:
+            api_text = response.read().decode()
+        assert value(api_text, "samsvc_requests_total", rpc="SegmentUpload", code="OK") == 1
+        assert value(api_text, "samsvc_requests_total", rpc="ListModels", code="UNAUTHENTICATED") == 1
+        assert value(api_text, "samsvc_jobs_submitted_total", type="batch") == 1
+        worker_text = wait_for(lambda: scrape(worker_metrics), timeout=60, what="the worker's metrics endpoint")
+        assert value(worker_text, "samsvc_images_total", model="tiny", outcome="succeeded") == 2
     finally:
         for process in processes:
             if process.poll() is None:
@@ -126,6 +155,24 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
         redis_server.stop()
+        logs.close()
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def curl(url: str, *args: str) -> dict[str, Any]:
+    """curl's answer: HTTP status and JSON body."""
+    result = subprocess.run(
+        ["curl", "-sS", "-w", "\n%{http_code}", *args, url], capture_output=True, text=True, check=True, timeout=120
+    )
+    body, _, status = result.stdout.rpartition("\n")
+    return {"status": int(status), "body": json.loads(body) if body else {}}
 
 
 def test_kubernetes_manifests_validate_and_use_real_flags() -> None:

@@ -3,8 +3,9 @@ server interceptor so gRPC, REST (through Envoy) and grpcurl callers are treated
 
 Keys are presented as `authorization: Bearer <key>` or `x-api-key: <key>` and stored only as
 SHA-256 digests (`name:hexdigest` lines in API_KEYS_FILE or the API_KEYS variable). With no key
-configured, authentication is off and every caller is the anonymous principal (""). Health and
-reflection stay open unless AUTH_PROTECT_HEALTH.
+configured, authentication is off and every caller is the anonymous principal (""). Health
+(grpc.health.v1 and CheckHealth, so probes need no key) and reflection stay open unless
+AUTH_PROTECT_HEALTH.
 
 Admin tokens are JWTs in `authorization: Bearer <token>`, verified by PyJWT with ADMIN_JWT_KEY
 (signature, expiry, and audience/issuer when configured) and carrying ADMIN_JWT_CLAIM = true.
@@ -26,14 +27,15 @@ import grpc
 import jwt
 from grpc_status import rpc_status
 
+from samsvc import metrics
 from samsvc.config import Settings
 from samsvc.errors import ConfigurationError, PermissionDenied, SamsvcError, Unauthenticated
 from samsvc.server.error_boundary import to_status
 
 log = logging.getLogger(__name__)
 
-#: Methods that need no key while health stays open.
-OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: Methods that need no key while health stays open (AUTH_PROTECT_HEALTH closes them).
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/samsvc.v1.SegmentationService/CheckHealth")
 #: Methods that need an admin token instead of an API key.
 ADMIN_PREFIX = "/samsvc.v1.AdminService/"
 #: Seconds of clock difference tolerated on a token's exp/nbf/iat.
@@ -256,6 +258,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         error = self.authenticator.check(details.method, details.invocation_metadata or ())
         if error is None or handler is None:
             return handler
+        rpc = details.method.rsplit("/", 1)[-1]
+        code = "UNAUTHENTICATED" if isinstance(error, Unauthenticated) else "PERMISSION_DENIED"
+        metrics.REQUESTS.labels(rpc, code).inc()
+        log.warning("refused %s: %s (%s)", rpc, error.message, error.reason)
         status = rpc_status.to_status(to_status(error))
 
         async def refuse_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:

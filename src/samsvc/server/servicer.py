@@ -244,7 +244,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def CheckHealth(
         self, request: health_pb2.CheckHealthRequest, context: ServicerContext
     ) -> health_pb2.CheckHealthResponse:
-        await self._caller(context)
+        # Open to probes without a key (see samsvc.server.auth.OPEN_PREFIXES); not rate limited.
         jobs = await self.io(self._jobs_health)
         return health_pb2.CheckHealthResponse(
             jobs=jobs,
