@@ -1,4 +1,5 @@
-"""The `samsvc` command: serve, and manage models.
+"""The `samsvc` command: serve, run workers or the gateway, manage models and keys, and (as a
+client of a running server) segment images and folders and manage jobs.
 
 Every setting (samsvc.config.Settings) is a flag of every command (`--grpc-port 50051`) and an
 environment variable (`GRPC_PORT=50051`); the flag wins.
@@ -216,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(create)
     create.set_defaults(handler=cmd_keys_create)
 
+    from samsvc.client.commands import register
+
+    register(commands)
+
     models = commands.add_parser("models", help="list, download or build model checkpoints")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     listing = model_commands.add_parser("list", help="registered models and whether their weights are here")
@@ -243,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    client_handler = getattr(args, "client_handler", None)
+    if client_handler is not None:
+        # Client commands talk to a server: they read ClientSettings (SAMSVC_*), not the server's.
+        try:
+            code: int = client_handler(args)
+        except KeyboardInterrupt:
+            return 130
+        except ValidationError as exc:
+            for error in exc.errors():
+                print(f"error: {'.'.join(str(p) for p in error['loc'])}: {error['msg']}", file=sys.stderr)
+            return 2
+        return code
     try:
         settings = _settings(args)
     except ValidationError as exc:
@@ -252,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _configure_logging(settings)
     try:
-        code: int = args.handler(settings, args)
+        code = args.handler(settings, args)
     except SamsvcError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

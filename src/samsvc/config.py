@@ -206,3 +206,16 @@ def worker_torch_threads(settings: Settings, cpus: int) -> int:
     if settings.torch_threads:
         return settings.torch_threads
     return max(1, cpus // (settings.worker_processes * settings.worker_threads))
+
+
+class ClientSettings(BaseSettings):
+    """How the client commands (`samsvc segment`, `batch`, `jobs`) reach a server. Environment
+    variables carry the SAMSVC_ prefix (SAMSVC_SERVER, SAMSVC_API_KEY, ...); flags win."""
+
+    model_config = SettingsConfigDict(env_prefix="SAMSVC_", case_sensitive=False, extra="ignore")
+
+    server: str = Field("127.0.0.1:50051", description="gRPC address of the server (or of Envoy).")
+    api_key: str = Field("", description="API key sent as `authorization: Bearer <key>`.")
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: Path | None = Field(None, description="PEM root certificates for TLS; none: the system's.")
+    timeout_s: float = Field(600.0, gt=0, description="Deadline of each unary call, in seconds.")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from samsvc.v1 import model_pb2 as samsvc_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16samsvc/v1/health.proto\x12\tsamsvc.v1\x1a\x15samsvc/v1/model.proto\"\x9a\x01\n\x10ProcessResources\x12\x11\n\trss_bytes\x18\x01 \x01(\x03\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12\x11\n\tcpu_count\x18\x05 \x01(\x05\x12\"\n\x1agpu_memory_allocated_bytes\x18\x06 \x01(\x03\"Y\n\rInferenceLoad\x12\x0f\n\x07running\x18\x01 \x01(\x05\x12\x0f\n\x07waiting\x18\x02 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x03 \x01(\x05\x12\x11\n\tmax_queue\x18\x04 \x01(\x05\"f\n\nJobsHealth\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x17\n\x0fstore_reachable\x18\x02 \x01(\x08\x12\x14\n\x0clive_workers\x18\x03 \x01(\x05\x12\x1b\n\x13live_worker_threads\x18\x04 \x01(\x05\"\x14\n\x12\x43heckHealthRequest\"\xf2\x01\n\x13\x43heckHealthResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.samsvc.v1.ServingStatus\x12\x0f\n\x07version\x18\x02 \x01(\t\x12 \n\x06models\x18\x03 \x03(\x0b\x32\x10.samsvc.v1.Model\x12,\n\x07process\x18\x04 \x01(\x0b\x32\x1b.samsvc.v1.ProcessResources\x12+\n\tinference\x18\x05 \x01(\x0b\x32\x18.samsvc.v1.InferenceLoad\x12#\n\x04jobs\x18\x06 \x01(\x0b\x32\x15.samsvc.v1.JobsHealth*k\n\rServingStatus\x12\x1e\n\x1aSERVING_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVING_STATUS_SERVING\x10\x01\x12\x1e\n\x1aSERVING_STATUS_NOT_SERVING\x10\x02\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16samsvc/v1/health.proto\x12\tsamsvc.v1\x1a\x15samsvc/v1/model.proto\"\x9a\x01\n\x10ProcessResources\x12\x11\n\trss_bytes\x18\x01 \x01(\x03\x12\x13\n\x0b\x63pu_seconds\x18\x02 \x01(\x01\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12\x11\n\tcpu_count\x18\x05 \x01(\x05\x12\"\n\x1agpu_memory_allocated_bytes\x18\x06 \x01(\x03\"Y\n\rInferenceLoad\x12\x0f\n\x07running\x18\x01 \x01(\x05\x12\x0f\n\x07waiting\x18\x02 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x03 \x01(\x05\x12\x11\n\tmax_queue\x18\x04 \x01(\x05\"f\n\nJobsHealth\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x17\n\x0fstore_reachable\x18\x02 \x01(\x08\x12\x14\n\x0clive_workers\x18\x03 \x01(\x05\x12\x1b\n\x13live_worker_threads\x18\x04 \x01(\x05\"\x14\n\x12\x43heckHealthRequest\"\x9c\x02\n\x13\x43heckHealthResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.samsvc.v1.ServingStatus\x12\x0f\n\x07version\x18\x02 \x01(\t\x12 \n\x06models\x18\x03 \x03(\x0b\x32\x10.samsvc.v1.Model\x12,\n\x07process\x18\x04 \x01(\x0b\x32\x1b.samsvc.v1.ProcessResources\x12+\n\tinference\x18\x05 \x01(\x0b\x32\x18.samsvc.v1.InferenceLoad\x12#\n\x04jobs\x18\x06 \x01(\x0b\x32\x15.samsvc.v1.JobsHealth\x12(\n\x06limits\x18\x07 \x01(\x0b\x32\x18.samsvc.v1.RequestLimits\"s\n\rRequestLimits\x12\x17\n\x0fmax_image_bytes\x18\x01 \x01(\x03\x12\x16\n\x0emax_image_side\x18\x02 \x01(\x05\x12\x18\n\x10max_batch_images\x18\x03 \x01(\x05\x12\x17\n\x0fmax_batch_bytes\x18\x04 \x01(\x03*k\n\rServingStatus\x12\x1e\n\x1aSERVING_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVING_STATUS_SERVING\x10\x01\x12\x1e\n\x1aSERVING_STATUS_NOT_SERVING\x10\x02\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'samsvc.v1.health_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014io.samsvc.v1P\001'
-  _globals['_SERVINGSTATUS']._serialized_start=679
-  _globals['_SERVINGSTATUS']._serialized_end=786
+  _globals['_SERVINGSTATUS']._serialized_start=838
+  _globals['_SERVINGSTATUS']._serialized_end=945
   _globals['_PROCESSRESOURCES']._serialized_start=61
   _globals['_PROCESSRESOURCES']._serialized_end=215
   _globals['_INFERENCELOAD']._serialized_start=217
@@ -44,5 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKHEALTHREQUEST']._serialized_start=412
   _globals['_CHECKHEALTHREQUEST']._serialized_end=432
   _globals['_CHECKHEALTHRESPONSE']._serialized_start=435
-  _globals['_CHECKHEALTHRESPONSE']._serialized_end=677
+  _globals['_CHECKHEALTHRESPONSE']._serialized_end=719
+  _globals['_REQUESTLIMITS']._serialized_start=721
+  _globals['_REQUESTLIMITS']._serialized_end=836
 # @@protoc_insertion_point(module_scope)

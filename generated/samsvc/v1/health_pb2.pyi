@@ -183,6 +183,7 @@ class CheckHealthResponse(_message.Message):
     PROCESS_FIELD_NUMBER: _builtins.int
     INFERENCE_FIELD_NUMBER: _builtins.int
     JOBS_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     status: Global___ServingStatus.ValueType
     """Whether the service takes new work."""
     version: _builtins.str
@@ -203,6 +204,10 @@ class CheckHealthResponse(_message.Message):
     def jobs(self) -> Global___JobsHealth:
         """Where batch jobs run, and whether their store answers."""
 
+    @_builtins.property
+    def limits(self) -> Global___RequestLimits:
+        """The request limits this server enforces, so clients can size their requests."""
+
     def __init__(
         self,
         *,
@@ -212,11 +217,46 @@ class CheckHealthResponse(_message.Message):
         process: Global___ProcessResources | None = ...,
         inference: Global___InferenceLoad | None = ...,
         jobs: Global___JobsHealth | None = ...,
+        limits: Global___RequestLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "jobs", b"jobs", "process", b"process"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "jobs", b"jobs", "limits", b"limits", "process", b"process"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "jobs", b"jobs", "models", b"models", "process", b"process", "status", b"status", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inference", b"inference", "jobs", b"jobs", "limits", b"limits", "models", b"models", "process", b"process", "status", b"status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckHealthResponse: _TypeAlias = CheckHealthResponse  # noqa: Y015
+
+@_typing.final
+class RequestLimits(_message.Message):
+    """What one request may carry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_IMAGE_SIDE_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_IMAGES_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_BYTES_FIELD_NUMBER: _builtins.int
+    max_image_bytes: _builtins.int
+    """Largest image, in bytes (MAX_IMAGE_BYTES)."""
+    max_image_side: _builtins.int
+    """Longest image side, in pixels (MAX_IMAGE_SIDE)."""
+    max_batch_images: _builtins.int
+    """Most images in one batch (MAX_BATCH_IMAGES)."""
+    max_batch_bytes: _builtins.int
+    """Largest batch request, all images together, in bytes (MAX_BATCH_BYTES)."""
+    def __init__(
+        self,
+        *,
+        max_image_bytes: _builtins.int = ...,
+        max_image_side: _builtins.int = ...,
+        max_batch_images: _builtins.int = ...,
+        max_batch_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_bytes", b"max_batch_bytes", "max_batch_images", b"max_batch_images", "max_image_bytes", b"max_image_bytes", "max_image_side", b"max_image_side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestLimits: _TypeAlias = RequestLimits  # noqa: Y015

@@ -252,6 +252,12 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             version=__version__,
             models=[convert.model_to_proto(s) for s in self._models.states()],
             process=self._probe.resources(),
+            limits=health_pb2.RequestLimits(
+                max_image_bytes=self._settings.max_image_bytes,
+                max_image_side=self._settings.max_image_side,
+                max_batch_images=self._settings.max_batch_images,
+                max_batch_bytes=self._settings.max_batch_bytes,
+            ),
             inference=health_pb2.InferenceLoad(
                 running=self._admission.running,
                 waiting=self._admission.waiting,

@@ -1,0 +1,251 @@
+"""The blocking client.
+
+from samsvc.client import Client
+
+with Client("127.0.0.1:50051", api_key="sk_...") as client:
+    result = client.segment("photo.jpg", points_per_side=16)
+    masks = result.arrays()                     # N x H x W bool
+    for outcome in client.segment_batch(["a.jpg", "b.jpg"]):
+        print(outcome.index, len(outcome.result.masks) if outcome.ok else outcome.error)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from samsvc.client.channel import DEFAULT_RESUME_FOR_S, ChannelConfig, batch_request, segment_request
+from samsvc.client.errors import ClientError, UnavailableError, from_rpc_error
+from samsvc.client.images import ImageLike
+from samsvc.client.results import ImageOutcome, JobUpdate, SegmentResult
+from samsvc.v1 import health_pb2, job_pb2, model_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
+
+T = TypeVar("T")
+_JOB_STATUSES = {name.removeprefix("JOB_STATUS_").lower(): value for name, value in job_pb2.JobStatus.items()}
+
+
+class Client:
+    """A typed client over samsvc.v1.SegmentationService; every failure raises a ClientError."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        api_key: str = "",
+        tls: bool = False,
+        ca_file: str | Path | None = None,
+        timeout_s: float | None = 600.0,
+        config: ChannelConfig | None = None,
+    ) -> None:
+        self.config = config or ChannelConfig.create(target, api_key, tls, ca_file, timeout_s)
+        options = self.config.options()
+        if self.config.tls:
+            credentials = grpc.ssl_channel_credentials(root_certificates=self.config.root_certificates)
+            self.channel = grpc.secure_channel(self.config.target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(self.config.target, options=options)
+        self.stub = segmentation_service_pb2_grpc.SegmentationServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., T], request: Any, timeout_s: float | None = None) -> T:
+        try:
+            return method(request, timeout=timeout_s or self.config.timeout_s, metadata=self.config.metadata())
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    # --- segmentation ------------------------------------------------------------------------
+
+    def segment(
+        self,
+        image: ImageLike,
+        *,
+        model: str | None = None,
+        mask_format: str = "png",
+        visualize: bool = False,
+        timeout_s: float | None = None,
+        **options: Any,
+    ) -> SegmentResult:
+        """Every mask SAM finds on `image` (a path, bytes, PIL image or array); options are
+        SegmentRequest's (points_per_side, pred_iou_thresh, ...)."""
+        request = segment_request(image, model, mask_format, visualize, options)
+        return SegmentResult.from_response(self._call(self.stub.Segment, request, timeout_s))
+
+    def submit_batch(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        model: str | None = None,
+        mask_format: str = "png",
+        visualize: bool = False,
+        priority: str = "normal",
+        request_id: str | None = None,
+        webhook_url: str = "",
+        **options: Any,
+    ) -> segmentation_service_pb2.SubmitBatchResponse:
+        """Queue a batch and return at once (job id, status, estimate)."""
+        request = batch_request(images, model, mask_format, visualize, priority, request_id, webhook_url, options)
+        response: segmentation_service_pb2.SubmitBatchResponse = self._call(self.stub.SubmitBatch, request)
+        return response
+
+    def segment_batch(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        model: str | None = None,
+        mask_format: str = "png",
+        visualize: bool = False,
+        priority: str = "normal",
+        request_id: str | None = None,
+        resume_for_s: float = DEFAULT_RESUME_FOR_S,
+        **options: Any,
+    ) -> Iterator[ImageOutcome]:
+        """Submit a batch and yield each image's outcome as it finishes (completion order); a
+        dropped stream is resumed where it stopped, without repeating or missing an image."""
+        for update in self.stream_batch(
+            images,
+            model=model,
+            mask_format=mask_format,
+            visualize=visualize,
+            priority=priority,
+            request_id=request_id,
+            resume_for_s=resume_for_s,
+            **options,
+        ):
+            if update.image is not None:
+                yield update.image
+
+    def stream_batch(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        model: str | None = None,
+        mask_format: str = "png",
+        visualize: bool = False,
+        priority: str = "normal",
+        request_id: str | None = None,
+        resume_for_s: float = DEFAULT_RESUME_FOR_S,
+        **options: Any,
+    ) -> Iterator[JobUpdate]:
+        """Like segment_batch, yielding every event (accepted, image, progress, finished)."""
+        request = batch_request(images, model, mask_format, visualize, priority, request_id, "", options)
+        stream = self.stub.SegmentBatch(request, metadata=self.config.metadata())
+        job_id, cursor = "", ""
+        try:
+            for event in stream:
+                update = JobUpdate.from_proto(event)
+                job_id, cursor = update.job_id, update.cursor
+                yield update
+                if update.kind == "finished":
+                    return
+        except grpc.RpcError as error:
+            failure = from_rpc_error(error)
+            if not job_id or not isinstance(failure, UnavailableError):
+                raise failure from None
+        yield from self.watch(job_id, cursor, resume_for_s=resume_for_s)
+
+    def watch(
+        self, job_id: str, cursor: str = "", *, resume_for_s: float = DEFAULT_RESUME_FOR_S
+    ) -> Iterator[JobUpdate]:
+        """A job's events after `cursor` until it ends. When the connection drops (the server
+        restarts, a proxy cuts the stream), it reconnects with backoff for up to `resume_for_s`
+        seconds and continues after the last event it yielded."""
+        delay = 0.2
+        outage_since: float | None = None
+        while True:
+            stream = self.stub.WatchJob(
+                segmentation_service_pb2.WatchJobRequest(job_id=job_id, cursor=cursor), metadata=self.config.metadata()
+            )
+            try:
+                for event in stream:
+                    outage_since, delay = None, 0.2
+                    update = JobUpdate.from_proto(event)
+                    cursor = update.cursor
+                    yield update
+                    if update.kind == "finished":
+                        return
+                return
+            except grpc.RpcError as error:
+                failure = from_rpc_error(error)
+                if not isinstance(failure, UnavailableError):
+                    raise failure from None
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > resume_for_s:
+                    raise failure from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> job_pb2.Job:
+        job: job_pb2.Job = self._call(
+            self.stub.GetJobStatus, segmentation_service_pb2.GetJobStatusRequest(job_id=job_id)
+        )
+        return job
+
+    def results(self, job_id: str, *, page_size: int = 10) -> Iterator[ImageOutcome]:
+        """Every recorded image result of a job, in image order, page after page."""
+        token = ""
+        while True:
+            page = self._call(
+                self.stub.GetJobResults,
+                segmentation_service_pb2.GetJobResultsRequest(job_id=job_id, page_size=page_size, page_token=token),
+            )
+            for image in page.results:
+                yield ImageOutcome.from_proto(job_id, image, page.job.model_type)
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel(self, job_id: str) -> job_pb2.Job:
+        job: job_pb2.Job = self._call(self.stub.CancelJob, segmentation_service_pb2.CancelJobRequest(job_id=job_id))
+        return job
+
+    def list_jobs(self, *, status: str | None = None, page_size: int = 20) -> Iterator[job_pb2.Job]:
+        """This key's jobs, newest first, optionally in one status (queued, processing, ...)."""
+        if status is not None and status not in _JOB_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(k for k in _JOB_STATUSES if k != 'unspecified')}")
+        token = ""
+        while True:
+            page = self._call(
+                self.stub.ListJobs,
+                segmentation_service_pb2.ListJobsRequest(
+                    status=_JOB_STATUSES[status] if status else 0,  # type: ignore[arg-type]
+                    page_size=page_size,
+                    page_token=token,
+                ),
+            )
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    # --- service -----------------------------------------------------------------------------
+
+    def list_models(self) -> list[model_pb2.Model]:
+        models: list[model_pb2.Model] = []
+        token = ""
+        while True:
+            page = self._call(self.stub.ListModels, segmentation_service_pb2.ListModelsRequest(page_token=token))
+            models += page.models
+            token = page.next_page_token
+            if not token:
+                return models
+
+    def health(self) -> health_pb2.CheckHealthResponse:
+        health: health_pb2.CheckHealthResponse = self._call(self.stub.CheckHealth, health_pb2.CheckHealthRequest())
+        return health
+
+
+__all__ = ["Client", "ClientError"]
