@@ -291,3 +291,12 @@ def test_prompted_segmentation_over_rest(stack: Stack) -> None:
     assert body["embedding_cache_hit"] is False and body["results"][0]["low_res_logits"] == ""
     status, again = post_json(f"{stack.base}/segment/prompts", payload)
     assert status == 200 and again["embedding_cache_hit"] is True
+
+
+def test_python_client_over_tls_through_envoy(stack: Stack) -> None:
+    from samsvc.client import Client
+
+    with Client(f"localhost:{stack.gateway.tls_port}", ca_file=stack.cert) as client:
+        assert any(model.name == "tiny" for model in client.list_models())
+        result = client.segment(scene(64, 48, seed=8), points_per_side=2, pred_iou_thresh=0, stability_score_thresh=0)
+        assert result.arrays().shape[1:] == (48, 64)

@@ -7,7 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,27 +138,35 @@ def test_request_ids_are_scoped_to_their_key(setup: Setup) -> None:
     assert first.job_id == again.job_id != other.job_id
 
 
-@pytest.mark.parametrize(
-    "metadata,code,reason",
-    [
-        ([], grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_MISSING"),
-        ("api key", grpc.StatusCode.PERMISSION_DENIED, "ADMIN_TOKEN_REQUIRED"),
-        (bearer(admin_token(claim=False)), grpc.StatusCode.PERMISSION_DENIED, "ADMIN_CLAIM_MISSING"),
-        (bearer(admin_token(expires_in=-600)), grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_EXPIRED"),
-        (
-            bearer(admin_token(secret="another-secret-of-sufficient-length-xyz")),
-            grpc.StatusCode.UNAUTHENTICATED,
-            "ADMIN_TOKEN_INVALID",
-        ),
-        (bearer("not.a.jwt"), grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_INVALID"),
-    ],
-)
-def test_admin_operations_need_an_admin_token(setup: Setup, metadata: Any, code: grpc.StatusCode, reason: str) -> None:
-    metadata = key(setup.alice) if metadata == "api key" else metadata
-    assert code_and_reason(lambda: setup.admin.ListAllJobs(admin_pb.ListAllJobsRequest(), metadata=metadata)) == (
-        code,
-        reason,
-    )
+# Credentials are made when each test runs (tokens made at collection could expire before it).
+ADMIN_CASES: dict[str, tuple[Callable[[Setup], list[tuple[str, str]]], grpc.StatusCode, str]] = {
+    "none": (lambda s: [], grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_MISSING"),
+    "api key": (lambda s: key(s.alice), grpc.StatusCode.PERMISSION_DENIED, "ADMIN_TOKEN_REQUIRED"),
+    "no claim": (
+        lambda s: bearer(admin_token(claim=False)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ADMIN_CLAIM_MISSING",
+    ),
+    "expired": (
+        lambda s: bearer(admin_token(expires_in=-600)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "ADMIN_TOKEN_EXPIRED",
+    ),
+    "other signer": (
+        lambda s: bearer(admin_token(secret="another-secret-of-sufficient-length-xyz")),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "ADMIN_TOKEN_INVALID",
+    ),
+    "garbage": (lambda s: bearer("not.a.jwt"), grpc.StatusCode.UNAUTHENTICATED, "ADMIN_TOKEN_INVALID"),
+}
+
+
+@pytest.mark.parametrize("case", list(ADMIN_CASES))
+def test_admin_operations_need_an_admin_token(setup: Setup, case: str) -> None:
+    credentials, code, reason = ADMIN_CASES[case]
+    metadata = credentials(setup)
+    call = lambda: setup.admin.ListAllJobs(admin_pb.ListAllJobsRequest(), metadata=metadata)  # noqa: E731
+    assert code_and_reason(call) == (code, reason)
 
 
 def test_admin_lists_purges_and_manages_models(setup: Setup) -> None:
@@ -230,6 +238,15 @@ def test_rate_limits_per_key_in_memory(base_settings: Settings, tmp_path: Path) 
             stub.SubmitBatch(three, metadata=key(bob))
         assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert rich_status(too_big.value)[1]["BadRequest"].field_violations[0].field == "images"
+        # Through Envoy: 429 with the retry delay in the JSON error body.
+        gateway = start_gateway(settings.model_copy(update={"envoy_admin_port": 0}), "127.0.0.1", server.running.port)
+        try:
+            rest = Setup(server, gateway, alice, bob)
+            status, body = rest.rest("GET", "/api/v1/models", alice)
+            assert status == 429 and body["details"][0]["reason"] == "RATE_LIMITED"
+            assert any("retry_delay" in detail for detail in body["details"]), body
+        finally:
+            gateway.stop()
     finally:
         server.stop()
 
