@@ -2,7 +2,10 @@
 time does not depend on them) at points_per_side 32 on 1024x768, segment-anything's reference
 against samsvc's fast engine, and the fast engine in fp32, fp16 and bf16 (autocast).
 
-    uv run python -m bench.gpu_amg [--models vit_b,vit_h] [--points-per-side 32] [--batch 64,256]
+    uv run python -m bench.gpu_amg [--models vit_b,vit_h] [--points-per-side 32] [--batch 64,256] [--compile]
+
+With --compile, the fast engine also runs on a torch.compile'd copy (TORCH_COMPILE) in each
+precision, after one warm-up call that pays for compilation.
 
 Prints JSON (one record per run: model, engine, dtype, prompt batch, seconds, masks, peak GPU
 memory) and a table of ratios against the fp32 reference of the same model.
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from samsvc.engine.amg import AmgOptions, generate_masks
-from samsvc.engine.loader import build_sam
+from samsvc.engine.loader import build_sam, compile_model
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES
 from tests.support import scene
 
@@ -51,6 +54,7 @@ def main() -> int:
     parser.add_argument("--models", default="vit_b,vit_h")
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--batch", default="64,256", help="prompt batch sizes for the fast engine")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     image = scene(1024, 768, seed=0)
@@ -65,6 +69,16 @@ def main() -> int:
                 options = AmgOptions(points_per_batch=batch, **base)
                 records.append({"model": name, "engine": "fast", "dtype": dtype, "batch": batch,
                                 **run(sam, image, options, True, dtype, device)})  # fmt: skip
+        if args.compile:
+            compiled = build_sam(BUILTIN_ARCHITECTURES[name]).to(device).eval()
+            compiled.load_state_dict(sam.state_dict())
+            compile_model(compiled)
+            for dtype in DTYPES:
+                options = AmgOptions(points_per_batch=int(args.batch.split(",")[-1]), **base)
+                run(compiled, image, options, True, dtype, device)  # compile for this precision's shapes
+                records.append({"model": name, "engine": "fast+compile", "dtype": dtype, "batch": options.points_per_batch,
+                                **run(compiled, image, options, True, dtype, device)})  # fmt: skip
+            del compiled
         del sam
         if device.type == "cuda":
             torch.cuda.empty_cache()

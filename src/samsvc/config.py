@@ -40,6 +40,10 @@ class Settings(BaseSettings):
         "fp32",
         description="Inference precision for models whose MODELS_FILE entry names none (fp16/bf16 via autocast).",
     )
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile each model's encoder and decoder at load (pays on GPUs; the first call compiles).",
+    )
     amg_engine: Literal["reference", "fast"] = Field(
         "reference",
         description="Mask generation: segment-anything's generator, or samsvc's faster one (same masks).",

@@ -90,6 +90,14 @@ def _weights_missing(spec: ModelSpec) -> FailedPrecondition:
     )
 
 
+def compile_model(sam: Sam) -> None:
+    """Wrap the image encoder (one input shape, 1024x1024) and the mask decoder (prompt batch
+    sizes vary, so shapes are dynamic) in torch.compile. Compilation happens on their first
+    call; attribute access passes through to the original modules."""
+    sam.image_encoder = torch.compile(sam.image_encoder)
+    sam.mask_decoder = torch.compile(sam.mask_decoder, dynamic=True)
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready to run, shared read-only by every request of the process."""
@@ -103,11 +111,14 @@ class LoadedModel:
     digest: str
     #: Inference precision: fp32, or fp16/bf16 through autocast.
     dtype: str = "fp32"
+    #: Whether torch.compile wraps the encoder and decoder (results differ from eager in the
+    #: last float digits, so compiled and eager answers are cached apart).
+    compiled: bool = False
 
     @property
     def identity(self) -> str:
-        """What cache keys must carry about the model: its checkpoint and its precision."""
-        return f"{self.digest}:{self.dtype}"
+        """What cache keys must carry about the model: its checkpoint, precision and compilation."""
+        return f"{self.digest}:{self.dtype}" + (":compiled" if self.compiled else "")
 
     def precision(self) -> contextlib.AbstractContextManager[Any]:
         """The context inference runs in: nothing for fp32, autocast for fp16 and bf16."""
@@ -144,6 +155,7 @@ class ModelManager:
         auto_download: bool = False,
         downloader: Callable[[ModelSpec], Path] = download_model,
         default_dtype: str = "fp32",
+        compile_models: bool = False,
     ) -> None:
         self.registry = registry
         self.device = resolve_device(device)
@@ -151,6 +163,7 @@ class ModelManager:
         self._auto_download = auto_download
         self._downloader = downloader
         self._default_dtype = default_dtype
+        self._compile = compile_models
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in registry.names()}
 
@@ -163,6 +176,7 @@ class ModelManager:
             verify_checksums=settings.verify_checksums,
             auto_download=settings.auto_download,
             default_dtype=settings.model_dtype,
+            compile_models=settings.torch_compile,
         )
 
     def spec(self, name: str) -> ModelSpec:
@@ -190,11 +204,21 @@ class ModelManager:
             self._downloader(spec)
         started = time.perf_counter()
         sam = load_checkpoint(spec, self.device, verify=self._verify)
+        if self._compile:
+            compile_model(sam)
         elapsed = time.perf_counter() - started
         digest = spec.sha256 if spec.sha256 and self._verify else sha256_of(spec.path)
         log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
         dtype = spec.dtype or self._default_dtype
-        return LoadedModel(spec=spec, sam=sam, device=self.device, load_time_s=elapsed, digest=digest, dtype=dtype)
+        return LoadedModel(
+            spec=spec,
+            sam=sam,
+            device=self.device,
+            load_time_s=elapsed,
+            digest=digest,
+            dtype=dtype,
+            compiled=self._compile,
+        )
 
     def unload(self, name: str) -> bool:
         """Drop a loaded model; calls already holding it finish with it. Returns whether it was loaded."""
