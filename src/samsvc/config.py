@@ -44,6 +44,15 @@ class Settings(BaseSettings):
         False,
         description="torch.compile each model's encoder and decoder at load (pays on GPUs; the first call compiles).",
     )
+    encoder_batch_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Images encoded in one pass when threads encode at once (a worker backlog); 1: off.",
+    )
+    encoder_batch_wait_ms: float = Field(
+        10.0, ge=0, le=1000, description="How long a batch's first image waits for others (ms)."
+    )
     amg_engine: Literal["reference", "fast"] = Field(
         "reference",
         description="Mask generation: segment-anything's generator, or samsvc's faster one (same masks).",

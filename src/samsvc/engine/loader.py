@@ -26,6 +26,7 @@ from segment_anything.modeling import Sam
 
 from samsvc.config import Settings
 from samsvc.engine.download import download_model, sha256_of
+from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S, BatchingEncoder
 from samsvc.engine.registry import Architecture, ModelRegistry, ModelSpec
 from samsvc.errors import FailedPrecondition, NotFound
 
@@ -114,11 +115,18 @@ class LoadedModel:
     #: Whether torch.compile wraps the encoder and decoder (results differ from eager in the
     #: last float digits, so compiled and eager answers are cached apart).
     compiled: bool = False
+    #: Whether encoder passes are batched across threads (also rounding-level differences).
+    batched: bool = False
 
     @property
     def identity(self) -> str:
-        """What cache keys must carry about the model: its checkpoint, precision and compilation."""
-        return f"{self.digest}:{self.dtype}" + (":compiled" if self.compiled else "")
+        """What cache keys must carry about the model: its checkpoint, precision, compilation
+        and encoder batching."""
+        return (
+            f"{self.digest}:{self.dtype}"
+            + (":compiled" if self.compiled else "")
+            + (":batched" if self.batched else "")
+        )
 
     def precision(self) -> contextlib.AbstractContextManager[Any]:
         """The context inference runs in: nothing for fp32, autocast for fp16 and bf16."""
@@ -156,6 +164,8 @@ class ModelManager:
         downloader: Callable[[ModelSpec], Path] = download_model,
         default_dtype: str = "fp32",
         compile_models: bool = False,
+        encoder_batch_size: int = 1,
+        encoder_batch_wait_s: float = DEFAULT_MAX_WAIT_S,
     ) -> None:
         self.registry = registry
         self.device = resolve_device(device)
@@ -164,6 +174,7 @@ class ModelManager:
         self._downloader = downloader
         self._default_dtype = default_dtype
         self._compile = compile_models
+        self._encoder_batch = (encoder_batch_size, encoder_batch_wait_s)
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in registry.names()}
 
@@ -177,6 +188,8 @@ class ModelManager:
             auto_download=settings.auto_download,
             default_dtype=settings.model_dtype,
             compile_models=settings.torch_compile,
+            encoder_batch_size=settings.encoder_batch_size,
+            encoder_batch_wait_s=settings.encoder_batch_wait_ms / 1000,
         )
 
     def spec(self, name: str) -> ModelSpec:
@@ -206,6 +219,9 @@ class ModelManager:
         sam = load_checkpoint(spec, self.device, verify=self._verify)
         if self._compile:
             compile_model(sam)
+        batch_size, wait_s = self._encoder_batch
+        if batch_size > 1:
+            sam.image_encoder = BatchingEncoder(sam.image_encoder, batch_size, wait_s)
         elapsed = time.perf_counter() - started
         digest = spec.sha256 if spec.sha256 and self._verify else sha256_of(spec.path)
         log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
@@ -218,6 +234,7 @@ class ModelManager:
             digest=digest,
             dtype=dtype,
             compiled=self._compile,
+            batched=batch_size > 1,
         )
 
     def unload(self, name: str) -> bool:
