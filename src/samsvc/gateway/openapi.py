@@ -190,6 +190,7 @@ def build_openapi(descriptor_set: bytes, services: list[str], title: str = "sams
         for status, text in (
             ("400", "Bad input: `details` holds a google.rpc.BadRequest naming each field and an ErrorInfo."),
             ("401", "Missing or unknown credentials."),
+            ("403", "Not allowed: admin operations need an admin token with the admin claim."),
             ("404", "No such job or route."),
             ("412", "Failed precondition, for example the model's weights are not on the server."),
             ("413", "The request body is over the gateway's limit."),
@@ -225,7 +226,19 @@ def build_openapi(descriptor_set: bytes, services: list[str], title: str = "sams
         },
         "tags": tags,
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(builder.schemas.items()))},
+        # Keys are optional when the server runs without them, hence the empty alternative.
+        "security": [{"bearer": []}, {"apiKey": []}, {}],
+        "components": {
+            "schemas": dict(sorted(builder.schemas.items())),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (sk_..., from `samsvc keys create`), or an admin JWT for AdminService.",
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "An API key."},
+            },
+        },
     }
 
 
