@@ -55,3 +55,15 @@ def test_routes_of_the_seed_are_annotated() -> None:
         ("GET", "/health"),
         ("GET", "/api/v1/health"),
     } <= routes
+
+
+def test_openapi_document_is_valid_and_covers_every_route() -> None:
+    import json
+
+    from openapi_spec_validator import validate
+
+    spec = json.loads((ROOT / "generated" / "samsvc" / "v1" / "openapi.json").read_text())
+    validate(spec)
+    assert "/api/v1/admin/models/{name}:unload" in spec["paths"]
+    assert "/api/v1/segment/batch" in spec["paths"] and "/api/v1/jobs/{job_id}/events" in spec["paths"]
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
