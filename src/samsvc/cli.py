@@ -12,30 +12,20 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from samsvc import __version__
-from samsvc.config import Settings, load_settings
+from samsvc.config import Settings, add_settings_flags, load_settings
 from samsvc.errors import SamsvcError
 
 log = logging.getLogger("samsvc")
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (each also an environment variable)")
-    for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} [env {name.upper()}]"
-        annotation = field.annotation
-        if annotation is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif get_origin(annotation) is list or list in get_args(annotation):
-            group.add_argument(flag, dest=name, default=None, metavar="A,B", help=help_text)
-        else:
-            group.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
+    add_settings_flags(parser, Settings, "settings (each also an environment variable)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -246,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bad_settings(exc: ValidationError) -> int:
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        print(f"error: setting {where}: {error['msg']}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     client_handler = getattr(args, "client_handler", None)
@@ -256,17 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130
         except ValidationError as exc:
-            for error in exc.errors():
-                print(f"error: {'.'.join(str(p) for p in error['loc'])}: {error['msg']}", file=sys.stderr)
-            return 2
+            return _bad_settings(exc)
         return code
     try:
         settings = _settings(args)
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"])
-            print(f"error: setting {where}: {error['msg']}", file=sys.stderr)
-        return 2
+        return _bad_settings(exc)
     _configure_logging(settings)
     try:
         code = args.handler(settings, args)

@@ -15,11 +15,8 @@ from samsvc.config import Settings
 from tests.support import RedisServer, ServeProcess, ServerThread, WorkerProcess, encode, free_port, scene
 
 
-def test_segment_batch_resumes_when_the_server_restarts(base_settings: Settings, tmp_path: Path) -> None:
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    redis_server = RedisServer(redis_dir)
-    settings = base_settings.model_copy(update={"redis_url": redis_server.url, "data_dir": tmp_path / "data"})
+def test_segment_batch_resumes_when_the_server_restarts(redis_settings: tuple[Settings, RedisServer]) -> None:
+    settings = redis_settings[0]
     port = free_port()
     worker = WorkerProcess(settings)
     server = ServeProcess(settings, "--no-gateway", "--grpc-port", str(port))
@@ -43,7 +40,6 @@ def test_segment_batch_resumes_when_the_server_restarts(base_settings: Settings,
             replacement.stop()
         server.stop()
         worker.stop()
-        redis_server.stop()
 
 
 def test_readme_notebook_snippet(server: ServerThread, tmp_path: Path) -> None:

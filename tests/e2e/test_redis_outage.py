@@ -4,7 +4,6 @@ closed, and everything recovers by itself when Redis returns."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,15 +17,6 @@ from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
 from tests.support import RedisServer, ServeProcess, WorkerProcess, encode, rich_status, scene, wait_for
 
 TINY = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory)
-    yield server
-    server.stop()
 
 
 def stub_for(process: ServeProcess) -> pb_grpc.SegmentationServiceStub:

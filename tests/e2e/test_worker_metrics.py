@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from pathlib import Path
 
 from samsvc.config import Settings
 from samsvc.v1 import job_pb2
@@ -14,18 +13,8 @@ from tests.server.test_metrics import value
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
 
 
-def test_worker_processes_export_their_metrics(base_settings: Settings, tmp_path: Path) -> None:
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    redis_server = RedisServer(redis_dir)
-    settings = base_settings.model_copy(
-        update={
-            "redis_url": redis_server.url,
-            "data_dir": tmp_path / "data",
-            "worker_processes": 2,
-            "worker_metrics_port": 0,
-        }
-    )
+def test_worker_processes_export_their_metrics(redis_settings: tuple[Settings, RedisServer]) -> None:
+    settings = redis_settings[0].model_copy(update={"worker_processes": 2, "worker_metrics_port": 0})
     worker = WorkerProcess(settings)
     server = ServerThread(settings)
     try:
@@ -51,4 +40,3 @@ def test_worker_processes_export_their_metrics(base_settings: Settings, tmp_path
     finally:
         server.stop()
         worker.stop()
-        redis_server.stop()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,23 +17,16 @@ MEDIUM = pb.SegmentOptions(points_per_side=4, points_per_batch=4, pred_iou_thres
 
 
 @pytest.fixture
-def redis_settings(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, RedisServer]]:
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    redis_server = RedisServer(redis_dir)
-    settings = base_settings.model_copy(
-        update={
-            "redis_url": redis_server.url,
-            "data_dir": tmp_path / "data",
-            # Find dead workers in seconds instead of a minute.
-            "broker_heartbeat_timeout_ms": 3000,
-            "broker_maintenance_chance": 1_000_000,
-            "job_min_backoff_ms": 200,
-            "job_max_backoff_ms": 2000,
-        }
-    )
-    yield settings, redis_server
-    redis_server.stop()
+def redis_settings(redis_settings: tuple[Settings, RedisServer]) -> tuple[Settings, RedisServer]:
+    """Find dead workers in seconds instead of a minute; retry soon."""
+    settings, server = redis_settings
+    faster = {
+        "broker_heartbeat_timeout_ms": 3000,
+        "broker_maintenance_chance": 1_000_000,
+        "job_min_backoff_ms": 200,
+        "job_max_backoff_ms": 2000,
+    }
+    return settings.model_copy(update=faster), server
 
 
 def batch(count: int, size: tuple[int, int] = (128, 96)) -> list[bytes]:

@@ -27,7 +27,7 @@ from samsvc.client.channel import OPTION_NAMES, PRIORITIES
 from samsvc.client.errors import ClientError, NotFoundError
 from samsvc.client.results import ImageOutcome, SegmentResult
 from samsvc.client.sync import Client
-from samsvc.config import ClientSettings
+from samsvc.config import ClientSettings, add_settings_flags
 from samsvc.v1 import job_pb2
 
 #: Files `samsvc batch` picks up in a folder.
@@ -45,14 +45,7 @@ INTEGER_OPTIONS = frozenset(
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection (each also an environment variable)")
-    for name, info in ClientSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{info.description} [env SAMSVC_{name.upper()}]"
-        if info.annotation is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            group.add_argument(flag, dest=name, default=None, help=help_text)
+    add_settings_flags(parser, ClientSettings, "connection (each also an environment variable)", "SAMSVC_")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -76,20 +76,23 @@ def load_keys(file: Path | None, inline: list[str]) -> dict[str, str]:
     return parse_keys(lines)
 
 
+def _bearer(name: str, value: Any) -> str:
+    """The token of an `authorization: Bearer <token>` entry, else ""."""
+    text = str(value)
+    return text[7:].strip() if name == "authorization" and text.lower().startswith("bearer ") else ""
+
+
 def presented_key(metadata: Iterable[tuple[str, Any]]) -> str:
+    """The API key of `x-api-key` or `authorization: Bearer`, whichever comes first."""
     for name, value in metadata:
-        if name == "x-api-key":
-            return str(value)
-        if name == "authorization" and str(value).lower().startswith("bearer "):
-            return str(value)[7:].strip()
+        key = str(value) if name == "x-api-key" else _bearer(name, value)
+        if key:
+            return key
     return ""
 
 
 def bearer_token(metadata: Iterable[tuple[str, Any]]) -> str:
-    for name, value in metadata:
-        if name == "authorization" and str(value).lower().startswith("bearer "):
-            return str(value)[7:].strip()
-    return ""
+    return next((token for name, value in metadata if (token := _bearer(name, value))), "")
 
 
 @dataclass(frozen=True)
