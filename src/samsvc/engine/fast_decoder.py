@@ -1,18 +1,22 @@
 """SAM's mask decoder for many point prompts on one image, computing once what all prompts
-share.
+share and never projecting image tokens per prompt.
 
 In segment-anything's decoder every prompt gets its own copy of the image embedding (and of
-its positional encoding and the dense "no mask" embedding), and the first transformer layer
-projects those identical image tokens once per prompt. Here the image side of the first layer
-is computed once and broadcast: the image tokens plus their encoding, their key and value
-projections for the token-to-image attention, and their query projection for the
-image-to-token attention. From the first layer's output on, the image tokens differ per
-prompt and the computation is the reference's, with the `keys + key_pe` sum shared between
-the two cross attentions of a layer. Attention runs through PyTorch's fused scaled-dot-product kernel instead of
-separate matmul, scale, softmax and matmul passes over copied head layouts, and the
-upscaling's channel LayerNorm runs as one fused layer norm. These reorder floating-point
-sums, so scores may differ from the reference in the last digits (the parity tests bound
-this: masks IoU >= 0.999, scores within 1e-4).
+its positional encoding and the dense "no mask" embedding), and every attention projects the
+4096 image tokens (256 channels) into new per-prompt tensors. Here:
+- the image side of the first layer is computed once and broadcast: the image tokens plus
+  their encoding, their key and value projections for the token-to-image attention, and their
+  query projection for the image-to-token attention;
+- from the first layer's output on, where image tokens differ per prompt, each attention
+  between a prompt's 7 tokens and the image tokens folds the image-side projections into the
+  prompt side (W_k^T q instead of W_k x; W_o v instead of W_o of every output token; biases
+  where softmax or weights summing to one carry them exactly), so the image tokens only meet
+  two thin matrix products per attention;
+- the output upscaling's 2x2 stride-2 transposed convolutions run as matrix products on
+  channels-last pixels, with the channel LayerNorm on the contiguous last dimension and pixels
+  put in image order only for the final masks.
+These reorder floating-point sums, so logits and scores may differ from the reference in the
+last digits (the parity tests bound this: masks IoU >= 0.999, scores within 1e-4).
 """
 
 from __future__ import annotations
@@ -47,32 +51,68 @@ def _attention(attn: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return result
 
 
-def _tokens_to_shared_image(attn: Attention, q: Tensor, k_shared: Tensor, v_shared: Tensor) -> Tensor:
-    """Token queries (B prompts) attending to image keys and values shared by all prompts (batch 1)."""
-    qh = _heads(attn.q_proj(q), attn.num_heads)  # B x H x N x d
-    kh = _heads(attn.k_proj(k_shared), attn.num_heads)  # 1 x H x T x d
-    vh = _heads(attn.v_proj(v_shared), attn.num_heads)  # 1 x H x T x d
-    b, h, n, d = qh.shape
-    flat_q = qh.permute(1, 0, 2, 3).reshape(1, h, b * n, d)  # every prompt's tokens as one query set
-    out = F.scaled_dot_product_attention(flat_q, kh, vh)  # 1 x H x (B N) x d
-    out = out.reshape(h, b, n, d).permute(1, 0, 2, 3)  # B x H x N x d
-    result: Tensor = attn.out_proj(_combine(out))
-    return result
+def _head_weights(linear: torch.nn.Linear, num_heads: int) -> Tensor:
+    """A projection's weight (I x C) as H x d x C: head h's rows of the internal dimension."""
+    internal, channels = linear.weight.shape
+    return linear.weight.view(num_heads, internal // num_heads, channels)
 
 
-def _shared_image_to_tokens(attn: Attention, q_shared: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Image queries shared by all prompts (batch 1) attending to each prompt's tokens."""
-    qh = _heads(attn.q_proj(q_shared), attn.num_heads)  # 1 x H x T x d
-    kh = _heads(attn.k_proj(k), attn.num_heads)  # B x H x N x d
-    vh = _heads(attn.v_proj(v), attn.num_heads)  # B x H x N x d
-    b, h, n, d = kh.shape
-    flat_k = kh.permute(1, 3, 0, 2).reshape(h, d, b * n)  # H x d x (B N)
-    logits = (qh[0] @ flat_k).reshape(h, -1, b, n).permute(2, 0, 1, 3)  # B x H x T x N
-    logits = logits / math.sqrt(d)
+def _tokens_to_image(attn: Attention, q: Tensor, k_in: Tensor, v_in: Tensor) -> Tensor:
+    """Prompt tokens (B x N x C) attending to image tokens (B or 1 x T x C, T >> N), with the key
+    and value projections folded into the queries instead of applied to every image token.
+
+    q.(W_k x + b_k) = (W_k^T q).x + q.b_k, and the second term is the same for every key, so
+    softmax drops it; the weights of each query sum to one, so sum_t a_t (W_v x_t + b_v) =
+    W_v (sum_t a_t x_t) + b_v. The image tokens are read twice (logits, weighted sum) instead of
+    being projected twice into new per-prompt tensors.
+    """
+    h = attn.num_heads
+    qh = _heads(attn.q_proj(q), h)  # B x H x N x d
+    b, _, n, d = qh.shape
+    folded_q = torch.einsum("bhnd,hdc->bhnc", qh, _head_weights(attn.k_proj, h)) / math.sqrt(d)
+    logits = folded_q.reshape(b, h * n, -1) @ k_in.transpose(1, 2)  # B x (H N) x T
     weights = torch.softmax(logits, dim=-1)
-    out = weights @ vh  # B x H x T x d
+    context = (weights @ v_in).view(b, h, n, -1)  # B x H x N x C
+    out = torch.einsum("bhnc,hdc->bhnd", context, _head_weights(attn.v_proj, h)) + attn.v_proj.bias.view(h, 1, d)
     result: Tensor = attn.out_proj(_combine(out))
     return result
+
+
+def _image_to_tokens(
+    attn: Attention, keys: Tensor, q_in: Tensor, k: Tensor, v: Tensor, shared_q: Tensor | None = None
+) -> Tensor:
+    """`keys` plus the attention of image tokens (queries `q_in`, B or 1 x T x C) to each
+    prompt's tokens (B x N x C), with the query and output projections folded into the
+    prompt tokens instead of applied to every image token. Per-prompt `keys` are updated in
+    place (the caller's next step replaces them anyway) unless autocast computes in another dtype;
+    shared ones are copied per prompt.
+
+    (W_q x + b_q).k = x.(W_q^T k) + b_q.k, and W_o (sum_n a_n v_n) = sum_n a_n (W_o v_n), so the
+    image tokens meet one B x (H N) x C matrix on each side of the softmax. The logits are kept
+    transposed (B x H x N x T) so the softmax over a head's N tokens runs along the long,
+    contiguous T. Each head's weights sum to one, so the output bias enters as bias / H on every
+    folded value. `shared_q`, the already projected queries of image tokens shared by every
+    prompt (1 x H x T x d), computes the logits from them instead (cheaper when one projection
+    serves every prompt).
+    """
+    h = attn.num_heads
+    kh = _heads(attn.k_proj(k), h)  # B x H x N x d
+    vh = _heads(attn.v_proj(v), h)
+    b, _, n, d = kh.shape
+    if shared_q is None:
+        folded_k = torch.einsum("bhnd,hdc->bhnc", kh, _head_weights(attn.q_proj, h)) / math.sqrt(d)
+        key_bias = torch.einsum("bhnd,hd->bhn", kh, attn.q_proj.bias.view(h, d)) / math.sqrt(d)
+        logits = torch.baddbmm(key_bias.reshape(b, h * n, 1), folded_k.reshape(b, h * n, -1), q_in.transpose(1, 2))
+    else:
+        per_head = kh.permute(1, 0, 2, 3).reshape(h, b * n, d) @ shared_q[0].transpose(1, 2)  # H x (B N) x T
+        logits = (per_head / math.sqrt(d)).view(h, b, n, -1).transpose(0, 1)
+    weights = torch.softmax(logits.reshape(b, h, n, -1), dim=2).view(b, h * n, -1)  # B x (H N) x T
+    out_weight = attn.out_proj.weight.view(-1, h, d)  # C x H x d
+    folded_v = torch.einsum("bhnd,chd->bhnc", vh, out_weight) + attn.out_proj.bias / h
+    folded_v = folded_v.reshape(b, h * n, -1)  # B x (H N) x C
+    if keys.shape[0] == b and keys.dtype == weights.dtype == folded_v.dtype:  # not under autocast
+        return keys.baddbmm_(weights.transpose(1, 2), folded_v)
+    return torch.baddbmm(keys, weights.transpose(1, 2), folded_v)
 
 
 def _self_attention(layer: TwoWayAttentionBlock, queries: Tensor, query_pe: Tensor) -> Tensor:
@@ -93,42 +133,86 @@ def _first_layer(
     queries = _self_attention(layer, queries, query_pe)
 
     k = keys + key_pe
-    queries = queries + _tokens_to_shared_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys)
+    queries = queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys)
     queries = layer.norm2(queries)
 
     queries = layer.norm3(queries + layer.mlp(queries))
 
-    attn_out = _shared_image_to_tokens(layer.cross_attn_image_to_token, k, queries + query_pe, queries)
-    keys = layer.norm4(keys + attn_out)
+    i2t = layer.cross_attn_image_to_token
+    shared_q = _heads(i2t.q_proj(k), i2t.num_heads)  # projected once for every prompt
+    keys = layer.norm4(_image_to_tokens(i2t, keys, k, queries + query_pe, queries, shared_q))
     return queries, keys
 
 
 def _later_layer(
     layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """The reference block, computing `keys + key_pe` once for both cross attentions."""
+    """The reference block on per-prompt `keys`, computing `keys + key_pe` once for both cross
+    attentions."""
     queries = _self_attention(layer, queries, query_pe)
 
     k = keys + key_pe
-    queries = layer.norm2(queries + _attention(layer.cross_attn_token_to_image, queries + query_pe, k, keys))
+    queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys))
     queries = layer.norm3(queries + layer.mlp(queries))
 
     q = queries + query_pe
-    keys = layer.norm4(keys + _attention(layer.cross_attn_image_to_token, k, q, queries))
+    keys = layer.norm4(_image_to_tokens(layer.cross_attn_image_to_token, keys, k, q, queries))
     return queries, keys
 
 
-def _upscale(decoder: MaskDecoder, x: Tensor) -> Tensor:
-    """decoder.output_upscaling with its channel LayerNorm2d as one fused layer norm over a
-    channels-last view (no copies between the transposed convolutions)."""
-    for module in decoder.output_upscaling:
-        if isinstance(module, LayerNorm2d):
-            channels_last = x.permute(0, 2, 3, 1)
-            normed = F.layer_norm(channels_last, (x.shape[1],), module.weight, module.bias, module.eps)
-            x = normed.permute(0, 3, 1, 2)
-        else:
-            x = module(x)
-    return x
+def _pixel_linear(conv: torch.nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """A 2x2, stride-2 transposed convolution on channels-last pixels, as one matrix product:
+    (..., C_in) -> (..., 4, C_out), the 4 being each input pixel's 2x2 output block (row-major)."""
+    c_in, c_out = conv.weight.shape[:2]
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
+    bias = conv.bias.repeat(4) if conv.bias is not None else torch.zeros(4 * c_out, dtype=x.dtype, device=x.device)
+    out = torch.addmm(bias, x.reshape(-1, c_in), weight)
+    return out.view(*x.shape[:-1], 4, c_out)
+
+
+def _is_pixel_block(module: torch.nn.Module) -> bool:
+    return (
+        isinstance(module, torch.nn.ConvTranspose2d)
+        and module.kernel_size == (2, 2)
+        and module.stride == (2, 2)
+        and module.padding == (0, 0)
+        and module.output_padding == (0, 0)
+        and module.dilation == (1, 1)
+        and module.groups == 1
+    )
+
+
+def _masks_from_tokens(decoder: MaskDecoder, keys: Tensor, hyper_in: Tensor, h: int, w: int) -> Tensor:
+    """decoder.output_upscaling on the image tokens (B x h w x C) and the hypernetwork product
+    with `hyper_in` (B x M x C'): B x M x 4h x 4w mask logits.
+
+    segment-anything's upscaling (2x2 transposed convolution, channel LayerNorm, activation,
+    2x2 transposed convolution, activation) runs here on channels-last pixels: each transposed
+    convolution is one matrix product per pixel (a stride-2 2x2 kernel never overlaps), the
+    LayerNorm normalises the contiguous last dimension, and pixels stay in block order until the
+    masks (M channels instead of C') are put in image order at the end. An upscaling of any
+    other shape runs module by module on the usual layout.
+    """
+    b = keys.shape[0]
+    layers = list(decoder.output_upscaling)
+    blocks = len(layers) == 5 and _is_pixel_block(layers[0]) and _is_pixel_block(layers[3])
+    if not (blocks and isinstance(layers[1], LayerNorm2d)):
+        upscaled = keys.transpose(1, 2).reshape(b, -1, h, w)
+        for module in layers:
+            upscaled = module(upscaled)
+        _, uc, uh, uw = upscaled.shape
+        plain: Tensor = (hyper_in @ upscaled.view(b, uc, uh * uw)).view(b, -1, uh, uw)
+        return plain
+    first, norm, act1, second, act2 = layers
+    x = _pixel_linear(first, keys)  # B x T x 4 x C1
+    x = act1(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+    x = act2(_pixel_linear(second, x))  # B x T x 4 x 4 x C2
+    masks: Tensor
+    masks = hyper_in @ x.view(b, -1, x.shape[-1]).transpose(1, 2)  # B x M x (T 16), block order
+    m = masks.shape[1]
+    # (i, j, ky1, kx1, ky2, kx2) -> row 4i + 2 ky1 + ky2, column 4j + 2 kx1 + kx2
+    masks = masks.view(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+    return masks.reshape(b, m, 4 * h, 4 * w)
 
 
 def predict_masks(
@@ -146,7 +230,7 @@ def predict_masks(
     b = tokens.shape[0]
 
     src = image_embedding + dense[:1]
-    _, c, h, w = src.shape
+    _, _, h, w = src.shape
     transformer = decoder.transformer
     keys = src.flatten(2).permute(0, 2, 1)  # 1 x T x C
     key_pe = image_pe.flatten(2).permute(0, 2, 1)  # 1 x T x C
@@ -156,19 +240,15 @@ def predict_masks(
         queries, keys = step(layer, queries, keys, tokens, key_pe)
     if keys.shape[0] != b:  # a transformer without layers never made per-prompt keys
         keys = keys.expand(b, -1, -1)
-    q = queries + tokens
-    k = keys + key_pe
-    queries = transformer.norm_final_attn(queries + _attention(transformer.final_attn_token_to_image, q, k, keys))
+    final = _tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
+    queries = transformer.norm_final_attn(queries + final)
     hs = queries
 
     iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1 : (1 + decoder.num_mask_tokens), :]
-    src_out = keys.transpose(1, 2).reshape(b, c, h, w)
-    upscaled = _upscale(decoder, src_out)
     hyper_in = torch.stack(
         [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(decoder.num_mask_tokens)], dim=1
     )
-    _, uc, uh, uw = upscaled.shape
-    masks = (hyper_in @ upscaled.view(b, uc, uh * uw)).view(b, -1, uh, uw)
+    masks = _masks_from_tokens(decoder, keys, hyper_in, h, w)
     iou_pred = decoder.iou_prediction_head(iou_token_out)
     return masks, iou_pred
