@@ -13,11 +13,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from segment_anything.modeling import Sam
-from segment_anything.utils.amg import mask_to_rle_pytorch
+from segment_anything.utils.amg import MaskData, mask_to_rle_pytorch
+from segment_anything.utils.amg import rle_to_mask as reference_rle_to_mask
 
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.fast_amg import masks_to_rles
+from samsvc.engine.fast_amg import _Masks, masks_to_rles, rle_to_mask, upsample_masks
+from samsvc.engine.fast_decoder import predict_masks
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.errors import Cancelled
@@ -99,3 +101,68 @@ def test_fast_generation_is_cancellable(sam: Sam) -> None:
     token.cancel()
     with pytest.raises(Cancelled):
         generate_masks(sam, scene(64, 48), AmgOptions(points_per_side=2), token, fast=True)
+
+
+def test_crop_layers_without_any_mask_give_no_masks(sam: Sam) -> None:
+    """segment-anything's own generator fails (IndexError) when no crop keeps a mask; both
+    engines here answer with no masks."""
+    options = AmgOptions(points_per_side=2, crop_n_layers=1, pred_iou_thresh=0.99, stability_score_thresh=0.0)
+    assert generate_masks(sam, scene(90, 60, seed=1), options) == []
+    assert generate_masks(sam, scene(90, 60, seed=1), options, fast=True) == []
+
+
+@pytest.mark.parametrize("prompts", [1, 5])
+def test_decoder_matches_the_reference_decoder(sam: Sam, prompts: int) -> None:
+    """Folded attention and the matrix-product upscaling give segment-anything's decoder output."""
+    generator = torch.Generator().manual_seed(prompts)
+    embedding = torch.randn(1, 256, 64, 64, generator=generator)
+    points = torch.rand(prompts, 1, 2, generator=generator) * 1024
+    labels = torch.ones(prompts, 1, dtype=torch.int)
+    with torch.inference_mode():
+        sparse, dense = sam.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+        dense_pe = sam.prompt_encoder.get_dense_pe()
+        masks, iou = predict_masks(sam.mask_decoder, embedding, dense_pe, sparse, dense)
+        ref_masks, ref_iou = sam.mask_decoder.predict_masks(embedding, dense_pe, sparse, dense)
+    assert masks.shape == ref_masks.shape == (prompts, 4, 256, 256)
+    torch.testing.assert_close(masks, ref_masks, rtol=0, atol=1e-4)
+    torch.testing.assert_close(iou, ref_iou, rtol=0, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(height=st.integers(8, 2048), width=st.integers(8, 2048), seed=st.integers(0, 1000))
+def test_upsampling_is_bit_identical_to_the_reference(sam: Sam, height: int, width: int, seed: int) -> None:
+    low_res = torch.randn(3, 1, 256, 256, generator=torch.Generator().manual_seed(seed))
+    scale = 1024 / max(height, width)
+    input_size = (int(height * scale + 0.5), int(width * scale + 0.5))
+    ours = upsample_masks(sam, low_res, input_size, (height, width))
+    assert torch.equal(ours, sam.postprocess_masks(low_res, input_size, (height, width)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=12), st.integers(1, 9))
+def test_rle_decoding_equals_the_reference(runs: list[int], height: int) -> None:
+    total = sum(runs)
+    width = -(-total // height) if total else 1
+    counts = [*runs, height * width - total]
+    rle = {"size": [height, width], "counts": counts}
+    assert np.array_equal(rle_to_mask(rle), reference_rle_to_mask(rle))
+
+
+def test_mask_data_joins_and_filters_like_the_reference() -> None:
+    def batch(offset: int) -> dict[str, Any]:
+        return {
+            "rles": [{"counts": [offset, i]} for i in range(3)],
+            "boxes": torch.arange(12).reshape(3, 4) + offset,
+            "points": np.arange(6).reshape(3, 2) + offset,
+        }
+
+    ours, theirs = _Masks(), MaskData()
+    for offset in (0, 10):
+        ours.cat(_Masks(**batch(offset)))
+        theirs.cat(MaskData(**batch(offset)))
+    for keep in (torch.tensor([True, False, True, True, False, True]), torch.tensor([3, 0])):
+        ours.filter(keep)
+        theirs.filter(keep)
+        assert ours["rles"] == theirs["rles"]
+        assert torch.equal(ours["boxes"], theirs["boxes"])
+        assert np.array_equal(ours["points"], theirs["points"])

@@ -3,7 +3,7 @@ masks SAM returns for them, filtered and de-duplicated.
 
 The answer is segment-anything's `SamAutomaticMaskGenerator`'s, computed by it: this module
 only adds a cancellation check between prompt batches (the safe point where a request that
-went away stops) and returns plain records.
+went away stops), keeps crop layers that find no mask from failing, and returns plain records.
 """
 
 from __future__ import annotations
@@ -114,6 +114,14 @@ class _CancellableGenerator(SamAutomaticMaskGenerator):  # type: ignore[misc]
         if self._cancel is not None:
             self._cancel.raise_if_cancelled()
         return super()._process_batch(*args, **kwargs)
+
+    def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
+        data = super()._process_crop(*args, **kwargs)
+        if len(data["rles"]) == 0:
+            # The reference makes a crop without masks a 1-D empty tensor of crop boxes, which its
+            # crop NMS cannot index when no crop has masks (IndexError on a valid request).
+            data["crop_boxes"] = torch.zeros((0, 4), dtype=torch.int64)
+        return data
 
 
 def generate_masks(

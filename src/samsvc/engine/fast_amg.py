@@ -1,13 +1,17 @@
 """Automatic mask generation with the reference's answer, faster.
 
 The procedure is `segment_anything.SamAutomaticMaskGenerator`'s step for step (the same point
-grids, crops, batches, filters, NMS and ordering), with three changes that leave every result
-the same:
-- the mask decoder computes what all prompts of a batch share once (samsvc.engine.fast_decoder);
+grids, crops, batches, filters, NMS and ordering), with changes that leave every result the
+same:
+- the mask decoder computes what all prompts of a batch share once and folds its projections
+  into the prompt tokens (samsvc.engine.fast_decoder);
 - masks are dropped by predicted IoU before they are upsampled to full resolution, so only
-  survivors pay for upsampling (interpolation is per mask, so survivors come out identical);
+  survivors pay for upsampling (interpolation is per mask, so survivors come out identical),
+  and upsampling skips the padding rows and columns the reference computes and then crops
+  (bit-identical);
 - run-length encoding splits all masks' change points at once instead of scanning them once
-  per mask.
+  per mask, and decoding expands all runs with one `np.repeat`;
+- mask records are joined without segment-anything's per-batch `deepcopy` of every RLE.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F  # noqa: N812 (PyTorch's convention)
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
 from segment_anything.predictor import SamPredictor
@@ -32,7 +37,6 @@ from segment_anything.utils.amg import (
     calculate_stability_score,
     generate_crop_boxes,
     is_box_near_crop_edge,
-    rle_to_mask,
     uncrop_boxes_xyxy,
     uncrop_masks,
     uncrop_points,
@@ -61,6 +65,75 @@ def masks_to_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
         counts.extend(np.diff(edges).tolist())
         out.append({"size": [h, w], "counts": counts})
     return out
+
+
+def upsample_masks(
+    model: Sam, low_res: torch.Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
+) -> torch.Tensor:
+    """`Sam.postprocess_masks` bit for bit, upsampling only the low-resolution rows and columns
+    that survive its crop to `input_size`.
+
+    The reference upsamples every mask to the padded model input (1024 x 1024), crops the
+    image's part and resizes that to the original size. Here the low-resolution masks are cut to
+    the rows and columns the crop reads (plus one for the interpolation's right neighbour) and
+    upsampled by the same factor: the scale (rows in / rows out) is the same number, so every
+    kept pixel is computed from the same inputs with the same weights.
+    """
+    img = model.image_encoder.img_size
+    low_h, low_w = low_res.shape[-2:]
+    if img % low_h or img % low_w:
+        result: torch.Tensor = model.postprocess_masks(low_res, input_size, original_size)
+        return result
+    fh, fw = img // low_h, img // low_w
+    rows = min(low_h, -(-input_size[0] // fh) + 1)
+    cols = min(low_w, -(-input_size[1] // fw) + 1)
+    cut = low_res[..., :rows, :cols].contiguous()
+    masks = F.interpolate(cut, (rows * fh, cols * fw), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+
+
+def rle_to_mask(rle: dict[str, Any]) -> npt.NDArray[np.bool_]:
+    """segment-anything's `rle_to_mask` (an H x W view of a column-major run expansion) with the
+    runs expanded by one `np.repeat` instead of a Python loop over them."""
+    h, w = rle["size"]
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    mask = np.repeat(np.arange(counts.size) % 2 == 1, counts)
+    return mask.reshape(w, h).transpose()
+
+
+class _Masks(MaskData):  # type: ignore[misc]
+    """MaskData whose lists (the RLEs) are joined without `deepcopy`.
+
+    segment-anything's `MaskData.cat` deep-copies every list it receives and rebuilds the
+    accumulated one, once per prompt batch and again per crop: for RLEs that is a copy of every
+    run length, which cost about a fifth of a whole generation. The RLEs here are built by this
+    module and never shared, so joining them is enough; tensors and arrays are concatenated as
+    the reference does, and `filter` reads the keep mask once instead of once per list item.
+    """
+
+    def cat(self, new_stats: MaskData) -> None:
+        for key, value in new_stats.items():
+            current = self._stats.get(key)
+            if current is None:
+                self._stats[key] = list(value) if isinstance(value, list) else value
+            elif isinstance(value, torch.Tensor):
+                self._stats[key] = torch.cat([current, value], dim=0)
+            elif isinstance(value, np.ndarray):
+                self._stats[key] = np.concatenate([current, value], axis=0)
+            elif isinstance(value, list):
+                current.extend(value)
+            else:
+                raise TypeError(f"MaskData key {key} has an unsupported type {type(value)}.")
+
+    def filter(self, keep: torch.Tensor) -> None:
+        keep = torch.as_tensor(keep)
+        rows = keep.nonzero()[:, 0].tolist() if keep.dtype == torch.bool else keep.tolist()
+        lists = {key: value for key, value in self._stats.items() if isinstance(value, list)}
+        for key in lists:
+            del self._stats[key]
+        super().filter(keep)
+        self._stats.update({key: [value[i] for i in rows] for key, value in lists.items()})
 
 
 #: Prompts per decoder pass on a CPU. After the decoder's first layer every prompt carries its
@@ -129,7 +202,7 @@ class FastMaskGenerator:
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_size, self.options.crop_n_layers, self.options.crop_overlap_ratio
         )
-        data = MaskData()
+        data = _Masks()
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
             data.cat(self._process_crop(image, crop_box, layer_idx, orig_size))
         if len(crop_boxes) > 1:
@@ -156,7 +229,7 @@ class FastMaskGenerator:
             self.predictor.set_image(cropped)
         points_scale = np.array(cropped_size)[None, ::-1]
         points_for_image = self.point_grids[layer_idx] * points_scale
-        data = MaskData()
+        data = _Masks()
         for (points,) in batch_iterator(self._prompt_batch(), points_for_image):
             self._check()
             data.cat(self._process_batch(points, cropped_size, crop_box, orig_size))
@@ -170,7 +243,8 @@ class FastMaskGenerator:
         data.filter(keep)
         data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
         data["points"] = uncrop_points(data["points"], crop_box)
-        data["crop_boxes"] = torch.tensor([crop_box for _ in range(len(data["rles"]))])
+        crop_boxes = [crop_box for _ in range(len(data["rles"]))]
+        data["crop_boxes"] = torch.tensor(crop_boxes, dtype=torch.int64).reshape(-1, 4)  # (0, 4) when empty
         return data
 
     def _process_batch(
@@ -196,8 +270,8 @@ class FastMaskGenerator:
         if o.pred_iou_thresh > 0.0:
             keep = iou_flat > o.pred_iou_thresh
             low_res, iou_flat, point_rows = low_res[keep], iou_flat[keep], point_rows[keep]
-        masks = model.postprocess_masks(low_res[:, None], predictor.input_size, predictor.original_size)[:, 0]
-        data = MaskData(masks=masks, iou_preds=iou_flat, points=point_rows)
+        masks = upsample_masks(model, low_res[:, None], predictor.input_size, predictor.original_size)[:, 0]
+        data = _Masks(masks=masks, iou_preds=iou_flat, points=point_rows)
         data["stability_score"] = calculate_stability_score(
             data["masks"], model.mask_threshold, o.stability_score_offset
         )
