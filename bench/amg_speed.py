@@ -14,11 +14,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from samsvc.engine.amg import AmgOptions, generate_masks
+from samsvc.engine.amg import AmgOptions, MaskRecord, generate_masks
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
@@ -28,6 +29,18 @@ from tests.support import scene
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def compare(reference: list[MaskRecord], fast: list[MaskRecord]) -> dict[str, Any]:
+    """How close the fast engine's answer is to the reference's, mask by mask in order."""
+    paired = list(zip(reference, fast, strict=True)) if len(reference) == len(fast) else []
+    return {
+        "masks": len(reference),
+        "same_mask_count": len(reference) == len(fast),
+        "bit_identical_masks": sum(np.array_equal(a.segmentation, b.segmentation) for a, b in paired),
+        "min_mask_iou": min((mask_iou(a.segmentation, b.segmentation) for a, b in paired), default=0.0),
+        "max_predicted_iou_difference": max((abs(a.predicted_iou - b.predicted_iou) for a, b in paired), default=0.0),
+    }
 
 
 def main() -> int:
@@ -62,20 +75,13 @@ def main() -> int:
         started = time.perf_counter()
         fast = generate_masks(sam, image, options, fast=True)
         fast_s.append(time.perf_counter() - started)
-    paired = list(zip(reference, fast, strict=False)) if len(reference) == len(fast) else []
-    ious = [mask_iou(a.segmentation, b.segmentation) for a, b in paired]
-    score_diff = max((abs(a.predicted_iou - b.predicted_iou) for a, b in paired), default=0.0)
     result = {
         "machine": {"cpu": platform.machine(), "python": platform.python_version(), "torch": torch.__version__},
         "model": "tiny (random weights)",
         "image": args.size,
         "points_per_side": args.points_per_side,
         "box_nms_thresh": args.box_nms_thresh,
-        "masks": len(reference),
-        "same_mask_count": len(reference) == len(fast),
-        "bit_identical_masks": sum(np.array_equal(a.segmentation, b.segmentation) for a, b in paired),
-        "min_mask_iou": min(ious, default=0.0),
-        "max_predicted_iou_difference": score_diff,
+        **compare(reference, fast),
         "reference_median_s": statistics.median(reference_s),
         "fast_median_s": statistics.median(fast_s),
         "speedup_reference_over_fast": statistics.median(reference_s) / statistics.median(fast_s),

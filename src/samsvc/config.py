@@ -55,8 +55,11 @@ class Settings(BaseSettings):
         10.0, ge=0, le=1000, description="How long a batch's first image waits for others (ms)."
     )
     amg_engine: Literal["reference", "fast"] = Field(
-        "reference",
-        description="Mask generation: segment-anything's generator, or samsvc's faster one (same masks).",
+        "fast",
+        description=(
+            "Mask generation: samsvc's engine (segment-anything's masks, about 4x faster on a CPU) "
+            "or segment-anything's own generator, bit for bit."
+        ),
     )
     embedding_cache_bytes: int = Field(
         512 * 1024 * 1024, ge=0, description="Memory for cached image embeddings (LRU); 0 turns the cache off."
