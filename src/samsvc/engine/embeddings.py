@@ -17,6 +17,7 @@ from segment_anything.modeling import Sam
 from segment_anything.predictor import SamPredictor
 
 from samsvc.cache.store import ByteCache
+from samsvc.engine.fast_encoder import FastPredictor
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class ImageEmbedding:
 def embed(
     model: Sam, image: npt.NDArray[np.uint8], precision: Callable[[], AbstractContextManager[Any]] | None = None
 ) -> ImageEmbedding:
-    """Run the image encoder once, as SamPredictor.set_image does (under `precision`, if any)."""
-    predictor = SamPredictor(model)
+    """Run the image encoder once, as SamPredictor.set_image does (under `precision`, if any),
+    with its attention a slice at a time (samsvc.engine.fast_encoder: the same embedding)."""
+    predictor = FastPredictor(model)
     with torch.inference_mode(), (precision or nullcontext)():
         predictor.set_image(image)
     h, w = predictor.original_size

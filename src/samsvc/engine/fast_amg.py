@@ -3,6 +3,8 @@
 The procedure is `segment_anything.SamAutomaticMaskGenerator`'s step for step (the same point
 grids, crops, batches, filters, NMS and ordering), with changes that leave every result the
 same:
+- the image encoder computes its attention a slice of queries at a time
+  (samsvc.engine.fast_encoder: the same embedding in half the time and a fraction of the memory);
 - the mask decoder computes what all prompts of a batch share once and folds its projections
   into the prompt tokens (samsvc.engine.fast_decoder);
 - masks are dropped by predicted IoU before they are upsampled to full resolution, so only
@@ -26,7 +28,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's convention)
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
-from segment_anything.predictor import SamPredictor
 from segment_anything.utils.amg import (
     MaskData,
     area_from_rle,
@@ -45,6 +46,7 @@ from torchvision.ops.boxes import batched_nms, box_area  # type: ignore[import-u
 
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.fast_decoder import predict_masks
+from samsvc.engine.fast_encoder import FastPredictor
 
 
 def masks_to_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
@@ -157,7 +159,7 @@ class FastMaskGenerator:
         self.precision = precision or contextlib.nullcontext
         self.options = options
         self.cancel = cancel
-        self.predictor = SamPredictor(model)
+        self.predictor = FastPredictor(model)
         self.point_grids = build_all_layer_point_grids(
             options.points_per_side, options.crop_n_layers, options.crop_n_points_downscale_factor
         )
