@@ -2,7 +2,8 @@
 
     uv run python -m bench.run_all [--quick]
 
-(a) AMG samsvc fast engine / segment-anything reference (tiny model and vit_b, random weights)
+(a) AMG samsvc fast engine / segment-anything reference (tiny model and vit_b, random weights),
+    and vit_b's image encoder: segment-anything's attention / samsvc's sliced attention
 (b) gRPC Segment end to end / in-process reference generate (service overhead, on the reference
     engine; and the default fast engine's Segment against the same)
 (c) Segment result cache: miss / hit
@@ -33,6 +34,7 @@ from segment_anything import SamAutomaticMaskGenerator
 from bench.amg_speed import compare
 from samsvc.config import Settings
 from samsvc.encoding.masks import encode_png, encode_polygons, encode_rle
+from samsvc.engine import fast_encoder
 from samsvc.engine.amg import AmgOptions, generate_masks
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.engine.embeddings import embed
@@ -103,6 +105,19 @@ def main() -> int:
             results["a_amg_vit_b_512x384_pps4"] = amg(
                 vit_b, image, AmgOptions(points_per_side=4, box_nms_thresh=1.0, **permissive), 1
             )
+            x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+            with torch.inference_mode():
+                reference_s, sliced_s = [], []
+                for _ in range(rounds):
+                    reference_s.append(timed(lambda: vit_b.image_encoder(x), 1))
+                    sliced_s.append(timed(lambda: fast_encoder.encode(vit_b.image_encoder, x), 1))
+                identical = torch.equal(vit_b.image_encoder(x), fast_encoder.encode(vit_b.image_encoder, x))
+            results["a_encoder_vit_b"] = {
+                "reference_s": statistics.median(reference_s),
+                "sliced_s": statistics.median(sliced_s),
+                "ratio": statistics.median(reference_s) / statistics.median(sliced_s),
+                "bit_identical": identical,
+            }
             prompt_b = [PromptSpec(points=((200.0, 150.0, 1),))]
             first_b = timed(lambda: predict_prompts(vit_b, embed(vit_b, image), prompt_b, True), 1)
             cached_b = embed(vit_b, image)
@@ -221,6 +236,12 @@ def render(results: dict[str, Any]) -> str:
                 f"| {label} | {r['reference_s']:.2f} s / {r['fast_s']:.2f} s; {r['masks']} masks, "
                 f"{r['bit_identical_masks']} bit-identical, min IoU {r['min_mask_iou']:.5f} | {r['ratio']:.2f}x |"
             )
+    if "a_encoder_vit_b" in results:
+        r = results["a_encoder_vit_b"]
+        lines.append(
+            f"| (a) image encoder vit_b 1024x1024: reference / sliced attention | {r['reference_s']:.2f} s / "
+            f"{r['sliced_s']:.2f} s; bit-identical: {r['bit_identical']} | {r['ratio']:.2f}x |"
+        )
     b = results["b_service_overhead"]
     lines.append(
         f"| (b) gRPC Segment (AMG_ENGINE=reference) / in-process reference | {b['grpc_s']:.2f} s / "
