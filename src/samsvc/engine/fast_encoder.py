@@ -31,6 +31,9 @@ from torch import Tensor
 #: Measured (vit_b, 1024 x 1024, 2 cores): 6.5 s at 2^18, 6.2 s at 2^20, 6.9 s at 2^22,
 #: against 14.0 s for segment-anything's attention.
 DEFAULT_LOGITS_BUDGET = 1 << 20
+#: On a GPU, where each slice is a kernel launch and memory bandwidth is plentiful: one head's
+#: a whole head's global logits (4096 x 4096) per slice, a dozen or so launches per block.
+DEFAULT_GPU_LOGITS_BUDGET = 1 << 26
 
 
 def attention(attn: Attention, x: Tensor, budget: int = DEFAULT_LOGITS_BUDGET) -> Tensor:
@@ -90,8 +93,11 @@ def _block(block: Block, x: Tensor, budget: int) -> Tensor:
     return out
 
 
-def encode(encoder: ImageEncoderViT, x: Tensor, budget: int = DEFAULT_LOGITS_BUDGET) -> Tensor:
-    """`ImageEncoderViT.forward` with the sliced attention (`budget`: logits per slice)."""
+def encode(encoder: ImageEncoderViT, x: Tensor, budget: int | None = None) -> Tensor:
+    """`ImageEncoderViT.forward` with the sliced attention (`budget`: logits per slice; by
+    default the CPU's or the GPU's)."""
+    if budget is None:
+        budget = DEFAULT_LOGITS_BUDGET if x.device.type == "cpu" else DEFAULT_GPU_LOGITS_BUDGET
     x = encoder.patch_embed(x)
     if encoder.pos_embed is not None:
         x = x + encoder.pos_embed
