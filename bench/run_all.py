@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 
-from bench.amg_speed import compare
+from bench.amg_speed import side_by_side
 from samsvc.config import Settings
 from samsvc.encoding.masks import encode_png, encode_polygons, encode_rle
 from samsvc.engine import fast_encoder
-from samsvc.engine.amg import AmgOptions, generate_masks
+from samsvc.engine.amg import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.engine.embeddings import embed
 from samsvc.engine.loader import build_sam, load_checkpoint
@@ -56,21 +56,6 @@ def timed(fn: Callable[[], Any], rounds: int) -> float:
         fn()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
-
-
-def amg(sam: Any, image: np.ndarray, options: AmgOptions, rounds: int) -> dict[str, Any]:
-    """Reference and fast engine alternating round by round, medians, and how close the answers are."""
-    generate_masks(sam, image, options, fast=True)
-    reference_s, fast_s = [], []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        theirs = generate_masks(sam, image, options)
-        reference_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        ours = generate_masks(sam, image, options, fast=True)
-        fast_s.append(time.perf_counter() - started)
-    reference, fast = statistics.median(reference_s), statistics.median(fast_s)
-    return {"reference_s": reference, "fast_s": fast, "ratio": reference / fast, **compare(theirs, ours)}
 
 
 def main() -> int:
@@ -97,12 +82,12 @@ def main() -> int:
 
         # (a)
         # box_nms_thresh 1.0: random weights give near-identical masks that NMS would collapse to one.
-        results["a_amg_tiny_512x384_pps8"] = amg(
+        results["a_amg_tiny_512x384_pps8"] = side_by_side(
             tiny, image, AmgOptions(points_per_side=8, box_nms_thresh=1.0, **permissive), rounds
         )
         if not args.quick:
             vit_b = build_sam(BUILTIN_ARCHITECTURES["vit_b"]).eval()
-            results["a_amg_vit_b_512x384_pps4"] = amg(
+            results["a_amg_vit_b_512x384_pps4"] = side_by_side(
                 vit_b, image, AmgOptions(points_per_side=4, box_nms_thresh=1.0, **permissive), 1
             )
             x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))

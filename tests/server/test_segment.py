@@ -84,24 +84,27 @@ def reference_server(base_settings: Settings) -> Iterator[ServerThread]:
     running.stop()
 
 
-def reference_masks(tiny_checkpoint: tuple, image: np.ndarray, options: dict[str, Any]) -> list[dict[str, Any]]:
+def segment_beside_the_reference(
+    server: ServerThread, tiny_checkpoint: tuple
+) -> tuple[list[mask_pb2.Mask], list[dict[str, Any]]]:
+    """The service's masks and segment-anything's generator's for one image and set of options."""
+    image = scene(200, 150, seed=3)
+    options = dict(PERMISSIVE, points_per_side=5)
+    response = server.stub.Segment(
+        pb.SegmentRequest(image=encode(image), mask_format=mask_pb2.MASK_FORMAT_RLE, **options)
+    )
     path, _ = tiny_checkpoint
     reference_model = _build_sam(64, 2, 2, [1], checkpoint=str(path))
-    masks: list[dict[str, Any]] = SamAutomaticMaskGenerator(reference_model, **options).generate(image)
-    return masks
+    reference: list[dict[str, Any]] = SamAutomaticMaskGenerator(reference_model, **options).generate(image)
+    assert len(response.masks) == len(reference) > 10
+    return list(response.masks), reference
 
 
 def test_reference_engine_gives_the_reference_generator_bit_for_bit(
     reference_server: ServerThread, tiny_checkpoint: tuple
 ) -> None:
-    image = scene(200, 150, seed=3)
-    options = dict(PERMISSIVE, points_per_side=5)
-    response = reference_server.stub.Segment(
-        pb.SegmentRequest(image=encode(image), mask_format=mask_pb2.MASK_FORMAT_RLE, **options)
-    )
-    reference = reference_masks(tiny_checkpoint, image, options)
-    assert len(response.masks) == len(reference) > 10
-    for ours, theirs in zip(response.masks, reference, strict=True):
+    ours_all, reference = segment_beside_the_reference(reference_server, tiny_checkpoint)
+    for ours, theirs in zip(ours_all, reference, strict=True):
         assert np.array_equal(decoded(ours, 150, 200), theirs["segmentation"])
         assert list(ours.bbox) == [int(v) for v in theirs["bbox"]]
         assert ours.area == theirs["area"]
@@ -114,14 +117,8 @@ def test_reference_engine_gives_the_reference_generator_bit_for_bit(
 def test_default_engine_gives_the_reference_generators_masks(server: ServerThread, tiny_checkpoint: tuple) -> None:
     """The default (fast) engine: the same masks in the same order (IoU >= 0.999), boxes, points
     and crops, scores within 1e-4."""
-    image = scene(200, 150, seed=3)
-    options = dict(PERMISSIVE, points_per_side=5)
-    response = server.stub.Segment(
-        pb.SegmentRequest(image=encode(image), mask_format=mask_pb2.MASK_FORMAT_RLE, **options)
-    )
-    reference = reference_masks(tiny_checkpoint, image, options)
-    assert len(response.masks) == len(reference) > 10
-    for ours, theirs in zip(response.masks, reference, strict=True):
+    ours_all, reference = segment_beside_the_reference(server, tiny_checkpoint)
+    for ours, theirs in zip(ours_all, reference, strict=True):
         pixels = decoded(ours, 150, 200)
         union = np.logical_or(pixels, theirs["segmentation"]).sum()
         assert union == 0 or np.logical_and(pixels, theirs["segmentation"]).sum() / union >= 0.999
