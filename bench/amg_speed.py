@@ -2,6 +2,7 @@
 same model, image and parameters, side by side in one run (alternating), answers compared.
 
     uv run python -m bench.amg_speed [--size 512x384] [--points-per-side 8] [--rounds 3] [--box-nms-thresh 1.0]
+        [--pred-iou-thresh 0.0]
 """
 
 from __future__ import annotations
@@ -73,12 +74,15 @@ def main() -> int:
     # 1.0 keeps every mask: random weights give near-identical masks that NMS would collapse to
     # one, and the comparison should cover all of them.
     parser.add_argument("--box-nms-thresh", type=float, default=1.0)
+    # Random weights predict IoUs of about -0.02..0.06, so 0 keeps every mask; a threshold in
+    # that range shows the filter's effect (prompts with no surviving mask skip the upscaling).
+    parser.add_argument("--pred-iou-thresh", type=float, default=0.0)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     image = scene(width, height, seed=0)
     options = AmgOptions(
         points_per_side=args.points_per_side,
-        pred_iou_thresh=0.0,
+        pred_iou_thresh=args.pred_iou_thresh,
         stability_score_thresh=0.0,
         box_nms_thresh=args.box_nms_thresh,
     )
@@ -95,6 +99,7 @@ def main() -> int:
         "image": args.size,
         "points_per_side": args.points_per_side,
         "box_nms_thresh": args.box_nms_thresh,
+        "pred_iou_thresh": args.pred_iou_thresh,
         **timings,
     }
     print(json.dumps(result, indent=2))

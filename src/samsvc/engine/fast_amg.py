@@ -7,8 +7,9 @@ same:
   (samsvc.engine.fast_encoder: the same embedding in half the time and a fraction of the memory);
 - the mask decoder computes what all prompts of a batch share once and folds its projections
   into the prompt tokens (samsvc.engine.fast_decoder);
-- masks are dropped by predicted IoU before they are upsampled to full resolution, so only
-  survivors pay for upsampling (interpolation is per mask, so survivors come out identical),
+- masks are dropped by predicted IoU before the decoder's upscaling (a prompt none of whose
+  masks pass is never upscaled) and before they are upsampled to full resolution, so only
+  survivors pay for either (both are per mask, so survivors come out the same),
   and upsampling skips the padding rows and columns the reference computes and then crops
   (bit-identical);
 - run-length encoding splits all masks' change points at once instead of scanning them once
@@ -45,7 +46,7 @@ from segment_anything.utils.amg import (
 from torchvision.ops.boxes import batched_nms, box_area  # type: ignore[import-untyped]
 
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
-from samsvc.engine.fast_decoder import predict_masks
+from samsvc.engine.fast_decoder import decode_prompts
 from samsvc.engine.fast_encoder import FastPredictor
 
 
@@ -261,17 +262,25 @@ class FastMaskGenerator:
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
         sparse, dense = model.prompt_encoder(points=(in_points[:, None, :], in_labels[:, None]), boxes=None, masks=None)
         with self.precision():
-            low_res, iou_preds = predict_masks(
+            decoded = decode_prompts(
                 model.mask_decoder, predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense
             )
-        low_res, iou_preds = low_res[:, 1:].float(), iou_preds[:, 1:].float()  # multimask output
-        per_point = low_res.shape[1]
-        low_res = low_res.flatten(0, 1)
-        iou_flat = iou_preds.flatten(0, 1)
-        point_rows = torch.as_tensor(points.repeat(per_point, axis=0))
-        if o.pred_iou_thresh > 0.0:
-            keep = iou_flat > o.pred_iou_thresh
-            low_res, iou_flat, point_rows = low_res[keep], iou_flat[keep], point_rows[keep]
+            iou_preds = decoded.iou_pred[:, 1:].float()  # multimask output
+            per_point = iou_preds.shape[1]
+            point_rows = torch.as_tensor(points)
+            if o.pred_iou_thresh > 0.0:
+                # Prompts none of whose masks pass the IoU filter are never upscaled.
+                passing = iou_preds > o.pred_iou_thresh
+                prompts = passing.any(dim=1)
+                low_res = decoded.masks(model.mask_decoder, prompts)[:, 1:].float().flatten(0, 1)
+                keep = passing[prompts].flatten()
+                iou_flat = iou_preds[prompts].flatten()[keep]
+                point_rows = point_rows[prompts.cpu()].repeat_interleave(per_point, dim=0)[keep]
+                low_res = low_res[keep]
+            else:
+                low_res = decoded.masks(model.mask_decoder)[:, 1:].float().flatten(0, 1)
+                iou_flat = iou_preds.flatten()
+                point_rows = point_rows.repeat_interleave(per_point, dim=0)
         masks = upsample_masks(model, low_res[:, None], predictor.input_size, predictor.original_size)[:, 0]
         data = _Masks(masks=masks, iou_preds=iou_flat, points=point_rows)
         data["stability_score"] = calculate_stability_score(

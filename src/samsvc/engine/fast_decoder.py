@@ -22,6 +22,7 @@ last digits (the parity tests bound this: masks IoU >= 0.999, scores within 1e-4
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch's convention)
@@ -197,29 +198,52 @@ def _masks_from_tokens(decoder: MaskDecoder, keys: Tensor, hyper_in: Tensor, h: 
     layers = list(decoder.output_upscaling)
     blocks = len(layers) == 5 and _is_pixel_block(layers[0]) and _is_pixel_block(layers[3])
     if not (blocks and isinstance(layers[1], LayerNorm2d)):
-        upscaled = keys.transpose(1, 2).reshape(b, -1, h, w)
+        upscaled = keys.transpose(1, 2).reshape(b, keys.shape[2], h, w)
         for module in layers:
             upscaled = module(upscaled)
         _, uc, uh, uw = upscaled.shape
-        plain: Tensor = (hyper_in @ upscaled.view(b, uc, uh * uw)).view(b, -1, uh, uw)
+        plain: Tensor = (hyper_in @ upscaled.view(b, uc, uh * uw)).view(b, hyper_in.shape[1], uh, uw)
         return plain
     first, norm, act1, second, act2 = layers
     x = _pixel_linear(first, keys)  # B x T x 4 x C1
     x = act1(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
     x = act2(_pixel_linear(second, x))  # B x T x 4 x 4 x C2
     masks: Tensor
-    masks = hyper_in @ x.view(b, -1, x.shape[-1]).transpose(1, 2)  # B x M x (T 16), block order
+    masks = hyper_in @ x.view(b, h * w * 16, x.shape[-1]).transpose(1, 2)  # B x M x (T 16), block order
     m = masks.shape[1]
     # (i, j, ky1, kx1, ky2, kx2) -> row 4i + 2 ky1 + ky2, column 4j + 2 kx1 + kx2
     masks = masks.view(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
     return masks.reshape(b, m, 4 * h, 4 * w)
 
 
-def predict_masks(
+@dataclass(frozen=True)
+class DecodedPrompts:
+    """The mask decoder's transformer output for B point prompts, before the upscaling that
+    turns it into mask logits (about half of the decoder's work)."""
+
+    #: B x T x C image tokens after the transformer.
+    keys: Tensor
+    #: B x M x C' hypernetwork outputs, one per mask token.
+    hyper_in: Tensor
+    #: B x M predicted IoUs.
+    iou_pred: Tensor
+    #: (h, w) of the image-token grid.
+    grid: tuple[int, int]
+
+    def masks(self, decoder: MaskDecoder, prompts: Tensor | None = None) -> Tensor:
+        """Low-resolution mask logits (B x M x 4h x 4w), or only for the prompts selected by the
+        boolean vector `prompts` (K x M x 4h x 4w, in order)."""
+        keys, hyper_in = self.keys, self.hyper_in
+        if prompts is not None and not bool(prompts.all()):
+            keys, hyper_in = keys[prompts], hyper_in[prompts]
+        return _masks_from_tokens(decoder, keys, hyper_in, *self.grid)
+
+
+def decode_prompts(
     decoder: MaskDecoder, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Low-resolution mask logits (B x 4 x 256 x 256) and IoU predictions (B x 4), as the
-    reference `MaskDecoder.predict_masks`, for B point prompts on one image.
+) -> DecodedPrompts:
+    """The reference `MaskDecoder.predict_masks` up to its upscaling, for B point prompts on one
+    image; `DecodedPrompts.masks` finishes it.
 
     `image_embedding` and `image_pe` have batch 1; `dense` must be the same for every prompt
     (point prompts carry the "no mask" embedding), so only its first entry is used.
@@ -241,14 +265,21 @@ def predict_masks(
     if keys.shape[0] != b:  # a transformer without layers never made per-prompt keys
         keys = keys.expand(b, -1, -1)
     final = _tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)
-    queries = transformer.norm_final_attn(queries + final)
-    hs = queries
+    hs = transformer.norm_final_attn(queries + final)
 
-    iou_token_out = hs[:, 0, :]
     mask_tokens_out = hs[:, 1 : (1 + decoder.num_mask_tokens), :]
     hyper_in = torch.stack(
         [decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(decoder.num_mask_tokens)], dim=1
     )
-    masks = _masks_from_tokens(decoder, keys, hyper_in, h, w)
-    iou_pred = decoder.iou_prediction_head(iou_token_out)
-    return masks, iou_pred
+    iou_pred = decoder.iou_prediction_head(hs[:, 0, :])
+    return DecodedPrompts(keys, hyper_in, iou_pred, (h, w))
+
+
+def predict_masks(
+    decoder: MaskDecoder, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Low-resolution mask logits (B x 4 x 256 x 256) and IoU predictions (B x 4), as the
+    reference `MaskDecoder.predict_masks`, for B point prompts on one image (see
+    `decode_prompts`)."""
+    decoded = decode_prompts(decoder, image_embedding, image_pe, sparse, dense)
+    return decoded.masks(decoder), decoded.iou_pred
