@@ -266,21 +266,16 @@ class FastMaskGenerator:
                 model.mask_decoder, predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense
             )
             iou_preds = decoded.iou_pred[:, 1:].float()  # multimask output
-            per_point = iou_preds.shape[1]
-            point_rows = torch.as_tensor(points)
             if o.pred_iou_thresh > 0.0:
-                # Prompts none of whose masks pass the IoU filter are never upscaled.
                 passing = iou_preds > o.pred_iou_thresh
-                prompts = passing.any(dim=1)
-                low_res = decoded.masks(model.mask_decoder, prompts)[:, 1:].float().flatten(0, 1)
-                keep = passing[prompts].flatten()
-                iou_flat = iou_preds[prompts].flatten()[keep]
-                point_rows = point_rows[prompts.cpu()].repeat_interleave(per_point, dim=0)[keep]
-                low_res = low_res[keep]
             else:
-                low_res = decoded.masks(model.mask_decoder)[:, 1:].float().flatten(0, 1)
-                iou_flat = iou_preds.flatten()
-                point_rows = point_rows.repeat_interleave(per_point, dim=0)
+                passing = torch.ones_like(iou_preds, dtype=torch.bool)
+            # Prompts none of whose masks pass the IoU filter are never upscaled.
+            prompts = passing.any(dim=1)
+            keep = passing[prompts].flatten()
+            low_res = decoded.masks(model.mask_decoder, prompts)[:, 1:].float().flatten(0, 1)[keep]
+        iou_flat = iou_preds[prompts].flatten()[keep]
+        point_rows = torch.as_tensor(points)[prompts.cpu()].repeat_interleave(iou_preds.shape[1], dim=0)[keep]
         masks = upsample_masks(model, low_res[:, None], predictor.input_size, predictor.original_size)[:, 0]
         data = _Masks(masks=masks, iou_preds=iou_flat, points=point_rows)
         data["stability_score"] = calculate_stability_score(

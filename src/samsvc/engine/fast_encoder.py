@@ -31,8 +31,8 @@ from torch import Tensor
 #: Measured (vit_b, 1024 x 1024, 2 cores): 6.5 s at 2^18, 6.2 s at 2^20, 6.9 s at 2^22,
 #: against 14.0 s for segment-anything's attention.
 DEFAULT_LOGITS_BUDGET = 1 << 20
-#: On a GPU, where each slice is a kernel launch and memory bandwidth is plentiful: one head's
-#: a whole head's global logits (4096 x 4096) per slice, a dozen or so launches per block.
+#: On a GPU, where each slice is a kernel launch and memory bandwidth is plentiful: a whole
+#: head's global logits (4096 x 4096) per slice, a dozen or so launches per block.
 DEFAULT_GPU_LOGITS_BUDGET = 1 << 26
 
 
