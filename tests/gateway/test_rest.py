@@ -199,6 +199,15 @@ def test_multipart_single_and_batch(stack: Stack) -> None:
     assert status == 200, body
     assert json.loads(body)["total_images"] == 3
 
+    # Options as query parameters of a multipart upload count too; an unknown one is an error.
+    form, kind = multipart([], [("image", "photo.png", encode(scene(64, 48, seed=6)))])
+    query = "points_per_side=2&pred_iou_thresh=0&stability_score_thresh=0&mask_format=MASK_FORMAT_RLE"
+    status, _, body = call(f"{stack.base}/api/v1/segment?{query}", "POST", form, {"Content-Type": kind})
+    assert status == 200, body
+    assert json.loads(body)["masks"][0]["rle"]["size"] == [48, 64]
+    status, _, body = call(f"{stack.base}/api/v1/segment?points_per_sid=2", "POST", form, {"Content-Type": kind})
+    assert status == 400 and "points_per_sid" in json.loads(body)["message"]
+
     form, kind = multipart([("points_per_side", "0")], [("image", "p.png", encode(scene(64, 48)))])
     status, _, body = call(f"{stack.base}/segment", "POST", form, {"Content-Type": kind})
     assert status == 400 and "points_per_side" in json.loads(body)["message"]

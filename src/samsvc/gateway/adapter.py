@@ -1,9 +1,9 @@
 """The small HTTP service behind Envoy for what its transcoder cannot do: the seed's
 multipart/form-data uploads, and the documentation pages.
 
-A multipart request becomes the same JSON the transcoder would have received, is parsed into
-the protobuf request by protobuf's own JSON mapping, and is sent to the gRPC service; the
-answer (or the gRPC error) is written back as the transcoder would have written it. The
+A multipart request (its form fields, and its query parameters as further fields) becomes the
+same JSON the transcoder would have received, is parsed into the protobuf request by
+protobuf's own JSON mapping, and is sent to the gRPC service; the answer (or the gRPC error) is written back as the transcoder would have written it. The
 adapter judges nothing itself: every check happens in the gRPC service.
 """
 
@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import grpc
 from google.protobuf import json_format
@@ -188,7 +188,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._not_found()
 
     def do_POST(self) -> None:
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
         calls: dict[str, Callable[[dict[str, Any], list[tuple[str, str]]], Message]] = {
             "/api/v1/segment": self.server.segment,
             "/segment": self.server.segment,
@@ -210,6 +211,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         metadata = [(h, v) for h in FORWARDED_HEADERS if (v := self.headers.get(h))]
         try:
             upload = parse_multipart(self.headers.get("Content-Type", ""), body)
+            # Query parameters count as form fields, as they do for the transcoder's routes
+            # (an unknown one is named in protobuf's error instead of being ignored).
+            upload.fields.extend(parse_qsl(url.query, keep_blank_values=True))
             response = call(self.server.request_json(path, upload), metadata)
         except (ValueError, json_format.ParseError) as exc:
             status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=f"form: {exc}")
