@@ -3,8 +3,9 @@ multipart/form-data uploads, and the documentation pages.
 
 A multipart request (its form fields, and its query parameters as further fields) becomes the
 same JSON the transcoder would have received, is parsed into the protobuf request by
-protobuf's own JSON mapping, and is sent to the gRPC service; the answer (or the gRPC error) is written back as the transcoder would have written it. The
-adapter judges nothing itself: every check happens in the gRPC service.
+protobuf's own JSON mapping, and is sent to the gRPC service; the answer (or the gRPC error)
+is written back as the transcoder would have written it. The adapter judges nothing itself:
+every check happens in the gRPC service.
 """
 
 from __future__ import annotations
