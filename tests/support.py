@@ -218,11 +218,11 @@ class WorkerProcess:
         )
 
     def children(self) -> list[int]:
-        """Pids of the Dramatiq worker processes (children of the CLI's main process)."""
+        """Pids of the processes under `samsvc worker` (Dramatiq's main process and its workers)."""
         import psutil
 
         try:
-            return [c.pid for c in psutil.Process(self.process.pid).children()]
+            return [c.pid for c in psutil.Process(self.process.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
 

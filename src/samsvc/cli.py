@@ -74,20 +74,21 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    """Replace this process with Dramatiq's worker CLI over our queues and actors."""
+    """Dramatiq's worker CLI over our queues and actors, started again whenever its processes die."""
     import os
 
     from samsvc.config import settings_environment
     from samsvc.jobs.broker import ALL_QUEUES
+    from samsvc.jobs.supervisor import supervise
     from samsvc.jobs.worker_metrics import MULTIPROC_ENV, prepare_directory
 
     if not settings.redis_url:
         print("error: samsvc worker needs REDIS_URL (without it, `samsvc serve` runs jobs in-process)", file=sys.stderr)
         return 2
-    env = {**os.environ, **settings_environment(settings)}
+    base = {**os.environ, **settings_environment(settings)}
     # Dramatiq reads these from the environment when its worker module is imported.
-    env["dramatiq_queue_prefetch"] = str(settings.queue_prefetch)
-    env["dramatiq_worker_timeout"] = str(settings.worker_poll_ms)
+    base["dramatiq_queue_prefetch"] = str(settings.queue_prefetch)
+    base["dramatiq_worker_timeout"] = str(settings.worker_poll_ms)
     argv = [
         sys.executable, "-m", "dramatiq", "samsvc.jobs.worker_main",
         "--processes", str(settings.worker_processes),
@@ -95,12 +96,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         "--queues", *ALL_QUEUES,
     ]  # fmt: skip
     if settings.worker_metrics_port >= 0:
-        # Every process writes samples into one fresh directory; a fork process serves their sum.
-        env[MULTIPROC_ENV] = str(prepare_directory())
         argv += ["--fork-function", "samsvc.jobs.worker_metrics:serve"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, argv, env)  # noqa: S606 (our own interpreter, argument list)
+
+    def environment() -> tuple[dict[str, str], Path | None]:
+        if settings.worker_metrics_port < 0:
+            return base, None
+        # Every process writes samples into one fresh directory; a fork process serves their sum.
+        scratch = prepare_directory()
+        return {**base, MULTIPROC_ENV: str(scratch)}, scratch
+
+    return supervise(argv, environment)
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:

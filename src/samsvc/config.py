@@ -147,7 +147,26 @@ class Settings(BaseSettings):
     job_max_retries: int = Field(5, ge=0, le=100, description="Retries of an image after a transient failure.")
     job_min_backoff_ms: int = Field(1_000, ge=0, description="First retry delay of an image, doubling each time.")
     job_max_backoff_ms: int = Field(60_000, ge=0, description="Longest retry delay of an image.")
-    job_time_limit_s: int = Field(3_600, ge=1, description="Longest one image may run before it is retried.")
+    job_time_limit_s: int = Field(
+        3_600, ge=1, description="Longest one image may run; past it the image fails (IMAGE_TIME_LIMIT)."
+    )
+    job_lease_s: float = Field(
+        30.0,
+        gt=0,
+        le=3_600,
+        description="How long a worker's hold on an image lasts unless renewed (every third of it).",
+    )
+    job_store_retry_s: float = Field(
+        300.0, ge=0, description="How long a worker retries recording an image while the job store is unreachable."
+    )
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between the reconciler's sweeps of the jobs that have not ended."
+    )
+    reconcile_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long an image may have no result, no holder and no queued message before it is queued again.",
+    )
     worker_processes: int = Field(1, ge=1, le=256, description="Worker processes started by `samsvc worker`.")
     worker_threads: int = Field(1, ge=1, le=256, description="Threads per worker process (images at once).")
     torch_threads: int = Field(
@@ -179,6 +198,9 @@ class Settings(BaseSettings):
     webhook_max_retries: int = Field(8, ge=0, le=100, description="Retries of a failed webhook delivery.")
     webhook_min_backoff_ms: int = Field(2_000, ge=0, description="First webhook retry delay, doubling each time.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
+    failpoints: str = Field(
+        "", description="Fault injection for fault tests (JSON; see samsvc.failpoints); empty in production."
+    )
 
     @field_validator(
         "preload", "webhook_allowed_hosts", "cors_origins", "api_keys", "admin_jwt_algorithms", mode="before"

@@ -117,6 +117,12 @@ class Cancelled(SamsvcError):
     default_reason = "CANCELLED"
 
 
+class DeadlineExceeded(SamsvcError):
+    """The work ran past its time limit (for example JOB_TIME_LIMIT_S for one batch image)."""
+
+    default_reason = "DEADLINE_EXCEEDED"
+
+
 class Internal(SamsvcError):
     """A fault of the service itself."""
 

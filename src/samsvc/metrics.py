@@ -32,6 +32,14 @@ CACHE_REQUESTS = Counter("samsvc_cache_requests_total", "Cache lookups by cache 
 JOBS_SUBMITTED = Counter("samsvc_jobs_submitted_total", "Jobs accepted, by type.", ["type"])
 IMAGES = Counter("samsvc_images_total", "Batch images recorded by workers, by model and outcome.", ["model", "outcome"])
 JOBS_ENDED = Counter("samsvc_jobs_ended_total", "Jobs that reached an end state, by state.", ["status"])
+RECONCILER_SWEEPS = Counter(
+    "samsvc_reconciler_sweeps_total", "Reconciler sweeps of the jobs that have not ended, by outcome.", ["outcome"]
+)
+RECONCILER_REPAIRS = Counter(
+    "samsvc_reconciler_repairs_total",
+    "What the reconciler did: image_requeued, image_failed, job_finished, retry_queued, ending_finished.",
+    ["action"],
+)
 
 
 class _CallbackGauges(Collector):

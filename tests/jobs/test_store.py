@@ -5,39 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from samsvc.encoding.masks import MaskEncoding
-from samsvc.engine.amg import AmgOptions
 from samsvc.errors import Unavailable
-from samsvc.jobs.records import EventKind, ImageError, ImageResult, JobRecord, JobSpec, JobStatus, JobType
+from samsvc.jobs.records import EventKind, ImageError, ImageResult, JobStatus, JobType
 from samsvc.jobs.redis_store import RedisJobStore
-from samsvc.jobs.service import new_job_id
-from samsvc.jobs.store import JobStore, ListCursor, MemoryJobStore, RecordOutcome
+from samsvc.jobs.store import JobStore, ListCursor, RecordOutcome
+from tests.jobs.conftest import job
 from tests.support import RedisServer
-
-SPEC = JobSpec("tiny", AmgOptions(points_per_side=2), MaskEncoding.RLE, False)
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, redis_server: RedisServer) -> JobStore:
-    if request.param == "memory":
-        return MemoryJobStore()
-    return RedisJobStore.from_url(redis_server.url, prefix=f"test{new_job_id(JobType.BATCH)[-8:]}")
-
-
-def job(total: int = 3, created: int | None = None, kind: JobType = JobType.BATCH) -> JobRecord:
-    record = JobRecord(new_job_id(kind), kind, JobStatus.QUEUED, total, SPEC)
-    return record.evolve(created_at_ms=created) if created else record
 
 
 def ok(index: int, seconds: float = 0.5) -> ImageResult:

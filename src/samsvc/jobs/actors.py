@@ -1,10 +1,21 @@
 """The Dramatiq actors: one image of a job (one actor per priority queue) and a job's webhook.
 
-Each image is one message carrying (job id, index); its bytes come from the blob store. The
-store records an image's first result only, so a redelivery after a worker crash or a retry
-never records it twice. Bad images fail at once without retries; transient failures (store
-unreachable, GPU out of memory, anything unexpected) retry with backoff up to
-JOB_MAX_RETRIES, then fail that image.
+Each image is one message carrying (job id, index); its bytes come from the blob store. A
+delivery first asks the store whether to run (samsvc.jobs.store.BeginOutcome): nothing to do
+when the job ended or the image has its result, leave it when another delivery holds it, fail
+it (IMAGE_CRASHED_WORKER) when its deliveries died mid-image JOB_MAX_RETRIES times. Then:
+
+- success, or a bad image (fails at once): the result is recorded, retried through a store
+  outage (JOB_STORE_RETRY_S) so that finished work is not thrown away;
+- past JOB_TIME_LIMIT_S (checked between prompt batches, and by Dramatiq's time limit): the
+  image fails with IMAGE_TIME_LIMIT;
+- a transient failure (store unreachable, GPU out of memory, anything unexpected): the store
+  schedules a retry with backoff and the reconciler queues it when due, up to
+  JOB_MAX_RETRIES, then the image fails. Retries never ride in broker delays, which a worker
+  holds in memory and loses with it.
+
+Whatever this code cannot finish (its process killed, Redis gone for longer than the retry
+time), the reconciler (samsvc.jobs.reconciler) finds and finishes.
 """
 
 from __future__ import annotations
@@ -15,14 +26,25 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from samsvc import metrics
+from samsvc import failpoints, metrics
 from samsvc.engine.amg import CancelToken
-from samsvc.errors import Cancelled, FailedPrecondition, Internal, InvalidArgument, NotFound, SamsvcError
-from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, WEBHOOK_QUEUE
-from samsvc.jobs.records import ImageError, ImageResult, JobRecord
-from samsvc.jobs.runtime import JobRuntime
-from samsvc.jobs.store import JobStore, RecordOutcome
+from samsvc.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    SamsvcError,
+    Unavailable,
+)
+from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_ACTORS, IMAGE_QUEUES, WEBHOOK_QUEUE, delivery_token
+from samsvc.jobs.leases import new_token
+from samsvc.jobs.records import ImageError, ImageResult, JobRecord, now_ms
+from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, JobRuntime
+from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver
 from samsvc.logs import REQUEST_ID
 from samsvc.pipeline import SegmentTask, run_segment
@@ -31,44 +53,65 @@ from samsvc.validation.image import ImageLimits, check_image_bytes
 log = logging.getLogger(__name__)
 
 #: Errors that retrying cannot fix: the image fails at once.
-PERMANENT_ERRORS = (InvalidArgument, FailedPrecondition, NotFound)
+PERMANENT_ERRORS = (InvalidArgument, FailedPrecondition, NotFound, DeadlineExceeded)
+#: Seconds Dramatiq's own time limit allows beyond JOB_TIME_LIMIT_S (the cooperative check
+#: between prompt batches normally fires first).
+TIME_LIMIT_MARGIN_S = 5
 
 
 class StoreCancelToken(CancelToken):
-    """Cancelled when the job is: asks the store at most every `interval_s` seconds."""
+    """Cancelled when the job is (asks the store at most every `interval_s` seconds); past
+    `deadline` (monotonic seconds) the image has run out of time."""
 
-    def __init__(self, store: JobStore, job_id: str, interval_s: float) -> None:
+    def __init__(self, store: JobStore, job_id: str, interval_s: float, deadline: float) -> None:
         super().__init__()
         self._store = store
         self._job_id = job_id
         self._interval_s = interval_s
         self._next_check = 0.0
+        self._deadline = deadline
 
     def raise_if_cancelled(self) -> None:
         now = time.monotonic()
+        if now > self._deadline:
+            raise DeadlineExceeded("the image ran past JOB_TIME_LIMIT_S", reason="IMAGE_TIME_LIMIT")
         if not self.cancelled and now >= self._next_check:
             self._next_check = now + self._interval_s
-            job = self._store.get(self._job_id)
-            if job is None or job.status.final:
-                self.cancel()
+            try:
+                job = self._store.get(self._job_id)
+            except Unavailable as exc:
+                # The image goes on: an outage is no reason to stop work that will be recorded.
+                log.info("job %s: cancellation not checked (%s)", self._job_id, exc.message)
+            else:
+                if job is None or job.status.final:
+                    self.cancel()
         super().raise_if_cancelled()
 
 
-def _retries() -> int:
+def _message_option(name: str, default: Any) -> Any:
     message = CurrentMessage.get_current_message()
-    return int(message.options.get("retries", 0)) if message is not None else 0
+    return message.options.get(name, default) if message is not None else default
+
+
+def _token() -> str:
+    message = CurrentMessage.get_current_message()
+    return (delivery_token(message) if message is not None else "") or new_token()
 
 
 def _adopt_correlation_id(job_id: str) -> None:
     """Log (and pass on) the correlation id the message carries, or the job id."""
-    message = CurrentMessage.get_current_message()
-    carried = message.options.get("correlation_id") if message is not None else None
-    REQUEST_ID.set(str(carried or job_id))
+    REQUEST_ID.set(str(_message_option("correlation_id", None) or job_id))
+
+
+def webhook_delivery_id(job_id: str) -> str:
+    """The same for every attempt and re-send of a job's end notice, so receivers de-duplicate."""
+    return f"{job_id}.ended"
 
 
 def summary(job: JobRecord, estimate: int = 0) -> dict[str, Any]:
     """The job summary sent to webhooks."""
     return {
+        "delivery_id": webhook_delivery_id(job.job_id),
         "job_id": job.job_id,
         "job_type": job.job_type.value,
         "status": job.status.value,
@@ -84,102 +127,171 @@ def summary(job: JobRecord, estimate: int = 0) -> dict[str, Any]:
     }
 
 
+def image_failure(index: int, error: SamsvcError, seconds: float = 0.0) -> ImageResult:
+    return ImageResult(index, error=ImageError.from_exception(error), processing_time_s=seconds)
+
+
+def backoff_ms(runtime: JobRuntime, failures: int) -> int:
+    settings = runtime.settings
+    return int(min(settings.job_min_backoff_ms * 2 ** max(failures - 1, 0), settings.job_max_backoff_ms))
+
+
 def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
     _adopt_correlation_id(job_id)
-    store = runtime.store
-    job = store.get(job_id)
-    if job is None:
-        log.warning("job %s is gone (expired?); image %d dropped", job_id, index)
-        return
-    if job.status.final:
-        return  # cancelled (or already ended): queued images never run
     settings = runtime.settings
-    spec = job.spec
-    started = time.perf_counter()
+    token = _token()
+    begin = runtime.durably(
+        runtime.store.begin_image, job_id, index, token, runtime.leases.lease_ms, settings.job_max_retries
+    )
+    if begin.outcome is BeginOutcome.MISSING:
+        log.warning("job %s is gone (expired or purged); image %d dropped", job_id, index)
+        return
+    if begin.outcome in (BeginOutcome.SKIP, BeginOutcome.BUSY):
+        log.info("image %d of job %s: nothing to do (%s)", index, job_id, begin.outcome.value)
+        return
+    if begin.outcome is BeginOutcome.CRASHED:
+        crashed = Internal(
+            f"the image's worker died {begin.crashes} times while running it", reason="IMAGE_CRASHED_WORKER"
+        )
+        log.error("image %d of job %s: %s; failing it", index, job_id, crashed.message)
+        record_image(runtime, job_id, image_failure(index, crashed))
+        return
+    runtime.leases.keep(job_id, index, token)
     try:
+        result = _run_image(runtime, job_id, index, token, begin.failures)
+        if result is not None:
+            record_image(runtime, job_id, result)
+    finally:
+        runtime.leases.forget(token)
+
+
+def _run_image(runtime: JobRuntime, job_id: str, index: int, token: str, failures: int) -> ImageResult | None:
+    """The image's result, or None when it needs no record now (cancelled; retry scheduled)."""
+    settings = runtime.settings
+    started = time.perf_counter()
+    job = runtime.durably(runtime.store.get, job_id)
+    if job is None:
+        return None
+    spec = job.spec
+    try:
+        failpoints.hit("jobs.image.run", job_id=job_id, index=index)
         data = runtime.blobs.get(job_id, index)
         field = f"images[{index}]"
         header = check_image_bytes(data, ImageLimits(settings.max_image_bytes, settings.max_image_side), field)
         fast = settings.amg_engine == "fast"
         task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize, fast)
-        cancel = StoreCancelToken(store, job_id, settings.cancel_poll_interval_s)
-        result = ImageResult.from_outcome(index, run_segment(task, runtime.models, cancel))
+        deadline = time.monotonic() + settings.job_time_limit_s
+        cancel = StoreCancelToken(runtime.store, job_id, settings.cancel_poll_interval_s, deadline)
+        outcome = run_segment(task, runtime.models, cancel)
+        result = ImageResult.from_outcome(index, outcome)
     except Cancelled:
         log.info("job %s cancelled while image %d ran", job_id, index)
-        return
+        runtime.durably(runtime.store.release_image, job_id, index, token, ended=True)
+        return None
+    except TimeLimitExceeded:
+        limit = DeadlineExceeded("the image ran past JOB_TIME_LIMIT_S", reason="IMAGE_TIME_LIMIT")
+        result = image_failure(index, limit, time.perf_counter() - started)
     except PERMANENT_ERRORS as exc:
-        result = ImageResult(
-            index, error=ImageError.from_exception(exc), processing_time_s=time.perf_counter() - started
-        )
+        result = image_failure(index, exc, time.perf_counter() - started)
     except Exception as exc:
-        if _retries() < settings.job_max_retries:
-            log.warning("image %d of job %s failed (will retry): %s", index, job_id, exc)
-            raise
-        log.exception("image %d of job %s failed after %d retries", index, job_id, settings.job_max_retries)
-        error = exc if isinstance(exc, SamsvcError) else Internal(f"image failed after retries: {exc}")
-        result = ImageResult(
-            index, error=ImageError.from_exception(error), processing_time_s=time.perf_counter() - started
-        )
+        attempt = failures + 1
+        if attempt <= settings.job_max_retries:
+            due = now_ms() + backoff_ms(runtime, attempt)
+            log.warning("image %d of job %s failed (attempt %d, will retry): %s", index, job_id, attempt, exc)
+            runtime.durably(runtime.store.schedule_retry, job_id, index, token, due)
+            return None
+        log.exception("image %d of job %s failed after %d attempts", index, job_id, attempt)
+        reason = exc.reason if isinstance(exc, SamsvcError) else "INTERNAL"
+        # The cause's text may name hosts or paths: it stays in the log.
+        error = Internal(f"the image failed {attempt} times (transient errors; see the worker log)", reason=reason)
+        result = image_failure(index, error, time.perf_counter() - started)
     log.info(
         "image %d of job %s %s in %.2f s", index, job_id, "done" if result.succeeded else "failed",
         result.processing_time_s, extra={"job_id": job_id, "image": index},
     )  # fmt: skip
     metrics.IMAGES.labels(spec.model, "succeeded" if result.succeeded else "failed").inc()
-    if store.record_result(job_id, result, spec.model) is RecordOutcome.FINISHED:
-        ended = store.get(job_id)
+    return result
+
+
+def record_image(runtime: JobRuntime, job_id: str, result: ImageResult) -> RecordOutcome:
+    """Record the result (through a store outage), then end the job after its last image."""
+    store = runtime.store
+    failpoints.hit("jobs.image.before_record", job_id=job_id, index=result.index)
+    job = runtime.durably(store.get, job_id)
+    model = job.spec.model if job is not None else ""
+    outcome = runtime.durably(store.record_result, job_id, result, model)
+    failpoints.hit("jobs.image.after_record", job_id=job_id, index=result.index)
+    if outcome is RecordOutcome.FINISHED:
+        ended = runtime.durably(store.get, job_id)
         if ended is not None:
-            runtime.job_ended(ended)
+            try:
+                runtime.job_ended(ended)
+            except Unavailable as exc:
+                log.warning("job %s ended; its clean-up waits for the reconciler: %s", job_id, exc.message)
+    return outcome
 
 
 def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
     _adopt_correlation_id(job_id)
     store = runtime.store
+    settings = runtime.settings
     job = store.get(job_id)
     if job is None or not job.webhook_url:
+        store.ending_done(job_id)
         return
-    attempt = _retries() + 1
+    state, attempts = store.webhook_state(job_id)
+    if state in WEBHOOK_FINAL_STATES:
+        store.ending_done(job_id)  # a re-send of a notice already settled
+        return
+    attempt = attempts + 1
+    store.set_webhook_state(job_id, "sending", attempt)
+    store.defer_ending(job_id, now_ms() + runtime.webhook_patience_ms)
     try:
         deliver(
             job.webhook_url,
             summary(job),
-            secret=runtime.settings.webhook_secret,
+            secret=settings.webhook_secret,
             policy=runtime.webhook_policy,
             correlation_id=REQUEST_ID.get() or job_id,
-            timeout=runtime.settings.webhook_timeout_s,
+            delivery_id=webhook_delivery_id(job_id),
+            timeout=settings.webhook_timeout_s,
         )
     except InvalidArgument as exc:
         log.warning("webhook of job %s refused: %s", job_id, exc.message)
         store.set_webhook_state(job_id, "refused", attempt)
+        store.ending_done(job_id)
         return
     except SamsvcError as exc:
-        if attempt <= runtime.settings.webhook_max_retries:
+        if attempt <= settings.webhook_max_retries:
             store.set_webhook_state(job_id, "retrying", attempt)
             log.info("webhook of job %s failed (attempt %d), will retry: %s", job_id, attempt, exc.message)
             raise
         store.set_webhook_state(job_id, "failed", attempt)
+        store.ending_done(job_id)
         log.warning("webhook of job %s failed after %d attempts: %s", job_id, attempt, exc.message)
         return
     store.set_webhook_state(job_id, "delivered", attempt)
+    store.ending_done(job_id)
 
 
 def declare_actors(runtime: JobRuntime) -> dict[str, dramatiq.Actor[Any, Any]]:
     settings = runtime.settings
     actors: dict[str, dramatiq.Actor[Any, Any]] = {}
     for priority, queue in IMAGE_QUEUES.items():
-        name = f"segment_image_{priority.value}"
 
         def run_image(job_id: str, index: int) -> None:
             segment_image(runtime, job_id, index)
 
+        name = IMAGE_ACTORS[priority]
         actors[name] = dramatiq.actor(
             broker=runtime.broker,
             actor_name=name,
             queue_name=queue,
             priority=ACTOR_PRIORITIES[priority],
-            max_retries=settings.job_max_retries,
-            min_backoff=settings.job_min_backoff_ms,
-            max_backoff=settings.job_max_backoff_ms,
-            time_limit=settings.job_time_limit_s * 1000,
+            # Retries are the store's (see the module's docstring); a message that fails anyway
+            # goes to the dead letters, and the reconciler queues its image again.
+            max_retries=0,
+            time_limit=(settings.job_time_limit_s + TIME_LIMIT_MARGIN_S) * 1000,
         )(run_image)
 
     def run_webhook(job_id: str) -> None:

@@ -7,6 +7,10 @@ and its own actor. Three things together make high work run before normal before
 - a prefetch of 1 (QUEUE_PREFETCH) bounds what a worker already holds;
 - the actors' `priority` orders what a worker holds.
 What remains is the image already running when higher work arrives.
+
+Every consumer also takes an image's lease as its message comes off the queue (see
+samsvc.jobs.leases), gives each delivery its own token, and drops the lease when the message
+goes back to the queue unprocessed (a worker shutting down).
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage
 
 from samsvc.config import Settings
+from samsvc.errors import Unavailable
+from samsvc.jobs.leases import LeaseKeeper, new_token
 from samsvc.jobs.records import Priority
 
 #: Queue per priority, and the webhook queue (kept apart so deliveries never wait behind images).
@@ -41,6 +48,21 @@ BROKER_NAMESPACE = "samsvc-dramatiq"
 
 #: Seconds a gated consumer waits before looking at the higher queues again.
 GATE_PAUSE_S = 0.05
+#: Message option carrying a delivery's own token (set when a worker takes the message).
+DELIVERY_OPTION = "samsvc_delivery"
+#: Actor name of an image's priority.
+IMAGE_ACTORS: dict[Priority, str] = {p: f"segment_image_{p.value}" for p in Priority}
+
+
+def image_of(message: Message[Any] | MessageProxy) -> tuple[str, int] | None:
+    """(job id, index) of an image message; None for other messages."""
+    if message.queue_name.split(".")[0] in IMAGE_QUEUES.values() and len(message.args) == 2:
+        return str(message.args[0]), int(message.args[1])
+    return None
+
+
+def delivery_token(message: Message[Any] | MessageProxy) -> str:
+    return str(message.options.get(DELIVERY_OPTION) or "")
 
 
 def _higher_queues(queue_name: str) -> list[str]:
@@ -51,45 +73,65 @@ def _higher_queues(queue_name: str) -> list[str]:
     return []
 
 
-class _PriorityGate(Consumer):
-    """A consumer that fetches nothing while a higher-priority queue has messages waiting."""
+class _SamsvcConsumer(Consumer):
+    """A consumer that fetches nothing while a higher-priority queue has messages waiting, and
+    leases each image it takes."""
 
-    def __init__(self, inner: Consumer, broker: dramatiq.Broker, higher: list[str]) -> None:
+    def __init__(self, inner: Consumer, broker: dramatiq.Broker, higher: list[str], leases: LeaseKeeper | None) -> None:
         self._inner = inner
         self._broker = broker
         self._higher = higher
+        self._leases = leases
 
-    def __iter__(self) -> _PriorityGate:
+    def __iter__(self) -> _SamsvcConsumer:
         return self
 
     def __next__(self) -> MessageProxy | None:
-        try:
-            waiting = queue_depth(self._broker, self._higher)
-        except redis.ConnectionError as exc:
-            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        if waiting:
-            time.sleep(GATE_PAUSE_S)
-            return None
-        return next(self._inner)
+        if self._higher:
+            try:
+                waiting = queue_depth(self._broker, self._higher)
+            except redis.ConnectionError as exc:
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            if waiting:
+                time.sleep(GATE_PAUSE_S)
+                return None
+        message = next(self._inner)
+        if message is not None:
+            token = new_token()
+            message.options[DELIVERY_OPTION] = token
+            image = image_of(message)
+            if image is not None and self._leases is not None:
+                self._leases.hold(*image, token)
+        return message
 
     def ack(self, message: MessageProxy) -> None:
         self._inner.ack(message)
+        if self._leases is not None:
+            self._leases.forget(delivery_token(message))
 
     def nack(self, message: MessageProxy) -> None:
         self._inner.nack(message)
+        if self._leases is not None:
+            self._leases.forget(delivery_token(message))
 
     def requeue(self, messages: Any) -> None:
+        messages = list(messages)
         self._inner.requeue(messages)
+        if self._leases is not None:
+            for message in messages:
+                self._leases.release(delivery_token(message))
 
     def close(self) -> None:
         self._inner.close()
 
 
 class _PriorityMixin:
+    #: Set by the job runtime once its store exists.
+    leases: LeaseKeeper | None = None
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
         inner = super().consume(queue_name, prefetch, timeout)  # type: ignore[misc]
-        higher = _higher_queues(queue_name)
-        return _PriorityGate(inner, self, higher) if higher else inner  # type: ignore[arg-type]
+        return _SamsvcConsumer(inner, self, _higher_queues(queue_name), self.leases)  # type: ignore[arg-type]
 
 
 class PriorityRedisBroker(_PriorityMixin, RedisBroker):
@@ -116,6 +158,30 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     for queue in ALL_QUEUES:
         broker.declare_queue(queue)
     return broker
+
+
+def waiting_images(broker: dramatiq.Broker) -> set[tuple[str, int]]:
+    """(job id, index) of every image message waiting in a queue (not yet taken by a worker)."""
+    encoded: list[Any] = []
+    try:
+        for queue in IMAGE_QUEUES.values():
+            if isinstance(broker, RedisBroker):
+                ids = broker.client.lrange(f"{broker.namespace}:{queue}", 0, -1)
+                if ids:
+                    bodies = broker.client.hmget(f"{broker.namespace}:{queue}.msgs", ids)
+                    encoded += [body for body in bodies if body is not None]
+            elif isinstance(broker, StubBroker):
+                waiting = broker.queues[queue]
+                with waiting.mutex:
+                    encoded += list(waiting.queue)
+    except redis.RedisError as exc:
+        raise Unavailable("the job queue is unreachable", reason="QUEUE_UNAVAILABLE") from exc
+    images = set()
+    for body in encoded:
+        image = image_of(Message.decode(body))
+        if image is not None:
+            images.add(image)
+    return images
 
 
 def queue_depth(broker: dramatiq.Broker, queues: list[str]) -> int:

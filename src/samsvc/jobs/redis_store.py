@@ -1,21 +1,32 @@
-"""The Redis job store: a hash per job, a hash of per-image results, a stream of events per
-job, a sorted set indexing jobs by creation time. Every change that must be atomic (creating
-with an idempotency key, recording a result once, ending a job) is one Lua script.
+"""The Redis job store: a hash per job, a hash of per-image results, a stream of events and a
+ledger hash per job, a sorted set indexing jobs by creation time. Every change that must be
+atomic (creating with an idempotency key and the early results, recording a result once,
+ending a job, starting a delivery) is one Lua script (`lua/*.lua`, each prefixed with
+`lua/common.lua`).
 
-Keys (prefix `samsvc` by default), all expiring after the retention time:
+Keys (prefix `samsvc` by default); those of a job expire after the retention time:
     {p}:job:{id}            hash    the job's fields (JobRecord.to_fields)
     {p}:job:{id}:results    hash    image index -> ImageResult JSON
     {p}:job:{id}:events     stream  kind, data
+    {p}:job:{id}:ledger     hash    "{index}:{lease|started|ended|failures|requeues|touched}"
     {p}:jobs                zset    job id by creation time (ms)
+    {p}:active              set     ids of batch jobs that have not ended
+    {p}:retries             zset    "{job id}|{index}" by the time its retry is due (ms)
+    {p}:outbox              zset    ended job ids whose clean-up or webhook is due (ms)
     {p}:request:{key}       string  job id of a request_id
     {p}:stats:image_seconds hash    model -> running mean seconds per image
+
+Redis errors leave as the project's Unavailable, without their text (which names hosts and
+ports): that goes to the log.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable, Sequence
+from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 import redis
@@ -24,7 +35,18 @@ from redis.retry import Retry
 
 from samsvc.errors import Unavailable
 from samsvc.jobs.records import EventKind, ImageResult, JobEvent, JobRecord, JobStatus, JobType, now_ms
-from samsvc.jobs.store import DEFAULT_EWMA_WEIGHT, DEFAULT_RETENTION_S, ListCursor, RecordOutcome
+from samsvc.jobs.store import (
+    DEFAULT_ENDING_GRACE_MS,
+    DEFAULT_EWMA_WEIGHT,
+    DEFAULT_RETENTION_S,
+    Begin,
+    BeginOutcome,
+    ListCursor,
+    PendingImage,
+    RecordOutcome,
+)
+
+log = logging.getLogger(__name__)
 
 #: Key prefix of everything this store writes.
 DEFAULT_PREFIX = "samsvc"
@@ -34,74 +56,16 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_SOCKET_TIMEOUT_S = 30.0
 #: Job ids read from the index per round trip while listing.
 LIST_BATCH = 200
+#: What a caller reads when Redis cannot be reached (the cause is logged, never sent).
+UNREACHABLE_MESSAGE = "the job store is unreachable; try again shortly"
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_CREATE = """
-if ARGV[1] ~= '' then
-  local existing = redis.call('GET', KEYS[4])
-  if existing and redis.call('EXISTS', KEYS[5] .. existing) == 1 then return existing end
-end
-local fields = cjson.decode(ARGV[5])
-for name, value in pairs(fields) do redis.call('HSET', KEYS[1], name, value) end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('XADD', KEYS[2], '*', 'kind', 'accepted', 'data', ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
-if ARGV[1] ~= '' then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4]) end
-return ARGV[2]
-"""
 
-_RECORD = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 'ignored' end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 'ignored' end
-local ok, bad
-if ARGV[3] == '1' then
-  ok = redis.call('HINCRBY', KEYS[1], 'succeeded_images', 1)
-  bad = tonumber(redis.call('HGET', KEYS[1], 'failed_images'))
-else
-  bad = redis.call('HINCRBY', KEYS[1], 'failed_images', 1)
-  ok = tonumber(redis.call('HGET', KEYS[1], 'succeeded_images'))
-end
-redis.call('HINCRBYFLOAT', KEYS[1], 'image_seconds', ARGV[4])
-if redis.call('HGET', KEYS[1], 'started_at_ms') == '' then
-  redis.call('HSET', KEYS[1], 'started_at_ms', ARGV[5])
-end
-redis.call('HSET', KEYS[1], 'status', 'processing')
-if ARGV[3] == '1' and tonumber(ARGV[4]) > 0 then
-  local new = tonumber(ARGV[4])
-  local old = redis.call('HGET', KEYS[4], ARGV[7])
-  if old then new = tonumber(old) + tonumber(ARGV[8]) * (new - tonumber(old)) end
-  redis.call('HSET', KEYS[4], ARGV[7], tostring(new))
-end
-local total = tonumber(redis.call('HGET', KEYS[1], 'total_images'))
-redis.call('XADD', KEYS[3], '*', 'kind', 'image', 'data', cjson.encode({index = tonumber(ARGV[1])}))
-redis.call('XADD', KEYS[3], '*', 'kind', 'progress', 'data',
-  cjson.encode({processed = ok + bad, failed = bad, total = total}))
-local outcome = 'recorded'
-if ok + bad >= total then
-  local final = 'failed'
-  if ok > 0 then final = 'completed' end
-  redis.call('HSET', KEYS[1], 'status', final, 'completed_at_ms', ARGV[5])
-  redis.call('XADD', KEYS[3], '*', 'kind', 'finished', 'data', cjson.encode({status = final}))
-  outcome = 'finished'
-end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-return outcome
-"""
-
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-if status == 'completed' or status == 'failed' or status == 'cancelled' then return 'ended' end
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'completed_at_ms', ARGV[1], 'error_message', ARGV[2])
-redis.call('XADD', KEYS[2], '*', 'kind', 'finished', 'data', cjson.encode({status = 'cancelled'}))
-return 'cancelled'
-"""
+def _script(name: str) -> str:
+    folder = resources.files("samsvc.jobs") / "lua"
+    return (folder / "common.lua").read_text(encoding="utf-8") + (folder / f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _translated(method: Callable[P, R]) -> Callable[P, R]:
@@ -112,7 +76,8 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except redis.RedisError as exc:
-            raise Unavailable(f"the job store (Redis) is unreachable: {exc}", reason="STORE_UNAVAILABLE") from exc
+            log.warning("job store call %s failed: %s", method.__name__, exc)
+            raise Unavailable(UNREACHABLE_MESSAGE, reason="STORE_UNAVAILABLE") from exc
 
     return wrapper
 
@@ -132,14 +97,20 @@ def connect(url: str) -> redis.Redis:
 
 class RedisJobStore:
     def __init__(
-        self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, retention_s: int = DEFAULT_RETENTION_S
+        self,
+        client: redis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        retention_s: int = DEFAULT_RETENTION_S,
+        ending_grace_ms: int = DEFAULT_ENDING_GRACE_MS,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.retention_s = retention_s
-        self._create = client.register_script(_CREATE)
-        self._record = client.register_script(_RECORD)
-        self._cancel = client.register_script(_CANCEL)
+        self.ending_grace_ms = ending_grace_ms
+        self._scripts = {
+            name: client.register_script(_script(name))
+            for name in ("create", "record", "cancel", "finish", "begin", "hold", "renew", "release", "retry", "due")
+        }
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, retention_s: int = DEFAULT_RETENTION_S) -> RedisJobStore:
@@ -148,13 +119,24 @@ class RedisJobStore:
     def _job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
-    @property
-    def _index(self) -> str:
-        return f"{self.prefix}:jobs"
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
 
-    @property
-    def _stats(self) -> str:
-        return f"{self.prefix}:stats:image_seconds"
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args)
+
+    def _record_keys(self, job_id: str) -> list[str]:
+        key = self._job(job_id)
+        return [
+            key,
+            f"{key}:results",
+            f"{key}:events",
+            f"{key}:ledger",
+            self._key("stats:image_seconds"),
+            self._key("retries"),
+            self._key("active"),
+            self._key("outbox"),
+        ]
 
     @_translated
     def ping(self) -> None:
@@ -165,24 +147,44 @@ class RedisJobStore:
         self, job: JobRecord, early_results: Sequence[ImageResult] = (), request_id: str = ""
     ) -> tuple[JobRecord, bool]:
         key = self._job(job.job_id)
-        stored = self._create(
-            keys=[key, f"{key}:events", self._index, f"{self.prefix}:request:{request_id}", f"{self.prefix}:job:"],
-            args=[
+        stamp = now_ms()
+        early: list[Any] = []
+        for result in early_results:
+            early += [result.index, result.to_json(), "1" if result.succeeded else "0"]
+        stored = self._run(
+            "create",
+            [
+                key,
+                f"{key}:events",
+                self._key("jobs"),
+                self._key(f"request:{request_id}"),
+                self._key("job:"),
+                f"{key}:results",
+                f"{key}:ledger",
+                self._key("stats:image_seconds"),
+                self._key("retries"),
+                self._key("active"),
+                self._key("outbox"),
+            ],
+            [
                 request_id,
                 job.job_id,
                 job.created_at_ms,
                 self.retention_s,
                 json.dumps(job.to_fields()),
                 json.dumps({"total_images": job.total_images}),
-                now_ms() - self.retention_s * 1000,
+                stamp - self.retention_s * 1000,
+                stamp,
+                job.spec.model,
+                DEFAULT_EWMA_WEIGHT,
+                stamp + self.ending_grace_ms,
+                *early,
             ],
         )
         if stored != job.job_id:
             existing = self.get(str(stored))
             if existing is not None:
                 return existing, False
-        for result in early_results:
-            self.record_result(job.job_id, result, job.spec.model)
         return self.get(job.job_id) or job, True
 
     @_translated
@@ -192,18 +194,21 @@ class RedisJobStore:
 
     @_translated
     def record_result(self, job_id: str, result: ImageResult, model: str) -> RecordOutcome:
-        key = self._job(job_id)
-        outcome = self._record(
-            keys=[key, f"{key}:results", f"{key}:events", self._stats],
-            args=[
+        stamp = now_ms()
+        outcome = self._run(
+            "record",
+            self._record_keys(job_id),
+            [
+                job_id,
                 result.index,
                 result.to_json(),
                 "1" if result.succeeded else "0",
                 repr(result.processing_time_s),
-                now_ms(),
+                stamp,
                 self.retention_s,
                 model,
                 DEFAULT_EWMA_WEIGHT,
+                stamp + self.ending_grace_ms,
             ],
         )
         return RecordOutcome(outcome)
@@ -211,7 +216,12 @@ class RedisJobStore:
     @_translated
     def cancel(self, job_id: str, message: str) -> tuple[JobRecord | None, bool]:
         key = self._job(job_id)
-        outcome = self._cancel(keys=[key, f"{key}:events"], args=[now_ms(), message])
+        stamp = now_ms()
+        outcome = self._run(
+            "cancel",
+            [key, f"{key}:events", self._key("active"), self._key("outbox")],
+            [job_id, stamp, message, stamp + self.ending_grace_ms],
+        )
         if outcome == "missing":
             return None, False
         return self.get(job_id), outcome == "cancelled"
@@ -255,9 +265,10 @@ class RedisJobStore:
         found: list[JobRecord] = []
         top: str = str(after.created_at_ms) if after else "+inf"
         offset = 0
+        index = self._key("jobs")
         while len(found) < limit:
             batch: list[tuple[str, float]] = self.client.zrevrangebyscore(  # type: ignore[assignment]
-                self._index, top, "-inf", start=offset, num=LIST_BATCH, withscores=True
+                index, top, "-inf", start=offset, num=LIST_BATCH, withscores=True
             )
             if not batch:
                 break
@@ -285,7 +296,7 @@ class RedisJobStore:
                     if len(found) == limit:
                         break
             if expired:
-                self.client.zrem(self._index, *expired)
+                self.client.zrem(index, *expired)
                 offset -= len(expired)
         return found
 
@@ -293,14 +304,16 @@ class RedisJobStore:
     def purge(self, job_id: str) -> bool:
         key = self._job(job_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(key, f"{key}:results", f"{key}:events")
-        pipe.zrem(self._index, job_id)
-        deleted, _ = pipe.execute()
+        pipe.delete(key, f"{key}:results", f"{key}:events", f"{key}:ledger")
+        pipe.zrem(self._key("jobs"), job_id)
+        pipe.srem(self._key("active"), job_id)
+        pipe.zrem(self._key("outbox"), job_id)
+        deleted, *_ = pipe.execute()
         return int(deleted) > 0
 
     @_translated
     def mean_image_seconds(self, model: str) -> float | None:
-        value: str | None = self.client.hget(self._stats, model)  # type: ignore[assignment]
+        value: str | None = self.client.hget(self._key("stats:image_seconds"), model)  # type: ignore[assignment]
         return float(value) if value else None
 
     @_translated
@@ -312,3 +325,133 @@ class RedisJobStore:
         values: list[str | None] = self.client.hmget(self._job(job_id), ["webhook_state", "webhook_attempts"])  # type: ignore[assignment]
         state, attempts = values
         return state or "", int(attempts or 0)
+
+    # --- the image ledger ----------------------------------------------------------------------
+
+    def _image_keys(self, job_id: str) -> list[str]:
+        key = self._job(job_id)
+        return [key, f"{key}:results", f"{key}:ledger"]
+
+    @_translated
+    def begin_image(self, job_id: str, index: int, token: str, lease_ms: int, max_crashes: int) -> Begin:
+        outcome, failures, crashes = self._run(
+            "begin", self._image_keys(job_id), [index, token, now_ms(), lease_ms, max_crashes, self.retention_s]
+        )
+        return Begin(BeginOutcome(outcome), int(failures), int(crashes))
+
+    @_translated
+    def hold_image(self, job_id: str, index: int, token: str, lease_ms: int) -> bool:
+        taken = self._run("hold", self._image_keys(job_id), [index, token, now_ms(), lease_ms, self.retention_s])
+        return bool(taken)
+
+    @_translated
+    def renew_lease(self, job_id: str, index: int, token: str, lease_ms: int) -> bool:
+        renewed = self._run("renew", [f"{self._job(job_id)}:ledger"], [index, token, now_ms() + lease_ms])
+        return bool(renewed)
+
+    @_translated
+    def release_image(self, job_id: str, index: int, token: str, *, ended: bool) -> None:
+        key = self._job(job_id)
+        self._run("release", [f"{key}:results", f"{key}:ledger"], [index, token, "1" if ended else "0"])
+
+    @_translated
+    def schedule_retry(self, job_id: str, index: int, token: str, due_ms: int) -> int:
+        keys = [*self._image_keys(job_id), self._key("retries")]
+        return int(self._run("retry", keys, [job_id, index, token, due_ms, self.retention_s]))
+
+    @_translated
+    def take_due_retries(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        members: list[str] = self._run("due", [self._key("retries")], [now_ms, limit])
+        due = []
+        for member in members:
+            job_id, _, index = member.rpartition("|")
+            due.append((job_id, int(index)))
+        return due
+
+    @_translated
+    def mark_enqueued(self, job_id: str, indexes: Sequence[int]) -> None:
+        if indexes:
+            ledger = f"{self._job(job_id)}:ledger"
+            stamp = now_ms()
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(ledger, mapping={f"{i}:touched": stamp for i in indexes})
+            pipe.expire(ledger, self.retention_s)
+            pipe.execute()
+
+    @_translated
+    def requeue_lost(self, job_id: str, index: int) -> int:
+        ledger = f"{self._job(job_id)}:ledger"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hincrby(ledger, f"{index}:requeues", 1)
+        pipe.hset(ledger, f"{index}:touched", now_ms())
+        pipe.expire(ledger, self.retention_s)
+        requeues, *_ = pipe.execute()
+        return int(requeues)
+
+    @_translated
+    def pending_images(self, job_id: str) -> list[PendingImage]:
+        key = self._job(job_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(key, ["total_images", "created_at_ms"])
+        pipe.hkeys(f"{key}:results")
+        pipe.hgetall(f"{key}:ledger")
+        (total, created), done, ledger = pipe.execute()
+        if total is None:
+            return []
+        recorded = {int(i) for i in done}
+        fields: dict[int, dict[str, str]] = {}
+        for name, value in ledger.items():
+            index, _, field = name.partition(":")
+            fields.setdefault(int(index), {})[field] = value
+        pending = []
+        for index in range(int(total)):
+            if index in recorded:
+                continue
+            entry = fields.get(index, {})
+            holder, _, until = entry.get("lease", "|0").partition("|")
+            pending.append(
+                PendingImage(
+                    index=index,
+                    lease_token=holder,
+                    lease_until_ms=int(until or 0),
+                    started=int(entry.get("started", 0)),
+                    ended=int(entry.get("ended", 0)),
+                    failures=int(entry.get("failures", 0)),
+                    requeues=int(entry.get("requeues", 0)),
+                    touched_ms=int(entry.get("touched") or created),
+                )
+            )
+        return pending
+
+    @_translated
+    def active_jobs(self, limit: int) -> list[str]:
+        members: list[str] = self.client.srandmember(self._key("active"), limit) or []  # type: ignore[assignment]
+        return sorted(members)
+
+    @_translated
+    def forget_active(self, job_id: str) -> None:
+        self.client.srem(self._key("active"), job_id)
+
+    @_translated
+    def finish_if_complete(self, job_id: str) -> JobRecord | None:
+        key = self._job(job_id)
+        stamp = now_ms()
+        status = self._run(
+            "finish",
+            [key, f"{key}:results", f"{key}:events", self._key("active"), self._key("outbox")],
+            [job_id, stamp, stamp + self.ending_grace_ms],
+        )
+        return self.get(job_id) if status else None
+
+    @_translated
+    def overdue_endings(self, now_ms: int, limit: int) -> list[str]:
+        due: list[str] = self.client.zrangebyscore(self._key("outbox"), "-inf", now_ms, start=0, num=limit)  # type: ignore[assignment]
+        return due
+
+    @_translated
+    def defer_ending(self, job_id: str, due_ms: int) -> None:
+        self.client.zadd(self._key("outbox"), {job_id: due_ms}, xx=True)
+
+    @_translated
+    def ending_done(self, job_id: str) -> None:
+        self.client.zrem(self._key("outbox"), job_id)

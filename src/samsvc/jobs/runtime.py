@@ -1,5 +1,5 @@
 """Everything a job needs at run time, wired once per process: the store, the blob store,
-the broker and its actors, and (in workers) the models.
+the broker and its actors, the image leases, the reconciler, and (in workers) the models.
 
 The embedded mode and the Redis mode differ only here, in which store and broker are
 plugged in; the code above them is the same.
@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 import redis
 
-from samsvc import metrics
+from samsvc import failpoints, metrics
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
+from samsvc.errors import Unavailable
 from samsvc.jobs.blobs import BlobStore, LocalBlobStore
-from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, build_broker, queue_depth
+from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_ACTORS, IMAGE_QUEUES, build_broker, queue_depth
+from samsvc.jobs.leases import LeaseKeeper
+from samsvc.jobs.memory_store import MemoryJobStore
 from samsvc.jobs.presence import WorkerPresence, live_worker_threads
-from samsvc.jobs.records import JobRecord, Priority
+from samsvc.jobs.records import JobRecord, Priority, now_ms
 from samsvc.jobs.redis_store import DEFAULT_PREFIX, RedisJobStore, connect
-from samsvc.jobs.store import JobStore, MemoryJobStore
+from samsvc.jobs.store import JobStore
 from samsvc.logs import REQUEST_ID
 from samsvc.validation.webhook_url import WebhookPolicy
 
@@ -33,6 +37,13 @@ log = logging.getLogger(__name__)
 
 #: Seconds per image assumed before any has been measured for a model.
 DEFAULT_IMAGE_SECONDS_GUESS = 10.0
+#: Webhook states after which nothing more is sent.
+WEBHOOK_FINAL_STATES = frozenset({"delivered", "refused", "failed"})
+#: First and longest pause between attempts of a store call retried through an outage.
+STORE_RETRY_FIRST_S = 0.1
+STORE_RETRY_LONGEST_S = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,6 +53,7 @@ class JobRuntime:
     blobs: BlobStore
     broker: dramatiq.Broker
     models_factory: Callable[[], ModelManager]
+    leases: LeaseKeeper
     redis_client: redis.Redis | None = None
     actors: dict[str, dramatiq.Actor[Any, Any]] = field(default_factory=dict)
     #: Worker threads in this process (the embedded mode's in-process worker).
@@ -64,18 +76,55 @@ class JobRuntime:
         return self.redis_client is None
 
     def enqueue_image(self, job_id: str, index: int, priority: Priority) -> None:
-        actor = self.actors[f"segment_image_{priority.value}"]
-        actor.send_with_options(args=(job_id, index), correlation_id=REQUEST_ID.get())
+        failpoints.hit("jobs.enqueue", job_id=job_id, index=index)
+        self._send(IMAGE_ACTORS[priority], job_id, index)
 
     def enqueue_webhook(self, job_id: str) -> None:
-        self.actors["deliver_webhook"].send_with_options(args=(job_id,), correlation_id=REQUEST_ID.get())
+        self._send("deliver_webhook", job_id)
 
-    def job_ended(self, job: JobRecord) -> None:
-        """Clean up after a job reached its end state: drop its images, send its webhook."""
-        metrics.JOBS_ENDED.labels(job.status.value).inc()
+    def _send(self, actor: str, *args: Any) -> None:
+        try:
+            self.actors[actor].send_with_options(args=args, correlation_id=REQUEST_ID.get())
+        except redis.RedisError as exc:
+            log.warning("could not queue %s%s: %s", actor, args, exc)
+            raise Unavailable("the job queue is unreachable; try again shortly", reason="QUEUE_UNAVAILABLE") from exc
+
+    def job_ended(self, job: JobRecord, *, count: bool = True) -> None:
+        """Clean up after a job reached its end state: drop its images, send its webhook.
+        Idempotent: the reconciler calls it again (count False) for a job whose ending process
+        died first; the job stays in the store's outbox until its webhook is settled."""
+        if count:
+            metrics.JOBS_ENDED.labels(job.status.value).inc()
         self.blobs.delete_job(job.job_id)
-        if job.webhook_url:
+        state = self.store.webhook_state(job.job_id)[0] if job.webhook_url else ""
+        if job.webhook_url and state not in WEBHOOK_FINAL_STATES:
+            self.store.defer_ending(job.job_id, now_ms() + self.webhook_patience_ms)
             self.enqueue_webhook(job.job_id)
+        else:
+            self.store.ending_done(job.job_id)
+
+    @property
+    def webhook_patience_ms(self) -> int:
+        """How long a webhook attempt may take, its longest backoff included, before the
+        reconciler sends it again."""
+        settings = self.settings
+        backoff_ms = settings.webhook_min_backoff_ms * 64
+        return int(backoff_ms + settings.webhook_timeout_s * 1000 + settings.reconcile_grace_s * 1000)
+
+    def durably(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`call(*args)`, retried through a store outage for up to JOB_STORE_RETRY_S (then
+        the outage's Unavailable is raised: the reconciler repairs what was not written)."""
+        deadline = time.monotonic() + self.settings.job_store_retry_s
+        pause = STORE_RETRY_FIRST_S
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except Unavailable:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("job store unreachable; retrying %s in %.1f s", getattr(call, "__name__", call), pause)
+                time.sleep(pause)
+                pause = min(pause * 2, STORE_RETRY_LONGEST_S)
 
     def live_workers(self) -> tuple[int, int]:
         """(worker processes, worker threads) able to run images now."""
@@ -103,22 +152,28 @@ def build_runtime(
     """Wire the runtime for `settings`; `worker` adds the presence announcements."""
     from samsvc.jobs.actors import declare_actors
 
+    if settings.failpoints:
+        failpoints.configure(settings.failpoints)
     broker = build_broker(settings)
     client: redis.Redis | None = None
     store: JobStore
+    grace_ms = int(settings.reconcile_grace_s * 1000)
     if settings.redis_url:
         client = connect(settings.redis_url)
-        store = RedisJobStore(client, retention_s=settings.job_retention_s)
+        store = RedisJobStore(client, retention_s=settings.job_retention_s, ending_grace_ms=grace_ms)
         if worker:
             broker.add_middleware(WorkerPresence(client, DEFAULT_PREFIX))
     else:
-        store = MemoryJobStore(retention_s=settings.job_retention_s)
+        store = MemoryJobStore(retention_s=settings.job_retention_s, ending_grace_ms=grace_ms)
+    leases = LeaseKeeper(store, settings.job_lease_s)
+    broker.leases = leases  # type: ignore[attr-defined]
     runtime = JobRuntime(
         settings=settings,
         store=store,
         blobs=LocalBlobStore(settings.data_dir),
         broker=broker,
         models_factory=models_factory,
+        leases=leases,
         redis_client=client,
     )
     runtime.actors = declare_actors(runtime)

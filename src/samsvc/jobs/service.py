@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from samsvc import metrics
+from samsvc import failpoints, metrics
 from samsvc.errors import NotFound, SamsvcError, Unavailable
 from samsvc.jobs.records import (
     ImageError,
@@ -56,13 +56,17 @@ class JobService:
     ) -> tuple[JobRecord, bool]:
         """Store the images, create the job, queue one message per image.
 
-        With a `request_id` seen before, returns that job and False, storing nothing.
+        All or nothing for the caller: until the job is created nothing is (images stored for
+        a job that never came to be are swept); once it is, it is accepted, and images that
+        could not be queued now are queued by the reconciler after its grace time. With a
+        `request_id` seen before, returns that job and False, storing nothing.
         """
         job_id = new_job_id(JobType.BATCH)
         early = [ImageResult(i, error=img.error) for i, img in enumerate(images) if img.error is not None]
         queued = [(i, img.data) for i, img in enumerate(images) if img.data is not None]
         for index, data in queued:
             self.runtime.blobs.put(job_id, index, data)
+        failpoints.hit("jobs.submit.after_blobs", job_id=job_id)
         record = JobRecord(
             job_id=job_id,
             job_type=JobType.BATCH,
@@ -76,21 +80,21 @@ class JobService:
         try:
             job, created = self.store.create(record, early, request_id)
         except SamsvcError:
-            self.runtime.blobs.delete_job(job_id)
+            self._drop_images_unless_created(job_id)
             raise
+        failpoints.hit("jobs.submit.after_create", job_id=job_id)
         if not created:
             self.runtime.blobs.delete_job(job_id)
             return job, False
+        metrics.JOBS_SUBMITTED.labels("batch").inc()
         try:
             for index, _ in queued:
                 self.runtime.enqueue_image(job_id, index, priority)
-        except Exception as exc:
-            self.store.cancel(job_id, f"the job could not be queued: {exc}")
-            self.runtime.blobs.delete_job(job_id)
-            raise Unavailable(f"the job queue is unreachable: {exc}", reason="QUEUE_UNAVAILABLE") from exc
-        metrics.JOBS_SUBMITTED.labels("batch").inc()
+                failpoints.hit("jobs.submit.after_enqueue", job_id=job_id, index=index)
+        except Unavailable as exc:
+            log.warning("job %s accepted; images not queued yet are queued by the reconciler: %s", job_id, exc.message)
         if job.status.final:
-            self.runtime.job_ended(job)
+            self._ended(job)
         log.info(
             "job %s accepted: %d images, %d refused at once, priority %s",
             job_id,
@@ -99,6 +103,22 @@ class JobService:
             priority.value,
         )
         return job, True
+
+    def _drop_images_unless_created(self, job_id: str) -> None:
+        """After a failed create: drop the stored images if the job surely does not exist (a
+        create whose answer was lost may have happened; then they stay for the job)."""
+        try:
+            exists = self.store.get(job_id) is not None
+        except Unavailable:
+            return  # unknown: the blob sweep removes them after JOB_RETENTION_S if no job appears
+        if not exists:
+            self.runtime.blobs.delete_job(job_id)
+
+    def _ended(self, job: JobRecord) -> None:
+        try:
+            self.runtime.job_ended(job)
+        except Unavailable as exc:
+            log.warning("job %s ended; its clean-up waits for the reconciler: %s", job.job_id, exc.message)
 
     def record_single(self, job_id: str, spec: JobSpec, result: ImageResult, owner: str = "") -> None:
         """Keep a synchronous Segment call as a completed single job (status and results)."""
@@ -134,7 +154,7 @@ class JobService:
             )
         if changed:
             log.info("job %s cancelled", job_id)
-            self.runtime.job_ended(job)
+            self._ended(job)
         return job
 
     def results(

@@ -2,6 +2,8 @@
 
 Signature: `X-Samsvc-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with
 `X-Samsvc-Timestamp: <unix seconds>`; receivers recompute it and reject old timestamps.
+Delivery is at least once: `X-Samsvc-Delivery` (also `delivery_id` in the body) is the same on
+every attempt and re-send of one notice, so receivers de-duplicate on it.
 The connection goes to the address the policy checked (no second DNS lookup), with the
 original host name in the Host header and in TLS SNI; redirects are not followed (a 3xx
 counts as a failure). Retries and backoff come from the Dramatiq actor that calls `deliver`.
@@ -26,6 +28,7 @@ from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
 DEFAULT_TIMEOUT_S = 10.0
 SIGNATURE_HEADER = "X-Samsvc-Signature"
 TIMESTAMP_HEADER = "X-Samsvc-Timestamp"
+DELIVERY_HEADER = "X-Samsvc-Delivery"
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -60,6 +63,7 @@ def deliver(
     secret: str,
     policy: WebhookPolicy,
     correlation_id: str = "",
+    delivery_id: str = "",
     timeout: float = DEFAULT_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
 ) -> int:
@@ -73,6 +77,7 @@ def deliver(
         "User-Agent": f"samsvc-webhook/{__version__}",
         TIMESTAMP_HEADER: str(timestamp),
         "X-Request-Id": correlation_id,
+        DELIVERY_HEADER: delivery_id,
     }
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)

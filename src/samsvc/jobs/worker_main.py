@@ -1,16 +1,19 @@
 """The module Dramatiq's CLI imports in each worker process (`samsvc worker` runs that CLI):
-it wires the runtime from the environment and makes its broker Dramatiq's global one."""
+it wires the runtime from the environment, makes its broker Dramatiq's global one, and runs
+the process's reconciler while the worker runs."""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import dramatiq
 import torch
 
 from samsvc.config import load_settings, worker_torch_threads
 from samsvc.engine.loader import ModelManager
+from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import build_runtime
 
 settings = load_settings()
@@ -21,4 +24,23 @@ torch.set_num_threads(threads)
 logging.getLogger(__name__).info("worker process %d: %d torch threads", os.getpid(), threads)
 runtime = build_runtime(settings, lambda: ModelManager.from_settings(settings), worker=True)
 broker = runtime.broker
+
+
+class _Reconciling(dramatiq.Middleware):
+    """Runs the reconciler (and stops the lease renewals) with the worker."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self.reconciler.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self.reconciler.stop()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        runtime.leases.stop()
+
+
+broker.add_middleware(_Reconciling(build_reconciler(runtime)))
 dramatiq.set_broker(broker)

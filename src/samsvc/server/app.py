@@ -28,6 +28,7 @@ from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
+from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import JobService
 from samsvc.metrics import serve_metrics
@@ -68,6 +69,7 @@ class RunningServer:
     runtime: JobRuntime
     worker: dramatiq.Worker | None
     sweeper: asyncio.Task[None]
+    reconciler: Reconciler
 
     @property
     def address(self) -> str:
@@ -80,9 +82,12 @@ class RunningServer:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
         self.sweeper.cancel()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.reconciler.stop)
         if self.worker is not None:
             timeout_ms = int((grace or 0) * 1000)
-            await asyncio.get_running_loop().run_in_executor(None, lambda: self.worker.stop(timeout_ms))  # type: ignore[union-attr]
+            await loop.run_in_executor(None, lambda: self.worker.stop(timeout_ms))  # type: ignore[union-attr]
+        self.runtime.leases.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.io_executor.shutdown(wait=False, cancel_futures=True)
 
@@ -133,6 +138,8 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         priority.value: queue_depth(runtime.broker, [queue]) for priority, queue in IMAGE_QUEUES.items()
     }
     sweeper = asyncio.create_task(_sweep_blobs(runtime, io_executor), name="samsvc-blob-sweeper")
+    reconciler = build_reconciler(runtime)
+    reconciler.start()
     running = RunningServer(
         server=server,
         port=port,
@@ -143,6 +150,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         runtime=runtime,
         worker=worker,
         sweeper=sweeper,
+        reconciler=reconciler,
     )
     if settings.preload:
         log.info("preloading models: %s", ", ".join(settings.preload))

@@ -11,6 +11,7 @@ limits that cannot be checked are not enforced silently.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,8 @@ from typing import Protocol
 import redis
 
 from samsvc.errors import InvalidArgument, ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
 
 #: Key prefix of the buckets in Redis.
 DEFAULT_PREFIX = "samsvc:ratelimit"
@@ -143,8 +146,10 @@ class RedisRateLimiter:
                 args=[self.limits.requests_per_minute, 1, self.limits.images_per_minute, images, BUCKET_TTL_S],
             )
         except redis.RedisError as exc:
+            log.warning("rate limit store call failed: %s", exc)
             raise Unavailable(
-                f"rate limits are kept in Redis, which is unreachable: {exc}", reason="RATE_LIMIT_UNAVAILABLE"
+                "rate limits are kept in Redis, which is unreachable; try again shortly",
+                reason="RATE_LIMIT_UNAVAILABLE",
             ) from exc
         wait_ms = float(wait)
         if wait_ms > 0:

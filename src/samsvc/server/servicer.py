@@ -37,6 +37,7 @@ from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary
 from samsvc.server.health import HealthService, ProcessProbe
 from samsvc.server.rate_limit import RateLimiter
 from samsvc.v1 import health_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
+from samsvc.validation.cursor import check_cursor
 from samsvc.validation.image import ImageLimits, check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name, invalid_parameters
 from samsvc.validation.prompts import check_prompts
@@ -406,8 +407,9 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self, request: segmentation_service_pb2.WatchJobRequest, context: ServicerContext
     ) -> AsyncIterator[job_pb2.JobEvent]:
         caller = await self._caller(context)
+        cursor = check_cursor(request.cursor)
         await self.io(self._jobs.get, request.job_id, caller.name)
-        async for event in self._follow(request.job_id, request.cursor):
+        async for event in self._follow(request.job_id, cursor):
             yield event
 
     @unary_boundary

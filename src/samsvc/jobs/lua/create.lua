@@ -1,0 +1,23 @@
+-- Create a job with its ACCEPTED event and the results known at submission, at once.
+-- KEYS: job, events, jobs index, request key, job key prefix, results, ledger, stats, retries, active, outbox
+-- ARGV: request_id, job_id, created_ms, retention_s, fields (JSON), accepted (JSON), index horizon,
+--       now, model, weight, ending due, then (index, result JSON, ok) per early result
+if ARGV[1] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing and redis.call('EXISTS', KEYS[5] .. existing) == 1 then return existing end
+end
+local fields = cjson.decode(ARGV[5])
+for name, value in pairs(fields) do redis.call('HSET', KEYS[1], name, value) end
+redis.call('XADD', KEYS[2], '*', 'kind', 'accepted', 'data', ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
+if ARGV[1] ~= '' then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4]) end
+if fields['job_type'] == 'batch' then redis.call('SADD', KEYS[10], ARGV[2]) end
+local k = {job = KEYS[1], results = KEYS[6], events = KEYS[2], ledger = KEYS[7], stats = KEYS[8],
+           retries = KEYS[9], active = KEYS[10], outbox = KEYS[11]}
+for i = 12, #ARGV, 3 do
+  record_one(k, {job_id = ARGV[2], index = ARGV[i], text = ARGV[i + 1], ok = ARGV[i + 2],
+                 seconds = '0', stamp = ARGV[8], model = ARGV[9], weight = ARGV[10], due = ARGV[11]})
+end
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[6]}) do redis.call('EXPIRE', key, ARGV[4]) end
+return ARGV[2]

@@ -1,0 +1,42 @@
+"""Both job stores, for tests that must hold for each: memory, and Redis on a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from samsvc.encoding.masks import MaskEncoding
+from samsvc.engine.amg import AmgOptions
+from samsvc.jobs.memory_store import MemoryJobStore
+from samsvc.jobs.records import JobRecord, JobSpec, JobStatus, JobType
+from samsvc.jobs.redis_store import RedisJobStore
+from samsvc.jobs.service import new_job_id
+from samsvc.jobs.store import JobStore
+from tests.support import RedisServer
+
+SPEC = JobSpec("tiny", AmgOptions(points_per_side=2), MaskEncoding.RLE, False)
+#: Milliseconds after a job ends before its ending is overdue, in these stores.
+ENDING_GRACE_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, redis_server: RedisServer) -> JobStore:
+    if request.param == "memory":
+        return MemoryJobStore(ending_grace_ms=ENDING_GRACE_MS)
+    prefix = f"test{new_job_id(JobType.BATCH)[-8:]}"
+    store = RedisJobStore.from_url(redis_server.url, prefix=prefix)
+    store.ending_grace_ms = ENDING_GRACE_MS
+    return store
+
+
+def job(total: int = 3, created: int | None = None, kind: JobType = JobType.BATCH) -> JobRecord:
+    record = JobRecord(new_job_id(kind), kind, JobStatus.QUEUED, total, SPEC)
+    return record.evolve(created_at_ms=created) if created else record
