@@ -47,7 +47,13 @@ def test_segment_survives_redis_outage_and_batches_recover(
         with pytest.raises(grpc.RpcError) as refused:
             stub.SubmitBatch(batch, timeout=60)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert rich_status(refused.value)[0].message, "the refusal says why"
+        message = rich_status(refused.value)[0].message
+        assert message, "the refusal says why"
+        assert "127.0.0.1" not in message and str(redis_server.port) not in message, "and names no internals"
+        with pytest.raises(grpc.RpcError) as status:
+            stub.GetJobStatus(pb.GetJobStatusRequest(job_id="job_x"), timeout=60)
+        assert status.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert str(redis_server.port) not in (status.value.details() or "")
         health = stub.CheckHealth(health_pb2.CheckHealthRequest(), timeout=60)
         assert health.jobs.mode == "redis" and not health.jobs.store_reachable
 

@@ -298,3 +298,17 @@ def test_webhook_is_signed_and_retried_until_delivered(
         assert summary["job_id"] == job_id and summary["status"] == "completed"
         assert summary["processed_images"] == 2
     assert len(handler.received) == 3, "delivered on the third attempt, then no more"
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "12-", "-1", "1" * 30, "0-0-0"])
+def test_a_malformed_watch_cursor_is_invalid_argument(batch_server: ServerThread, cursor: str) -> None:
+    job_id = batch_server.stub.SubmitBatch(pb.SubmitBatchRequest(images=images(1), options=FAST)).job_id
+    with pytest.raises(grpc.RpcError) as refused:
+        list(batch_server.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, cursor=cursor), timeout=30))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, details = rich_status(refused.value)
+    assert details["ErrorInfo"].reason == "INVALID_CURSOR"
+    assert [v.field for v in details["BadRequest"].field_violations] == ["cursor"]
+    # The service goes on: a well-formed cursor still follows the job to its end.
+    events = list(batch_server.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=120))
+    assert events[-1].WhichOneof("event") == "finished"

@@ -149,29 +149,30 @@ def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
     if begin.outcome in (BeginOutcome.SKIP, BeginOutcome.BUSY):
         log.info("image %d of job %s: nothing to do (%s)", index, job_id, begin.outcome.value)
         return
+    job = runtime.durably(runtime.store.get, job_id)
+    if job is None:
+        return
     if begin.outcome is BeginOutcome.CRASHED:
         crashed = Internal(
             f"the image's worker died {begin.crashes} times while running it", reason="IMAGE_CRASHED_WORKER"
         )
         log.error("image %d of job %s: %s; failing it", index, job_id, crashed.message)
-        record_image(runtime, job_id, image_failure(index, crashed))
+        record_image(runtime, job_id, image_failure(index, crashed), job.spec.model)
         return
     runtime.leases.keep(job_id, index, token)
     try:
-        result = _run_image(runtime, job_id, index, token, begin.failures)
+        result = _run_image(runtime, job, index, token, begin.failures)
         if result is not None:
-            record_image(runtime, job_id, result)
+            record_image(runtime, job_id, result, job.spec.model)
     finally:
         runtime.leases.forget(token)
 
 
-def _run_image(runtime: JobRuntime, job_id: str, index: int, token: str, failures: int) -> ImageResult | None:
+def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, failures: int) -> ImageResult | None:
     """The image's result, or None when it needs no record now (cancelled; retry scheduled)."""
     settings = runtime.settings
     started = time.perf_counter()
-    job = runtime.durably(runtime.store.get, job_id)
-    if job is None:
-        return None
+    job_id = job.job_id
     spec = job.spec
     try:
         failpoints.hit("jobs.image.run", job_id=job_id, index=index)
@@ -213,12 +214,10 @@ def _run_image(runtime: JobRuntime, job_id: str, index: int, token: str, failure
     return result
 
 
-def record_image(runtime: JobRuntime, job_id: str, result: ImageResult) -> RecordOutcome:
+def record_image(runtime: JobRuntime, job_id: str, result: ImageResult, model: str) -> RecordOutcome:
     """Record the result (through a store outage), then end the job after its last image."""
     store = runtime.store
     failpoints.hit("jobs.image.before_record", job_id=job_id, index=result.index)
-    job = runtime.durably(store.get, job_id)
-    model = job.spec.model if job is not None else ""
     outcome = runtime.durably(store.record_result, job_id, result, model)
     failpoints.hit("jobs.image.after_record", job_id=job_id, index=result.index)
     if outcome is RecordOutcome.FINISHED:

@@ -178,7 +178,7 @@ class Reconciler:
         else:
             error = Internal(f"the image's work was lost {image.requeues + 1} times", reason="IMAGE_LOST")
         log.error("image %d of job %s: %s; failing it", image.index, job.job_id, error.message)
-        record_image(self.runtime, job.job_id, image_failure(image.index, error))
+        record_image(self.runtime, job.job_id, image_failure(image.index, error), job.spec.model)
         return False
 
     # --- the loop -------------------------------------------------------------------------------

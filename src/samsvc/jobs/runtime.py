@@ -140,8 +140,12 @@ class JobRuntime:
         mean = self.store.mean_image_seconds(job.spec.model) or DEFAULT_IMAGE_SECONDS_GUESS
         rank = ACTOR_PRIORITIES[job.priority]
         queues = [IMAGE_QUEUES[p] for p, r in ACTOR_PRIORITIES.items() if r <= rank]
-        ahead = queue_depth(self.broker, queues)
-        _, threads = self.live_workers()
+        try:
+            ahead = queue_depth(self.broker, queues)
+            _, threads = self.live_workers()
+        except redis.RedisError as exc:
+            log.warning("no estimate for job %s: %s", job.job_id, exc)
+            raise Unavailable("the job queue is unreachable; try again shortly", reason="QUEUE_UNAVAILABLE") from exc
         work = max(ahead, job.remaining_images)
         return math.ceil(math.ceil(work / max(threads, 1)) * mean)
 
