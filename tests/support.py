@@ -147,10 +147,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port with AOF on (fsync always), which tests may
-    kill and restart on the same port and data directory."""
+    """A real redis-server on a free loopback port with AOF on (fsync always unless told), which
+    tests may kill and restart on the same port and data directory."""
 
-    def __init__(self, directory: Any) -> None:
+    def __init__(self, directory: Any, appendfsync: str = "always") -> None:
         import shutil
 
         self.binary = shutil.which("redis-server")
@@ -158,6 +158,7 @@ class RedisServer:
         self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.appendfsync = appendfsync
         self.process: Any = None
         self.start()
 
@@ -169,7 +170,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
+                "--appendonly", "yes", "--appendfsync", self.appendfsync, "--dir", str(self.directory),
                 "--protected-mode", "no", "--loglevel", "warning",
             ],
             stdout=subprocess.DEVNULL,
@@ -243,3 +244,34 @@ class WorkerProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self.log.close()
+
+
+class WebhookReceiver:
+    """A webhook receiver on a loopback port: keeps (headers, body) of every POST; the first
+    `failures` are answered 500, the rest 204."""
+
+    def __init__(self, failures: int = 0, path: str = "/hook") -> None:
+        import http.server
+
+        received: list[tuple[dict[str, str], bytes]] = []
+        left = {"failures": failures}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+                failing = left["failures"] > 0
+                left["failures"] -= failing
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.received = received
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

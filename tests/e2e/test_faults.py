@@ -5,9 +5,7 @@ with every image recorded exactly once and the job ended, within a bound."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from tests.faults import (
     release,
     wait_ended,
 )
-from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
+from tests.support import RedisServer, ServerThread, WebhookReceiver, WorkerProcess, encode, scene, wait_for
 
 FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
@@ -111,43 +109,26 @@ def test_redis_paused_mid_job(settings: Settings, redis_server: RedisServer, tmp
         worker.stop()
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], dict[str, object]]] = []  # noqa: RUF012 (shared with the test)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((dict(self.headers), json.loads(body)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    handler = type("Receiver", (_Receiver,), {"received": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", handler
-    httpd.shutdown()
-    httpd.server_close()
+def receiver() -> Iterator[WebhookReceiver]:
+    running = WebhookReceiver()
+    yield running
+    running.close()
 
 
 def test_worker_killed_between_recording_the_last_image_and_ending_the_job(
-    settings: Settings, tmp_path: Path, receiver: tuple[str, type[_Receiver]]
+    settings: Settings, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    url, handler = receiver
     settings = settings.model_copy(update={"webhook_allowed_hosts": ["127.0.0.1"]})
     kill = {"action": "kill", "dir": str(tmp_path), "once": True}
     worker = WorkerProcess(settings, env=failpoints_env(jobs__image__after_record=kill))
     server = ServerThread(settings)
     try:
-        job_id = submit(server, 1, webhook_url=url)
+        job_id = submit(server, 1, webhook_url=receiver.url)
         assert_each_image_once(server.stub, job_id, 1)
         assert (tmp_path / "jobs.image.after_record.once").exists(), "the worker died right after recording"
-        wait_for(lambda: handler.received, timeout=60, what="the webhook of the job whose worker died")
-        headers, body = handler.received[0]
+        wait_for(lambda: receiver.received, timeout=60, what="the webhook of the job whose worker died")
+        headers, body = receiver.received[0][0], json.loads(receiver.received[0][1])
         assert body["job_id"] == job_id and body["status"] == "completed"
         assert headers["X-Samsvc-Delivery"] == body["delivery_id"] == f"{job_id}.ended"
         wait_for(lambda: not (settings.data_dir / job_id).exists(), timeout=30, what="the job's images removed")

@@ -55,10 +55,12 @@ def test_lost_images_are_queued_again_then_failed_when_the_budget_is_spent(runti
 
     lose_queued_messages(runtime)
     before = repairs("image_requeued")
+    sweeps = REGISTRY.get_sample_value("samsvc_reconciler_sweeps_total", {"outcome": "ok"}) or 0.0
     report = reconciler.sweep()
     assert (report.requeued, report.failed) == (2, 0)
     assert waiting_images(runtime.broker) == {(job_id, 0), (job_id, 1)}
     assert repairs("image_requeued") == before + 2, "repairs are counted in metrics"
+    assert REGISTRY.get_sample_value("samsvc_reconciler_sweeps_total", {"outcome": "ok"}) == sweeps + 1
 
     lose_queued_messages(runtime)  # lost again: the budget (JOB_MAX_RETRIES = 1) is spent
     report = reconciler.sweep()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 
@@ -17,7 +15,16 @@ import pytest
 from samsvc.config import Settings
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
-from tests.support import RedisServer, ServerThread, WorkerProcess, encode, rich_status, scene, wait_for
+from tests.support import (
+    RedisServer,
+    ServerThread,
+    WebhookReceiver,
+    WorkerProcess,
+    encode,
+    rich_status,
+    scene,
+    wait_for,
+)
 
 WEBHOOK_SECRET = "test-webhook-secret"
 FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
@@ -253,38 +260,15 @@ def test_poison_image_fails_at_once_and_the_rest_succeed(batch_server: ServerThr
     assert events[-1].finished.job.status == job_pb2.JOB_STATUS_COMPLETED
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    failures_left = 2
-    received: list[tuple[dict[str, str], bytes]] = []  # noqa: RUF012 (shared with the test)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((dict(self.headers), body))
-        if type(self).failures_left > 0:
-            type(self).failures_left -= 1
-            self.send_response(500)
-        else:
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
-    handler = type("Receiver", (_Receiver,), {"failures_left": 2, "received": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hooks/samsvc?token=abc", handler
-    httpd.shutdown()
-    httpd.server_close()
+def receiver() -> Iterator[WebhookReceiver]:
+    running = WebhookReceiver(failures=2, path="/hooks/samsvc?token=abc")
+    yield running
+    running.close()
 
 
-def test_webhook_is_signed_and_retried_until_delivered(
-    batch_server: ServerThread, receiver: tuple[str, type[_Receiver]]
-) -> None:
-    url, handler = receiver
+def test_webhook_is_signed_and_retried_until_delivered(batch_server: ServerThread, receiver: WebhookReceiver) -> None:
+    url, handler = receiver.url, receiver
     events = events_of(
         batch_server.stub.SegmentBatch(pb.SubmitBatchRequest(images=images(2), options=FAST, webhook_url=url))
     )

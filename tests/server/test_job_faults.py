@@ -5,9 +5,7 @@ its jobs live in memory, as the README says.)"""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from samsvc.jobs.records import Priority
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.faults import assert_each_image_once, fast, reason_of, wait_ended
-from tests.support import ServerThread, encode, scene, wait_for
+from tests.support import ServerThread, WebhookReceiver, encode, scene, wait_for
 
 FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
@@ -123,23 +121,8 @@ def test_a_time_limit_overrun_is_the_images_error(settings: Settings, fault: dic
         server.stop()
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], dict[str, object]]] = []  # noqa: RUF012 (shared with the test)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((dict(self.headers), json.loads(body)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-
 def test_a_job_whose_ending_was_interrupted_still_sends_its_webhook(settings: Settings) -> None:
-    handler = type("Receiver", (_Receiver,), {"received": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    receiver = WebhookReceiver()
     server = ServerThread(settings.model_copy(update={"webhook_allowed_hosts": ["127.0.0.1"]}))
     try:
         interrupted = {"left": 1}
@@ -150,15 +133,13 @@ def test_a_job_whose_ending_was_interrupted_still_sends_its_webhook(settings: Se
                 raise RuntimeError("the worker stopped between recording and ending the job")
 
         failpoints.install("jobs.image.after_record", interrupt)
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-        job_id = submit(server, 1, webhook_url=url)
+        job_id = submit(server, 1, webhook_url=receiver.url)
         assert wait_ended(server.stub, job_id).status == job_pb2.JOB_STATUS_COMPLETED
         assert interrupted["left"] == 0
-        wait_for(lambda: handler.received, timeout=60, what="the webhook")
-        headers, body = handler.received[0]
+        wait_for(lambda: receiver.received, timeout=60, what="the webhook")
+        headers, body = receiver.received[0][0], json.loads(receiver.received[0][1])
         assert headers["X-Samsvc-Delivery"] == body["delivery_id"] == f"{job_id}.ended"
         wait_for(lambda: not (settings.data_dir / job_id).exists(), timeout=30, what="the job's images removed")
     finally:
         server.stop()
-        httpd.shutdown()
-        httpd.server_close()
+        receiver.close()

@@ -115,11 +115,12 @@ class Reconciler:
         """Look at every job that has not ended and repair what is lost."""
         store = self.runtime.store
         report = SweepReport()
+        active = store.active_jobs(DEFAULT_BATCH)
         # Messages waiting now, read before the ledgers: an image taken off the queue after this
         # has its lease by the time its ledger is read.
-        waiting = waiting_images(self.runtime.broker)
+        waiting = waiting_images(self.runtime.broker) if active else set()
         renewed = time.monotonic()
-        for job_id in store.active_jobs(DEFAULT_BATCH):
+        for job_id in active:
             if time.monotonic() - renewed > self.tick_s:
                 renewed = time.monotonic()
                 if not self.leadership.acquire():
