@@ -1,12 +1,12 @@
 """Chaos soak: batch jobs run while Redis and workers are killed at random; nothing may be lost.
 
-    uv run python -m bench.chaos_soak [--jobs 24] [--images 4] [--chaos-seconds 90] [--seed 7]
+    uv run python -m bench.chaos_soak [--jobs 24] [--images 4] [--chaos-seconds 120] [--seed 7]
                                       [--workers 2] [--appendfsync always|everysec]
 
 A real redis-server (AOF on), one `samsvc serve --no-gateway` process and `--workers`
 `samsvc worker` processes, all on loopback, with a tiny random-weight checkpoint. Jobs are
 submitted (retried with their request_id while Redis is down) while a seeded chaos loop,
-every 2-6 s, does one of: SIGKILL Redis and start it again after 0.5-3 s; SIGKILL a whole
+every 2-6 s, does one of (each once per round of four, in a seeded order): SIGKILL Redis and start it again after 0.5-3 s; SIGKILL a whole
 `samsvc worker` and start another; SIGKILL one Dramatiq worker process (its supervisor starts
 them again); pause Redis for 2 s (CLIENT PAUSE). After the chaos stops, it waits (at most
 --recover-bound s) for every accepted job to end, then reports jobs accepted and ended,
@@ -96,9 +96,13 @@ class Soak:
             time.sleep(self.rng.uniform(0.5, 2.0))
 
     def chaos(self, until: float, submitting: threading.Thread) -> None:
+        kinds: list[str] = []
         while time.monotonic() < until or submitting.is_alive():
             time.sleep(self.rng.uniform(2.0, 6.0))
-            fault = self.rng.choice(["redis", "worker", "process", "pause"])
+            if not kinds:  # every kind once per round, in a seeded order
+                kinds = ["redis", "worker", "process", "pause"]
+                self.rng.shuffle(kinds)
+            fault = kinds.pop()
             if fault == "redis":
                 self.redis.kill()
                 time.sleep(self.rng.uniform(0.5, 3.0))
@@ -167,7 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=24)
     parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--chaos-seconds", type=float, default=90.0)
+    parser.add_argument("--chaos-seconds", type=float, default=120.0)
     parser.add_argument("--recover-bound", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
