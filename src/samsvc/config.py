@@ -71,7 +71,17 @@ class Settings(BaseSettings):
     result_cache_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="Memory for cached Segment results when Redis is not configured."
     )
-    max_workers: int = Field(2, ge=1, le=256, description="Concurrent inferences per process.")
+    max_workers: int = Field(
+        2, ge=1, le=256, description="Inference slots per process; a request takes one per PROMPTS_PER_SLOT prompts."
+    )
+    max_prompts_per_image: int = Field(
+        16_384,
+        ge=1,
+        description="Most point prompts one image may ask for (points_per_side squared over all crop layers).",
+    )
+    prompts_per_slot: int = Field(
+        4_096, ge=1, description="Prompts one inference slot covers; heavier requests take more slots (at most all)."
+    )
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests allowed to wait for an inference slot.")
     device: str = Field("auto", description="Torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:N.")
     max_image_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, ge=1, description="Largest image accepted, in bytes.")

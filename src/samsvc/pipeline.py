@@ -11,13 +11,23 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
 
 from samsvc import metrics
-from samsvc.encoding.masks import MaskEncoding, Polygon, Rle, encode_png, encode_polygons, encode_rle
+from samsvc.encoding.masks import (
+    MaskEncoding,
+    Polygon,
+    Rle,
+    encode_png,
+    encode_polygons,
+    encode_rle,
+    encode_rle_runs,
+)
 from samsvc.encoding.visualization import overlay_png
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks
 from samsvc.engine.embeddings import EmbeddingCache, embed
@@ -68,7 +78,33 @@ def encode_pixels(mask: npt.NDArray[np.bool_], encoding: MaskEncoding) -> bytes 
 
 
 def encode_mask(record: MaskRecord, encoding: MaskEncoding) -> EncodedMask:
+    """The record's pixels in `encoding`, decoded from its runs only when the encoding needs the
+    array (COCO RLE is written from the runs directly)."""
+    if encoding is MaskEncoding.RLE:
+        h, w = record.rle["size"]
+        return EncodedMask(record, encode_rle_runs((int(h), int(w)), record.rle["counts"].tolist()))
     return EncodedMask(record, encode_pixels(record.segmentation, encoding))
+
+
+class _Decoded(Sequence[npt.NDArray[np.bool_]]):
+    """The records' masks, each decoded when read (one at a time, never all at once)."""
+
+    def __init__(self, records: list[MaskRecord]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> npt.NDArray[np.bool_]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[npt.NDArray[np.bool_]]: ...
+
+    def __getitem__(self, index: int | slice) -> npt.NDArray[np.bool_] | Sequence[npt.NDArray[np.bool_]]:
+        if isinstance(index, slice):
+            return _Decoded(self._records[index])
+        return self._records[index].segmentation
 
 
 def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | None = None) -> SegmentOutcome:
@@ -81,7 +117,9 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
     metrics.MODEL_LOAD_SECONDS.labels(task.model).set(model.load_time_s)
     records = generate_masks(model.sam, image, task.options, cancel, fast=task.fast, precision=model.precision)
     encoded = [encode_mask(record, task.encoding) for record in records]
-    visualization = overlay_png(image, [r.segmentation for r in records]) if task.visualize else None
+    visualization = None
+    if task.visualize:
+        visualization = overlay_png(image, _Decoded(records), areas=[r.area for r in records])
     elapsed = time.perf_counter() - started
     metrics.IMAGE_SECONDS.labels(task.model).observe(elapsed)
     return SegmentOutcome(

@@ -9,7 +9,15 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samsvc.encoding.masks import decode_png, decode_polygons, decode_rle, encode_png, encode_polygons, encode_rle
+from samsvc.encoding.masks import (
+    decode_png,
+    decode_polygons,
+    decode_rle,
+    encode_png,
+    encode_polygons,
+    encode_rle,
+    encode_rle_runs,
+)
 
 masks = st.integers(1, 40).flatmap(lambda h: st.integers(1, 40).flatmap(lambda w: arrays(np.bool_, (h, w))))
 
@@ -31,6 +39,18 @@ def test_rle_round_trips_and_matches_pycocotools(mask: np.ndarray) -> None:
     reference = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
     assert rle.counts == reference["counts"].decode("ascii")
     assert np.array_equal(decode_rle(rle), mask)
+
+
+@settings(max_examples=60, deadline=None)
+@given(masks)
+def test_rle_from_runs_is_the_rle_of_the_mask(mask: np.ndarray) -> None:
+    """The engine's masks stay runs (segment-anything's uncompressed RLE); RLE output is written
+    from them without expanding pixels, and must equal the RLE of the expanded mask."""
+    import torch
+    from segment_anything.utils.amg import mask_to_rle_pytorch
+
+    (runs,) = mask_to_rle_pytorch(torch.from_numpy(mask)[None])
+    assert encode_rle_runs((mask.shape[0], mask.shape[1]), runs["counts"]) == encode_rle(mask)
 
 
 def test_polygons_cover_solid_shapes() -> None:

@@ -83,3 +83,32 @@ def test_cancelled_before_start_does_no_work(sam: Sam) -> None:
     token.cancel()
     with pytest.raises(Cancelled):
         generate_masks(sam, scene(64, 48), AmgOptions(points_per_side=2), token)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
+def test_kept_masks_stay_runs_until_asked_for(sam: Sam, fast: bool) -> None:
+    """A kept mask holds its run lengths (4 bytes a run), never an H x W array: the memory of a
+    request's masks grows with their outlines, not with masks x pixels."""
+    import dataclasses
+
+    image = scene(320, 240, seed=3)
+    records = generate_masks(sam, image, AmgOptions(points_per_side=4, box_nms_thresh=1.0, **PERMISSIVE), fast=fast)
+    assert len(records) > 10
+    for record in records:
+        held = [getattr(record, f.name) for f in dataclasses.fields(record)]
+        assert not any(isinstance(v, np.ndarray) and v.size >= 320 * 240 for v in held)
+        assert record.rle["counts"].dtype == np.uint32
+        assert record.segmentation.shape == (240, 320) and int(record.segmentation.sum()) == record.area
+
+
+def test_a_solid_mask_as_runs_is_a_small_fraction_of_its_pixels() -> None:
+    from segment_anything.utils.amg import mask_to_rle_pytorch
+
+    from samsvc.engine.amg import compact_rle, rle_to_mask
+
+    yy, xx = np.mgrid[0:768, 0:1024]
+    disc = (xx - 500) ** 2 + (yy - 400) ** 2 < 300**2
+    (rle,) = mask_to_rle_pytorch(torch.from_numpy(disc)[None])
+    runs = compact_rle(rle)
+    assert runs["counts"].nbytes < disc.nbytes / 100
+    assert np.array_equal(rle_to_mask(runs), disc)

@@ -16,9 +16,9 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.amg import MaskData, mask_to_rle_pytorch
 from segment_anything.utils.amg import rle_to_mask as reference_rle_to_mask
 
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks
+from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks, rle_to_mask
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.fast_amg import _Masks, masks_to_rles, rle_to_mask, upsample_masks
+from samsvc.engine.fast_amg import _Masks, masks_to_rles, upsample_masks
 from samsvc.engine.fast_decoder import predict_masks
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec

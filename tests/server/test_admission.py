@@ -82,3 +82,83 @@ def test_cancelled_request_stops_its_inference(server: ServerThread) -> None:
     assert quick.image_width == 32
     assert time.monotonic() - started < full * 0.75
     assert doomed.cancelled()
+
+
+def test_too_much_work_is_refused_before_any_is_done(server: ServerThread) -> None:
+    """points_per_side 128 over three crop layers is 1.4 million prompts, 340 times the default:
+    enough to hold a slot for hours. It is refused, naming the limit, before any decoding."""
+    heavy = dict(points_per_side=128, crop_n_layers=3, crop_n_points_downscale_factor=1, pred_iou_thresh=0.0)
+    image = encode(scene(1024, 768))
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as caught:
+        server.stub.Segment(pb.SegmentRequest(image=image, **heavy), timeout=30)
+    assert time.monotonic() - started < 1.0
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, details = rich_status(caught.value)
+    assert details["ErrorInfo"].reason == "TOO_MANY_PROMPTS"
+    assert "MAX_PROMPTS_PER_IMAGE" in (caught.value.details() or "")
+    with pytest.raises(grpc.RpcError) as batch:
+        server.stub.SubmitBatch(pb.SubmitBatchRequest(images=[image], options=pb.SegmentOptions(**heavy)), timeout=30)
+    assert batch.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for v in rich_status(batch.value)[1]["BadRequest"].field_violations]
+    assert "options.points_per_side" in fields
+    assert load(server).running == 0
+
+
+def test_a_heavy_request_takes_more_slots_than_a_light_one(base_settings: Settings) -> None:
+    # Two slots of 64 prompts each: points_per_side 12 (144 prompts) takes both, 6 (36) one.
+    settings = base_settings.model_copy(update={"max_workers": 2, "max_queue": 0, "prompts_per_slot": 64})
+    server = ServerThread(settings)
+    heavy = pb.SegmentRequest(image=encode(scene(160, 120, seed=3)), **{**SLOW, "points_per_side": 12})
+    try:
+        server.stub.Segment(pb.SegmentRequest(image=encode(scene(32, 32)), **QUICK))  # load the model
+        running = server.stub.Segment.future(heavy)
+        wait_for(lambda: load(server).running == 2, what="the heavy request holding both slots")
+        with pytest.raises(grpc.RpcError) as refused:
+            server.stub.Segment(pb.SegmentRequest(image=encode(scene(32, 32)), **QUICK))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert running.result(timeout=120).masks
+
+        first = server.stub.Segment.future(slow_request())  # 36 prompts: one slot
+        wait_for(lambda: load(server).running == 1, what="a light request holding one slot")
+        second = server.stub.Segment(pb.SegmentRequest(image=encode(scene(32, 32)), **QUICK))
+        assert second.image_width == 32, "a second light request runs beside it"
+        assert first.result(timeout=120).masks
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("cancel_heavy", [False, True])
+def test_slots_go_first_come_first_served_by_weight(cancel_heavy: bool) -> None:
+    import asyncio
+
+    from samsvc.server.admission import AdmissionControl
+
+    async def scenario() -> list[str]:
+        admission = AdmissionControl(max_running=2, max_waiting=4)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def hold(name: str, weight: int) -> None:
+            async with admission.slot(weight):
+                order.append(name)
+                await release.wait()
+
+        light = asyncio.create_task(hold("light-1", 1))
+        await asyncio.sleep(0)
+        heavy = asyncio.create_task(hold("heavy", 2))
+        later = asyncio.create_task(hold("light-2", 1))
+        await asyncio.sleep(0)
+        assert order == ["light-1"] and admission.waiting == 2, "the heavy one waits; the light one behind it too"
+        if cancel_heavy:
+            heavy.cancel()
+            for _ in range(3):  # the heavy one leaves, then the light one is handed the slot
+                await asyncio.sleep(0)
+            assert order == ["light-1", "light-2"], "once the heavy one left, the light one fits"
+        release.set()
+        await asyncio.gather(light, later, heavy, return_exceptions=True)
+        assert admission.running == 0
+        return order
+
+    order = asyncio.run(scenario())
+    assert order == (["light-1", "light-2"] if cancel_heavy else ["light-1", "heavy", "light-2"])

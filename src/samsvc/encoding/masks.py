@@ -60,6 +60,17 @@ def encode_rle(mask: BoolMask) -> Rle:
     return Rle(size=(height, width), counts=counts.decode("ascii") if isinstance(counts, bytes) else str(counts))
 
 
+def encode_rle_runs(size: tuple[int, int], counts: list[int]) -> Rle:
+    """COCO RLE from uncompressed column-major run lengths (starting with zeros), without
+    expanding them to pixels; the same bytes as `encode_rle` of the mask they describe."""
+    height, width = size
+    encoded = coco_mask.frPyObjects({"size": [height, width], "counts": list(counts)}, height, width)
+    counts_text = encoded["counts"]
+    return Rle(
+        size=(height, width), counts=counts_text.decode("ascii") if isinstance(counts_text, bytes) else counts_text
+    )
+
+
 def decode_rle(rle: Rle) -> BoolMask:
     decoded = coco_mask.decode({"size": list(rle.size), "counts": rle.counts.encode("ascii")})
     return np.asarray(decoded, dtype=bool)

@@ -20,14 +20,17 @@ def overlay_png(
     image: npt.NDArray[np.uint8],
     masks: Sequence[npt.NDArray[np.bool_]],
     *,
+    areas: Sequence[int] | None = None,
     alpha: float = DEFAULT_ALPHA,
     seed: int = DEFAULT_SEED,
 ) -> bytes:
-    """PNG bytes of `image` (HxWx3 uint8) with every mask painted over it."""
+    """PNG bytes of `image` (HxWx3 uint8) with every mask painted over it, largest first.
+    With `areas` each mask is read once (a sequence that decodes on access stays lean)."""
     canvas = image.astype(np.float32)
     rng = np.random.default_rng(seed)
     colours = rng.integers(40, 256, size=(len(masks), 3)).astype(np.float32)
-    order = sorted(range(len(masks)), key=lambda i: int(masks[i].sum()), reverse=True)
+    sizes = list(areas) if areas is not None else [int(m.sum()) for m in masks]
+    order = sorted(range(len(masks)), key=lambda i: sizes[i], reverse=True)
     for i in order:
         region = masks[i]
         canvas[region] = canvas[region] * (1.0 - alpha) + colours[i] * alpha

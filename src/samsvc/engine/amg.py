@@ -72,9 +72,13 @@ class AmgOptions:
 
 @dataclass(frozen=True)
 class MaskRecord:
-    """One mask as SAM's generator describes it."""
+    """One mask as SAM's generator describes it. Its pixels stay run-length encoded (a few KB
+    where the H x W array is megabytes) until something asks for them, so the memory of the
+    masks a request keeps grows with their outlines, not with their number times the image."""
 
-    segmentation: npt.NDArray[np.bool_] = field(repr=False)
+    #: segment-anything's uncompressed RLE: {"size": [h, w], "counts": column-major run lengths
+    #: starting with a run of zeros}, the counts as a uint32 array (4 bytes a run).
+    rle: dict[str, Any] = field(repr=False)
     area: int
     #: [x, y, width, height] in pixels.
     bbox: tuple[int, int, int, int]
@@ -83,6 +87,40 @@ class MaskRecord:
     point_coords: tuple[tuple[float, float], ...]
     #: [x, y, width, height] of the crop the mask came from.
     crop_box: tuple[int, int, int, int]
+
+    @property
+    def segmentation(self) -> npt.NDArray[np.bool_]:
+        """The H x W mask, decoded now (each call decodes again)."""
+        return rle_to_mask(self.rle)
+
+
+def compact_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """segment-anything's RLE with its run lengths in a uint32 array instead of a list of ints."""
+    return {"size": [int(v) for v in rle["size"]], "counts": np.asarray(rle["counts"], dtype=np.uint32)}
+
+
+def rle_to_mask(rle: dict[str, Any]) -> npt.NDArray[np.bool_]:
+    """segment-anything's `rle_to_mask` (an H x W view of a column-major run expansion) with the
+    runs expanded by one `np.repeat` instead of a Python loop over them."""
+    h, w = rle["size"]
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    mask = np.repeat(np.arange(counts.size) % 2 == 1, counts)
+    return mask.reshape(w, h).transpose()
+
+
+#: Masks each point prompt yields before filtering (SAM's multimask output).
+MASKS_PER_PROMPT = 3
+
+
+def prompt_count(options: AmgOptions) -> int:
+    """The point prompts automatic mask generation runs for `options`, known before it starts:
+    crop layer i has (2**i)**2 crops of int(points_per_side / downscale**i)**2 points each
+    (segment-anything's generate_crop_boxes and build_all_layer_point_grids)."""
+    total = 0
+    for layer in range(options.crop_n_layers + 1):
+        side = int(options.points_per_side / options.crop_n_points_downscale_factor**layer)
+        total += (2**layer) ** 2 * side * side
+    return total
 
 
 class CancelToken:
@@ -107,7 +145,7 @@ class _CancellableGenerator(SamAutomaticMaskGenerator):  # type: ignore[misc]
     """The reference generator, stopping between prompt batches when its token is cancelled."""
 
     def __init__(self, model: Sam, cancel: CancelToken | None, **kwargs: Any) -> None:
-        super().__init__(model, output_mode="binary_mask", **kwargs)
+        super().__init__(model, output_mode="uncompressed_rle", **kwargs)
         self._cancel = cancel
 
     def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
@@ -153,7 +191,7 @@ def _record(item: dict[str, Any]) -> MaskRecord:
     x, y, w, h = (int(v) for v in item["bbox"])
     cx, cy, cw, ch = (int(v) for v in item["crop_box"])
     return MaskRecord(
-        segmentation=np.asarray(item["segmentation"], dtype=bool),
+        rle=compact_rle(item["segmentation"]),
         area=int(item["area"]),
         bbox=(x, y, w, h),
         predicted_iou=float(item["predicted_iou"]),

@@ -45,7 +45,7 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms, box_area  # type: ignore[import-untyped]
 
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
+from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, compact_rle
 from samsvc.engine.fast_decoder import decode_prompts
 from samsvc.engine.fast_encoder import FastPredictor
 
@@ -94,15 +94,6 @@ def upsample_masks(
     masks = F.interpolate(cut, (rows * fh, cols * fw), mode="bilinear", align_corners=False)
     masks = masks[..., : input_size[0], : input_size[1]]
     return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
-
-
-def rle_to_mask(rle: dict[str, Any]) -> npt.NDArray[np.bool_]:
-    """segment-anything's `rle_to_mask` (an H x W view of a column-major run expansion) with the
-    runs expanded by one `np.repeat` instead of a Python loop over them."""
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    mask = np.repeat(np.arange(counts.size) % 2 == 1, counts)
-    return mask.reshape(w, h).transpose()
 
 
 class _Masks(MaskData):  # type: ignore[misc]
@@ -189,7 +180,7 @@ class FastMaskGenerator:
             px, py = data["points"][idx].tolist()
             records.append(
                 MaskRecord(
-                    segmentation=np.asarray(rle_to_mask(rle), dtype=bool),
+                    rle=compact_rle(rle),
                     area=int(area_from_rle(rle)),
                     bbox=(x, y, w, h),
                     predicted_iou=float(data["iou_preds"][idx].item()),

@@ -39,7 +39,7 @@ from samsvc.server.rate_limit import RateLimiter
 from samsvc.v1 import health_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 from samsvc.validation.cursor import check_cursor
 from samsvc.validation.image import ImageLimits, check_image_bytes
-from samsvc.validation.options import check_amg_options, check_model_name, invalid_parameters
+from samsvc.validation.options import check_amg_options, check_model_name, check_work, invalid_parameters
 from samsvc.validation.prompts import check_prompts
 from samsvc.validation.webhook_url import WebhookPolicy
 
@@ -107,12 +107,13 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             await self.io(self._rate_limiter.take, principal.name, images)
         return principal
 
-    def _check_segment(self, request: segmentation_service_pb2.SegmentRequest) -> SegmentTask:
-        """Judge everything about the request before any pixel is decoded."""
+    def _check_segment(self, request: segmentation_service_pb2.SegmentRequest) -> tuple[SegmentTask, int]:
+        """Judge everything about the request before any pixel is decoded; with its work (prompts)."""
         header = check_image_bytes(request.image, self._limits)
         model = request.model_type or self._settings.default_model
         check_model_name(model, self._models.registry.names())
         options = check_amg_options(convert.amg_fields_set(request))
+        prompts = check_work(options, self._settings.max_prompts_per_image)
         return SegmentTask(
             image=request.image,
             header=header,
@@ -121,13 +122,13 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             encoding=convert.mask_encoding(request.mask_format),
             visualize=request.return_visualization,
             fast=self._settings.amg_engine == "fast",
-        )
+        ), prompts
 
-    async def _infer(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args, cancel_token)` in the inference pool under admission control; a
-        cancelled caller stops it at its next safe point."""
+    async def _infer(self, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
+        """Run `fn(*args, cancel_token)` in the inference pool under admission control, holding
+        `weight` slots; a cancelled caller stops it at its next safe point."""
         cancel = CancelToken()
-        async with self._admission.slot():
+        async with self._admission.slot(weight):
             started = time.perf_counter()
             call = functools.partial(contextvars.copy_context().run, fn, *args, cancel)
             future = asyncio.get_running_loop().run_in_executor(self._executor, call)
@@ -139,8 +140,9 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self._admission.record_duration(time.perf_counter() - started)
         return result
 
-    async def _run(self, task: SegmentTask) -> SegmentOutcome:
-        return await self._infer(run_segment, task, self._models)
+    async def _run(self, task: SegmentTask, prompts: int) -> SegmentOutcome:
+        weight = self._admission.weight(prompts, self._settings.prompts_per_slot)
+        return await self._infer(run_segment, task, self._models, weight=weight)
 
     @unary_boundary
     async def Segment(
@@ -159,7 +161,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self, request: segmentation_service_pb2.SegmentRequest, caller: Principal
     ) -> segmentation_service_pb2.SegmentResponse:
         started = time.perf_counter()
-        task = self._check_segment(request)
+        task, prompts = self._check_segment(request)
         job_id = new_job_id(JobType.SINGLE)
         spec = JobSpec(task.model, task.options, task.encoding, task.visualize)
         cache_key = None
@@ -173,7 +175,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             metrics.CACHE_REQUESTS.labels("result", "miss" if cached is None else "hit").inc()
         hit = result is not None
         if result is None:
-            outcome = await self._run(task)
+            outcome = await self._run(task, prompts)
             result = ImageResult.from_outcome(0, outcome)
             if cache_key is not None and self._result_cache is not None:
                 await self.io(self._result_cache.put, cache_key, result.to_json().encode())
@@ -291,6 +293,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         model, given, encoding, visualize = convert.job_spec(request.options, settings.default_model)
         check_model_name(model, self._models.registry.names(), field="options.model_type")
         options = check_amg_options(given, prefix="options.")
+        check_work(options, settings.max_prompts_per_image, prefix="options.")
         priority = convert.priority(request.priority)
         request_id = request.request_id
         if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():

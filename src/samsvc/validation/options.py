@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from samsvc.engine.amg import AmgOptions
+from samsvc.engine.amg import MASKS_PER_PROMPT, AmgOptions, prompt_count
 from samsvc.errors import FieldViolation, InvalidArgument
 
 #: Bounds of the integer parameters (inclusive).
@@ -74,6 +74,40 @@ def check_amg_options(given: dict[str, Any], prefix: str = "") -> AmgOptions:
     if violations:
         raise invalid_parameters(violations)
     return AmgOptions(**given)
+
+
+def check_work(options: AmgOptions, max_prompts: int, prefix: str = "") -> int:
+    """The prompts `options` make (the request's work, counted before any pixel is decoded);
+    INVALID_ARGUMENT (TOO_MANY_PROMPTS) naming the limit when above MAX_PROMPTS_PER_IMAGE."""
+    last = int(options.points_per_side / options.crop_n_points_downscale_factor**options.crop_n_layers)
+    if last < 1:
+        # segment-anything divides by zero on an empty point grid.
+        raise invalid_parameters(
+            [
+                FieldViolation(
+                    prefix + "crop_n_points_downscale_factor",
+                    f"leaves no points in crop layer {options.crop_n_layers}: points_per_side "
+                    f"{options.points_per_side} / {options.crop_n_points_downscale_factor}**{options.crop_n_layers}"
+                    " must be at least 1",
+                )
+            ]
+        )
+    prompts = prompt_count(options)
+    if prompts <= max_prompts:
+        return prompts
+    layers = options.crop_n_layers
+    how = f"points_per_side {options.points_per_side}"
+    if layers:
+        how += f" over {layers} crop layers (downscale {options.crop_n_points_downscale_factor})"
+    description = (
+        f"{how} make {prompts} prompts (up to {prompts * MASKS_PER_PROMPT} masks); "
+        f"the limit is {max_prompts} (MAX_PROMPTS_PER_IMAGE)"
+    )
+    fields = ["points_per_side"] + (["crop_n_layers", "crop_n_points_downscale_factor"] if layers else [])
+    violations = [FieldViolation(prefix + name, description) for name in fields]
+    raise InvalidArgument(
+        f"too much work for one image: {description}", violations=violations, reason="TOO_MANY_PROMPTS"
+    )
 
 
 def check_model_name(name: str, known: list[str], field: str = "model_type") -> None:
