@@ -136,6 +136,21 @@ class Settings(BaseSettings):
         description="gRPC server Envoy forwards to, for `samsvc gateway` in front of a remote server.",
     )
     rest_timeout_s: float = Field(600.0, gt=0, description="Timeout of unary REST/gRPC calls through Envoy.")
+    gateway_headers_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a caller has to send a request's headers to Envoy."
+    )
+    gateway_receive_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds a caller has to send a whole request (headers and body) to Envoy."
+    )
+    gateway_idle_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds Envoy keeps a silent connection or stream open (job streams: an hour)."
+    )
+    gateway_max_connections: int = Field(10_000, ge=1, description="Connections Envoy accepts at once.")
+    gateway_max_heap_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=64 * 1024 * 1024,
+        description="Envoy's heap limit: near it Envoy sheds keep-alive, then refuses requests.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma separated (none: CORS off)."
     )

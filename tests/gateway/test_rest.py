@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.gateway.conftest import ALLOWED_ORIGIN, Stack
-from tests.support import encode, scene
+from tests.support import encode, raw_request, scene
 
 PERMISSIVE = {"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0}
 
@@ -158,9 +158,15 @@ def test_body_limits(stack: Stack) -> None:
     big = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * (settings.max_image_bytes + 10)).decode()
     status, body = post_json(f"{stack.base}/api/v1/segment", {"image": big})
     assert status == 400 and body["details"][0]["reason"] == "IMAGE_TOO_LARGE"
-    oversized = b'{"image": "' + b"A" * (settings.max_batch_bytes * 2) + b'"}'
-    status, _, _ = call(f"{stack.base}/api/v1/segment", "POST", oversized, {"Content-Type": "application/json"})
-    assert status == 413
+    oversized = raw_request(
+        stack.gateway.rest_port,
+        "POST",
+        "/api/v1/segment",
+        {"Content-Type": "application/json"},
+        settings.max_batch_bytes * 2,
+        pace=0.002,
+    )
+    assert oversized.status == 413
 
 
 def test_raw_upload_with_query_options(stack: Stack) -> None:

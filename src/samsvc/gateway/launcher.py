@@ -10,7 +10,7 @@ from pathlib import Path
 
 from samsvc.config import Settings
 from samsvc.gateway.adapter import AdapterServer, start_adapter
-from samsvc.gateway.envoy_config import GatewayConfig
+from samsvc.gateway.envoy_config import JSON_OVERHEAD_BYTES, GatewayConfig
 from samsvc.gateway.envoy_process import EnvoyProcess
 
 log = logging.getLogger(__name__)
@@ -20,10 +20,10 @@ def descriptor_set_path() -> Path:
     return Path(str(resources.files("samsvc.v1") / "descriptor_set.pb"))
 
 
-def max_request_bytes(settings: Settings) -> int:
-    """The largest body Envoy accepts: what still fits the gRPC server's receive limit once
-    its base64 is decoded (JSON grows bytes by 4/3), so larger bodies get 413 from Envoy."""
-    return settings.max_message_bytes * 4 // 3
+def body_limit(payload_bytes: int) -> int:
+    """The largest body Envoy buffers for a request carrying `payload_bytes` of images: their
+    base64 in JSON (4/3 of them) plus room for the rest; larger bodies get 413 from Envoy."""
+    return -(-payload_bytes * 4 // 3) + JSON_OVERHEAD_BYTES
 
 
 @dataclass
@@ -46,8 +46,10 @@ class Gateway:
 
 
 def start_gateway(settings: Settings, grpc_host: str, grpc_port: int) -> Gateway:
-    limit = max_request_bytes(settings)
-    adapter, adapter_port = start_adapter("127.0.0.1", f"{grpc_host}:{grpc_port}", limit, settings.rest_timeout_s)
+    image, batch = body_limit(settings.max_image_bytes), body_limit(settings.max_batch_bytes)
+    adapter, adapter_port = start_adapter(
+        "127.0.0.1", f"{grpc_host}:{grpc_port}", max(image, batch), settings.rest_timeout_s
+    )
     config = GatewayConfig(
         descriptor_set=descriptor_set_path(),
         grpc_host=grpc_host,
@@ -57,8 +59,14 @@ def start_gateway(settings: Settings, grpc_host: str, grpc_port: int) -> Gateway
         rest_host=settings.rest_host,
         rest_port=settings.rest_port,
         admin_port=settings.envoy_admin_port,
-        max_request_bytes=limit,
+        image_request_bytes=image,
+        batch_request_bytes=batch,
         request_timeout_s=settings.rest_timeout_s,
+        headers_timeout_s=settings.gateway_headers_timeout_s,
+        receive_timeout_s=settings.gateway_receive_timeout_s,
+        idle_timeout_s=settings.gateway_idle_timeout_s,
+        max_connections=settings.gateway_max_connections,
+        max_heap_bytes=settings.gateway_max_heap_bytes,
         cors_origins=tuple(settings.cors_origins),
         tls_cert_file=settings.tls_cert_file,
         tls_key_file=settings.tls_key_file,

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import dramatiq
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -35,6 +36,7 @@ from samsvc.metrics import serve_metrics
 from samsvc.server.admin_servicer import AdminServicer
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, AuthInterceptor, check_exposure
+from samsvc.server.gateway_auth import GatewayAuthServicer
 from samsvc.server.health import SERVICE_NAME, HealthService
 from samsvc.server.rate_limit import Limits, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from samsvc.server.servicer import SegmentationServicer
@@ -120,6 +122,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     )
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(servicer, models), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(GatewayAuthServicer(authenticator), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Methods that need no key while health stays open (AUTH_PROTECT_HEALTH closes them).
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/samsvc.v1.SegmentationService/CheckHealth")
+#: The gateway's own check (samsvc.server.gateway_auth): Envoy calls it without credentials.
+GATEWAY_CHECK_PREFIX = "/envoy.service.auth.v3.Authorization/"
 #: Methods that need an admin token instead of an API key.
 ADMIN_PREFIX = "/samsvc.v1.AdminService/"
 #: Seconds of clock difference tolerated on a token's exp/nbf/iat.
@@ -212,6 +214,8 @@ class Authenticator:
 
     def check(self, method: str, metadata: Iterable[tuple[str, Any]]) -> SamsvcError | None:
         """Why `method` is refused to this caller, or None."""
+        if method.startswith(GATEWAY_CHECK_PREFIX):
+            return None
         try:
             if method.startswith(ADMIN_PREFIX):
                 self.admin(metadata)
