@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         4_096, ge=1, description="Prompts one inference slot covers; heavier requests take more slots (at most all)."
     )
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests allowed to wait for an inference slot.")
+    max_streams_per_key: int = Field(
+        32, ge=1, le=100_000, description="Job streams (WatchJob, SegmentBatch) one API key may hold open per server."
+    )
     device: str = Field("auto", description="Torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:N.")
     max_image_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, ge=1, description="Largest image accepted, in bytes.")
     max_image_side: int = Field(DEFAULT_MAX_IMAGE_SIDE, ge=1, description="Longest image side accepted, in pixels.")

@@ -29,6 +29,7 @@ from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
+from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
 from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import JobService
@@ -54,7 +55,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-#: Threads for blocking store I/O (each job stream holds one for up to FOLLOW_POLL_S at a time).
+#: Threads for blocking store I/O (short calls: job streams wait for events without one).
 DEFAULT_IO_THREADS = 64
 #: Seconds between sweeps of the blob store for images of expired jobs.
 DEFAULT_SWEEP_INTERVAL_S = 600.0
@@ -72,6 +73,7 @@ class RunningServer:
     worker: dramatiq.Worker | None
     sweeper: asyncio.Task[None]
     reconciler: Reconciler
+    feed: EventFeed
 
     @property
     def address(self) -> str:
@@ -83,6 +85,7 @@ class RunningServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
+        await self.feed.close()
         self.sweeper.cancel()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.reconciler.stop)
@@ -107,6 +110,9 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     runtime = build_runtime(settings, lambda: shared_models)
     worker = _start_embedded_worker(runtime) if runtime.embedded else None
     result_cache, embedding_cache = build_caches(settings, runtime)
+    feed: EventFeed = (
+        RedisEventFeed.from_url(settings.redis_url) if settings.redis_url else PollingEventFeed(runtime.store)
+    )
     servicer = SegmentationServicer(
         settings,
         models,
@@ -119,6 +125,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         embedding_cache,
         authenticator,
         build_rate_limiter(settings, runtime),
+        feed,
     )
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(servicer, models), server)
@@ -154,6 +161,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         worker=worker,
         sweeper=sweeper,
         reconciler=reconciler,
+        feed=feed,
     )
     if settings.preload:
         log.info("preloading models: %s", ", ".join(settings.preload))

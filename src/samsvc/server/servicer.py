@@ -8,12 +8,14 @@ leave through the error boundary.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import contextvars
 import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -25,7 +27,8 @@ from samsvc.config import Settings
 from samsvc.engine.amg import CancelToken
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
-from samsvc.errors import FieldViolation, InvalidArgument, Unavailable
+from samsvc.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
+from samsvc.jobs.event_feed import EventFeed, PollingEventFeed
 from samsvc.jobs.records import EventKind, ImageError, ImageResult, JobEvent, JobRecord, JobSpec, JobType
 from samsvc.jobs.service import BatchImage, JobService, new_job_id
 from samsvc.jobs.store import ListCursor
@@ -83,6 +86,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         embedding_cache: EmbeddingCache | None = None,
         authenticator: Authenticator | None = None,
         rate_limiter: RateLimiter | None = None,
+        feed: EventFeed | None = None,
     ) -> None:
         self._settings = settings
         self._models = models
@@ -98,6 +102,8 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self.jobs = jobs
         self._auth = authenticator or Authenticator({})
         self._rate_limiter = rate_limiter
+        self._feed = feed or PollingEventFeed(jobs.store)
+        self._open_streams: collections.Counter[str] = collections.Counter()
 
     async def _caller(self, context: ServicerContext, images: int = 0) -> Principal:
         """Who calls (the interceptor already refused unknown callers), charged to their rate
@@ -364,13 +370,16 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         return message
 
     async def _follow(self, job_id: str, cursor: str) -> AsyncIterator[job_pb2.JobEvent]:
-        """Stream a job's events after `cursor` until its FINISHED event."""
+        """Stream a job's events after `cursor` until its FINISHED event (at once, for a job
+        that ended before `cursor`). Waiting holds no thread (samsvc.jobs.event_feed)."""
         outage_since: float | None = None
         while True:
             try:
-                events = await self.io(self._jobs.events, job_id, cursor, FOLLOW_POLL_S)
+                events = await self._feed.wait(job_id, cursor, FOLLOW_POLL_S)
                 if not events:
-                    await self.io(self._jobs.get, job_id)  # NotFound once the job expired
+                    job = await self.io(self._jobs.get, job_id)  # NotFound once the job expired
+                    if job.status.final and not await self._feed.wait(job_id, cursor, 0):
+                        return  # its last event is behind the cursor: nothing more will come
                     continue
                 protos = [await self._event_proto(job_id, e) for e in events]
             except Unavailable:
@@ -397,13 +406,33 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             job_id=job.job_id, status=proto.status, total_images=job.total_images, estimated_time=proto.estimated_time
         )
 
+    @contextlib.contextmanager
+    def _stream_slot(self, caller: Principal) -> Iterator[None]:
+        """One of the caller's MAX_STREAMS_PER_KEY open job streams (in this process)."""
+        most = self._settings.max_streams_per_key
+        if self._open_streams[caller.name] >= most:
+            raise ResourceExhausted(
+                f"{most} job streams are open for this key (MAX_STREAMS_PER_KEY); close one or retry later",
+                reason="TOO_MANY_STREAMS",
+                retry_after=5.0,
+            )
+        self._open_streams[caller.name] += 1
+        try:
+            yield
+        finally:
+            self._open_streams[caller.name] -= 1
+            if not self._open_streams[caller.name]:
+                del self._open_streams[caller.name]
+
     @stream_boundary
     async def SegmentBatch(
         self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
     ) -> AsyncIterator[job_pb2.JobEvent]:
-        job = await self._submit(request, context)
-        async for event in self._follow(job.job_id, ""):
-            yield event
+        caller = self._auth.caller(context.invocation_metadata() or ())
+        with self._stream_slot(caller):
+            job = await self._submit(request, context)
+            async for event in self._follow(job.job_id, ""):
+                yield event
 
     @stream_boundary
     async def WatchJob(
@@ -411,9 +440,10 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     ) -> AsyncIterator[job_pb2.JobEvent]:
         caller = await self._caller(context)
         cursor = check_cursor(request.cursor)
-        await self.io(self._jobs.get, request.job_id, caller.name)
-        async for event in self._follow(request.job_id, cursor):
-            yield event
+        with self._stream_slot(caller):
+            await self.io(self._jobs.get, request.job_id, caller.name)
+            async for event in self._follow(request.job_id, cursor):
+                yield event
 
     @unary_boundary
     async def GetJobStatus(
