@@ -74,12 +74,13 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    """Dramatiq's worker CLI over our queues and actors, started again whenever its processes die."""
+    """Dramatiq's worker CLI over the image queues and another over the webhook queue, each
+    started again whenever its processes die."""
     import os
 
     from samsvc.config import settings_environment
-    from samsvc.jobs.broker import ALL_QUEUES
-    from samsvc.jobs.supervisor import supervise
+    from samsvc.jobs.broker import IMAGE_QUEUES, WEBHOOK_QUEUE
+    from samsvc.jobs.supervisor import WORKER_ROLE_ENV, Child, supervise
     from samsvc.jobs.worker_metrics import MULTIPROC_ENV, prepare_directory
 
     if not settings.redis_url:
@@ -89,23 +90,30 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # Dramatiq reads these from the environment when its worker module is imported.
     base["dramatiq_queue_prefetch"] = str(settings.queue_prefetch)
     base["dramatiq_worker_timeout"] = str(settings.worker_poll_ms)
-    argv = [
+    images = [
         sys.executable, "-m", "dramatiq", "samsvc.jobs.worker_main",
         "--processes", str(settings.worker_processes),
         "--threads", str(settings.worker_threads),
-        "--queues", *ALL_QUEUES,
+        "--queues", *IMAGE_QUEUES.values(),
     ]  # fmt: skip
     if settings.worker_metrics_port >= 0:
-        argv += ["--fork-function", "samsvc.jobs.worker_metrics:serve"]
+        images += ["--fork-function", "samsvc.jobs.worker_metrics:serve"]
+    webhooks = [
+        sys.executable, "-m", "dramatiq", "samsvc.jobs.worker_main",
+        "--processes", "1", "--threads", str(settings.webhook_threads), "--queues", WEBHOOK_QUEUE,
+    ]  # fmt: skip
 
-    def environment() -> tuple[dict[str, str], Path | None]:
+    def image_environment() -> tuple[dict[str, str], Path | None]:
         if settings.worker_metrics_port < 0:
             return base, None
         # Every process writes samples into one fresh directory; a fork process serves their sum.
         scratch = prepare_directory()
         return {**base, MULTIPROC_ENV: str(scratch)}, scratch
 
-    return supervise(argv, environment)
+    def webhook_environment() -> tuple[dict[str, str], Path | None]:
+        return {**base, WORKER_ROLE_ENV: "webhooks"}, None
+
+    return supervise([Child("image", images, image_environment), Child("webhook", webhooks, webhook_environment)])
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:

@@ -225,7 +225,12 @@ class Settings(BaseSettings):
     )
     webhook_max_retries: int = Field(8, ge=0, le=100, description="Retries of a failed webhook delivery.")
     webhook_min_backoff_ms: int = Field(2_000, ge=0, description="First webhook retry delay, doubling each time.")
-    webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a webhook receiver has to answer.")
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds one webhook attempt may take in all (connect, send, answer)."
+    )
+    webhook_threads: int = Field(
+        2, ge=1, le=256, description="Threads delivering webhooks, apart from the ones running images."
+    )
     failpoints: str = Field(
         "", description="Fault injection for fault tests (JSON; see samsvc.failpoints); empty in production."
     )

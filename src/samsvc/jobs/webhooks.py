@@ -2,7 +2,9 @@
 
 Signature: `X-Samsvc-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with
 `X-Samsvc-Timestamp: <unix seconds>`; receivers recompute it and reject old timestamps.
-Delivery is at least once: `X-Samsvc-Delivery` (also `delivery_id` in the body) is the same on
+Each attempt reads at most MAX_RESPONSE_BYTES of the receiver's answer and lasts at most the
+timeout in all (connect, send, answer), so a receiver that drips its answer cannot hold a
+delivery thread. Delivery is at least once: `X-Samsvc-Delivery` (also `delivery_id` in the body) is the same on
 every attempt and re-send of one notice, so receivers de-duplicate on it.
 The connection goes to the address the policy checked (no second DNS lookup), with the
 original host name in the Host header and in TLS SNI; redirects are not followed (a 3xx
@@ -11,12 +13,14 @@ counts as a failure). Retries and backoff come from the Dramatiq actor that call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import json
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -29,6 +33,8 @@ DEFAULT_TIMEOUT_S = 10.0
 SIGNATURE_HEADER = "X-Samsvc-Signature"
 TIMESTAMP_HEADER = "X-Samsvc-Timestamp"
 DELIVERY_HEADER = "X-Samsvc-Delivery"
+#: Bytes of a receiver's answer read at most; the rest is never read.
+MAX_RESPONSE_BYTES = 64 * 1024
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -86,18 +92,34 @@ def deliver(
         connection = _PinnedHTTPSConnection(target, timeout, ssl_context or ssl.create_default_context())
     else:
         connection = _PinnedHTTPConnection(target, timeout)
+    # The socket timeout bounds each read; this bounds the whole attempt.
+    watchdog = threading.Timer(timeout, _cut_off, args=(connection,))
+    watchdog.start()
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         response = connection.getresponse()
-        response.read()
+        response.read(MAX_RESPONSE_BYTES)
         status = response.status
     except (OSError, http.client.HTTPException) as exc:
+        if not watchdog.is_alive():
+            raise Unavailable(
+                f"webhook {target.host} took longer than {timeout:g} s", reason="WEBHOOK_TIMEOUT"
+            ) from exc
         raise Unavailable(f"webhook {target.host} unreachable: {exc}", reason="WEBHOOK_UNREACHABLE") from exc
     finally:
+        watchdog.cancel()
         connection.close()
     if not 200 <= status < 300:
         raise Unavailable(f"webhook {target.host} answered HTTP {status}", reason="WEBHOOK_REJECTED")
     return status
+
+
+def _cut_off(connection: http.client.HTTPConnection) -> None:
+    """End an attempt past its time: shutting the socket down wakes the blocked read."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def is_permanent(error: SamsvcError) -> bool:

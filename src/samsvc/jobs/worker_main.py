@@ -15,6 +15,7 @@ from samsvc.config import load_settings, worker_torch_threads
 from samsvc.engine.loader import ModelManager
 from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import build_runtime
+from samsvc.jobs.supervisor import WORKER_ROLE_ENV
 
 settings = load_settings()
 if not settings.redis_url:
@@ -22,7 +23,9 @@ if not settings.redis_url:
 threads = worker_torch_threads(settings, len(os.sched_getaffinity(0)))
 torch.set_num_threads(threads)
 logging.getLogger(__name__).info("worker process %d: %d torch threads", os.getpid(), threads)
-runtime = build_runtime(settings, lambda: ModelManager.from_settings(settings), worker=True)
+# The webhook process runs no images: it does not announce itself to the image estimates.
+images = os.environ.get(WORKER_ROLE_ENV, "images") != "webhooks"
+runtime = build_runtime(settings, lambda: ModelManager.from_settings(settings), worker=images)
 broker = runtime.broker
 
 

@@ -28,7 +28,7 @@ from samsvc.cache.store import ByteCache, MemoryByteCache
 from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
-from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
+from samsvc.jobs.broker import IMAGE_QUEUES, WEBHOOK_QUEUE, queue_depth
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
 from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import JobRuntime, build_runtime
@@ -70,7 +70,7 @@ class RunningServer:
     executor: ThreadPoolExecutor
     io_executor: ThreadPoolExecutor
     runtime: JobRuntime
-    worker: dramatiq.Worker | None
+    workers: list[dramatiq.Worker]
     sweeper: asyncio.Task[None]
     reconciler: Reconciler
     feed: EventFeed
@@ -89,9 +89,9 @@ class RunningServer:
         self.sweeper.cancel()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.reconciler.stop)
-        if self.worker is not None:
-            timeout_ms = int((grace or 0) * 1000)
-            await loop.run_in_executor(None, lambda: self.worker.stop(timeout_ms))  # type: ignore[union-attr]
+        timeout_ms = int((grace or 0) * 1000)
+        for worker in self.workers:
+            await loop.run_in_executor(None, worker.stop, timeout_ms)
         self.runtime.leases.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.io_executor.shutdown(wait=False, cancel_futures=True)
@@ -108,7 +108,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     admission = AdmissionControl(settings.max_workers, settings.max_queue)
     shared_models = models
     runtime = build_runtime(settings, lambda: shared_models)
-    worker = _start_embedded_worker(runtime) if runtime.embedded else None
+    workers = _start_embedded_workers(runtime) if runtime.embedded else []
     result_cache, embedding_cache = build_caches(settings, runtime)
     feed: EventFeed = (
         RedisEventFeed.from_url(settings.redis_url) if settings.redis_url else PollingEventFeed(runtime.store)
@@ -158,7 +158,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         executor=executor,
         io_executor=io_executor,
         runtime=runtime,
-        worker=worker,
+        workers=workers,
         sweeper=sweeper,
         reconciler=reconciler,
         feed=feed,
@@ -207,17 +207,30 @@ def build_caches(settings: Settings, runtime: JobRuntime) -> tuple[ByteCache | N
     return result, embeddings
 
 
-def _start_embedded_worker(runtime: JobRuntime) -> dramatiq.Worker:
-    """The embedded mode's in-process Dramatiq worker over the stub broker."""
-    threads = runtime.settings.worker_threads
-    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=runtime.settings.worker_poll_ms)
-    worker.queue_prefetch = runtime.settings.queue_prefetch
+def _start_embedded_workers(runtime: JobRuntime) -> list[dramatiq.Worker]:
+    """The embedded mode's in-process Dramatiq workers over the stub broker: one for images
+    (WORKER_THREADS) and one for webhooks (WEBHOOK_THREADS), so deliveries never take an
+    image's thread."""
+    settings = runtime.settings
+    poll = settings.worker_poll_ms
+    images = dramatiq.Worker(
+        runtime.broker, queues=set(IMAGE_QUEUES.values()), worker_threads=settings.worker_threads, worker_timeout=poll
+    )
+    webhooks = dramatiq.Worker(
+        runtime.broker, queues={WEBHOOK_QUEUE}, worker_threads=settings.webhook_threads, worker_timeout=poll
+    )
+    images.queue_prefetch = settings.queue_prefetch
     # Time limits and other boot-time middleware only arm on this signal (the CLI sends it).
     runtime.broker.emit_after("process_boot")
-    worker.start()
-    runtime.local_worker_threads = threads
-    log.info("embedded mode: batch jobs run in this process (%d worker threads, memory store)", threads)
-    return worker
+    for worker in (images, webhooks):
+        worker.start()
+    runtime.local_worker_threads = settings.worker_threads
+    log.info(
+        "embedded mode: batch jobs run in this process (%d image threads, %d webhook threads, memory store)",
+        settings.worker_threads,
+        settings.webhook_threads,
+    )
+    return [images, webhooks]
 
 
 async def _sweep_blobs(runtime: JobRuntime, io_executor: ThreadPoolExecutor) -> None:
