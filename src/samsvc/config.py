@@ -62,14 +62,14 @@ class Settings(BaseSettings):
         ),
     )
     embedding_cache_bytes: int = Field(
-        512 * 1024 * 1024, ge=0, description="Memory for cached image embeddings (LRU); 0 turns the cache off."
+        512 * 1024 * 1024, ge=0, description="Bytes of cached image embeddings, in memory or Redis; 0 turns it off."
     )
     embedding_cache_redis: bool = Field(
         False, description="Keep image embeddings in Redis (REDIS_URL) instead of memory, shared by replicas."
     )
     result_cache_ttl_s: int = Field(3600, ge=0, description="Seconds Segment results stay cached; 0 turns it off.")
     result_cache_bytes: int = Field(
-        256 * 1024 * 1024, ge=0, description="Memory for cached Segment results when Redis is not configured."
+        256 * 1024 * 1024, ge=0, description="Bytes of cached Segment answers, in memory or Redis; 0 turns it off."
     )
     max_workers: int = Field(
         2, ge=1, le=256, description="Inference slots per process; a request takes one per PROMPTS_PER_SLOT prompts."
@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         4_096, ge=1, description="Prompts one inference slot covers; heavier requests take more slots (at most all)."
     )
     max_queue: int = Field(16, ge=0, le=10_000, description="Requests allowed to wait for an inference slot.")
+    single_job_results: bool = Field(
+        False, description="Keep each Segment call's masks with its job record (otherwise its status only)."
+    )
     max_streams_per_key: int = Field(
         32, ge=1, le=100_000, description="Job streams (WatchJob, SegmentBatch) one API key may hold open per server."
     )

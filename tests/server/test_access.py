@@ -110,7 +110,7 @@ def test_jobs_belong_to_the_key_that_made_them(setup: Setup) -> None:
     job_id = segment(setup, setup.alice)
     mine = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), metadata=key(setup.alice))
     assert mine.owner == "alice"
-    assert stub.GetJobResults(pb.GetJobResultsRequest(job_id=job_id), metadata=key(setup.alice)).results
+    assert stub.GetJobResults(pb.GetJobResultsRequest(job_id=job_id), metadata=key(setup.alice)).job.owner == "alice"
     for call in (
         lambda: stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), metadata=key(setup.bob)),
         lambda: stub.GetJobResults(pb.GetJobResultsRequest(job_id=job_id), metadata=key(setup.bob)),

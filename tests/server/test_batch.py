@@ -146,8 +146,10 @@ def test_segment_calls_are_single_jobs(batch_server: ServerThread) -> None:
     response = batch_server.stub.Segment(pb.SegmentRequest(image=images(1)[0], points_per_side=2, pred_iou_thresh=0))
     status = batch_server.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=response.job_id))
     assert status.job_type == job_pb2.JOB_TYPE_SINGLE and status.status == job_pb2.JOB_STATUS_COMPLETED
+    assert (status.total_images, status.processed_images, status.failed_images) == (1, 1, 0)
     results = batch_server.stub.GetJobResults(pb.GetJobResultsRequest(job_id=response.job_id))
-    assert len(results.results) == 1 and len(results.results[0].masks) == len(response.masks)
+    assert results.job.job_id == response.job_id
+    assert len(results.results) == 0, "status only: the masks were in the answer (SINGLE_JOB_RESULTS keeps them)"
 
 
 def test_list_jobs_filters_newest_first(batch_server: ServerThread) -> None:

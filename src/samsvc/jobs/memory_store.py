@@ -54,6 +54,7 @@ class MemoryJobStore:
         self.ending_grace_ms = ending_grace_ms
         self._jobs: dict[str, _MemoryJob] = {}
         self._requests: dict[str, str] = {}
+        self._by_owner: dict[str, set[str]] = {}
         self._image_seconds: dict[str, float] = {}
         self._active: set[str] = set()
         self._retries: dict[tuple[str, int], int] = {}
@@ -79,7 +80,9 @@ class MemoryJobStore:
             )
             stale += [j.record.job_id for j in ended[: len(self._jobs) - self.max_jobs + 1]]
         for job_id in stale:
-            self._jobs.pop(job_id, None)
+            gone = self._jobs.pop(job_id, None)
+            if gone is not None:
+                self._by_owner.get(gone.record.owner, set()).discard(job_id)
         live = set(self._jobs)
         self._requests = {k: v for k, v in self._requests.items() if v in live}
 
@@ -99,9 +102,11 @@ class MemoryJobStore:
                 return self._jobs[self._requests[request_id]].record, False
             entry = _MemoryJob(record=job)
             self._jobs[job.job_id] = entry
+            self._by_owner.setdefault(job.owner, set()).add(job.job_id)
             if request_id:
                 self._requests[request_id] = job.job_id
-            self._append(entry, EventKind.ACCEPTED, {"total_images": job.total_images})
+            if not job.status.final:  # created ended: a Segment call kept as its status only
+                self._append(entry, EventKind.ACCEPTED, {"total_images": job.total_images})
             if job.job_type is JobType.BATCH:
                 self._active.add(job.job_id)
             for result in early_results:
@@ -201,8 +206,9 @@ class MemoryJobStore:
         owner: str | None = None,
     ) -> list[JobRecord]:
         with self._changed:
+            ids = self._jobs.keys() if owner is None else self._by_owner.get(owner, set())
             records = sorted(
-                (e.record for e in self._jobs.values()),
+                (self._jobs[job_id].record for job_id in ids),
                 key=lambda r: (r.created_at_ms, r.job_id),
                 reverse=True,
             )
@@ -219,7 +225,10 @@ class MemoryJobStore:
 
     def purge(self, job_id: str) -> bool:
         with self._changed:
-            found = self._jobs.pop(job_id, None) is not None
+            gone = self._jobs.pop(job_id, None)
+            found = gone is not None
+            if gone is not None:
+                self._by_owner.get(gone.record.owner, set()).discard(job_id)
             self._requests = {k: v for k, v in self._requests.items() if v != job_id}
             self._active.discard(job_id)
             self._outbox.pop(job_id, None)

@@ -10,6 +10,7 @@ Keys (prefix `samsvc` by default); those of a job expire after the retention tim
     {p}:job:{id}:events     stream  kind, data
     {p}:job:{id}:ledger     hash    "{index}:{lease|started|ended|failures|requeues|touched}"
     {p}:jobs                zset    job id by creation time (ms)
+    {p}:owner:{name}:jobs   zset    the same, for one owner's jobs (ListJobs reads only these)
     {p}:active              set     ids of batch jobs that have not ended
     {p}:retries             zset    "{job id}|{index}" by the time its retry is due (ms)
     {p}:outbox              zset    ended job ids whose clean-up or webhook is due (ms)
@@ -125,6 +126,9 @@ class RedisJobStore:
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
 
+    def _owner_index(self, owner: str) -> str:
+        return self._key(f"owner:{owner}:jobs")
+
     def _record_keys(self, job_id: str) -> list[str]:
         key = self._job(job_id)
         return [
@@ -165,6 +169,7 @@ class RedisJobStore:
                 self._key("retries"),
                 self._key("active"),
                 self._key("outbox"),
+                self._owner_index(job.owner),
             ],
             [
                 request_id,
@@ -265,7 +270,8 @@ class RedisJobStore:
         found: list[JobRecord] = []
         top: str = str(after.created_at_ms) if after else "+inf"
         offset = 0
-        index = self._key("jobs")
+        # One owner's listing reads that owner's index, never everyone's jobs.
+        index = self._key("jobs") if owner is None else self._owner_index(owner)
         while len(found) < limit:
             batch: list[tuple[str, float]] = self.client.zrevrangebyscore(  # type: ignore[assignment]
                 index, top, "-inf", start=offset, num=LIST_BATCH, withscores=True
@@ -303,9 +309,11 @@ class RedisJobStore:
     @_translated
     def purge(self, job_id: str) -> bool:
         key = self._job(job_id)
+        owner: str | None = self.client.hget(key, "owner")  # type: ignore[assignment]
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(key, f"{key}:results", f"{key}:events", f"{key}:ledger")
         pipe.zrem(self._key("jobs"), job_id)
+        pipe.zrem(self._owner_index(owner or ""), job_id)
         pipe.srem(self._key("active"), job_id)
         pipe.zrem(self._key("outbox"), job_id)
         deleted, *_ = pipe.execute()

@@ -20,6 +20,7 @@ from samsvc.jobs.records import (
     JobStatus,
     JobType,
     Priority,
+    now_ms,
 )
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import ListCursor
@@ -121,7 +122,9 @@ class JobService:
             log.warning("job %s ended; its clean-up waits for the reconciler: %s", job.job_id, exc.message)
 
     def record_single(self, job_id: str, spec: JobSpec, result: ImageResult, owner: str = "") -> None:
-        """Keep a synchronous Segment call as a completed single job (status and results)."""
+        """Keep a synchronous Segment call as a completed single job: its status, and its masks
+        only with SINGLE_JOB_RESULTS (the caller has them in the answer already, and storage
+        should grow with batch work, not with calls)."""
         record = JobRecord(
             job_id=job_id,
             job_type=JobType.SINGLE,
@@ -130,7 +133,19 @@ class JobService:
             spec=spec,
             owner=owner,
         )
-        self.store.create(record, [result])
+        if self.runtime.settings.single_job_results:
+            self.store.create(record, [result])
+        else:
+            stamp = now_ms()
+            ended = record.evolve(
+                status=JobStatus.COMPLETED if result.succeeded else JobStatus.FAILED,
+                succeeded_images=1 if result.succeeded else 0,
+                failed_images=0 if result.succeeded else 1,
+                image_seconds=result.processing_time_s,
+                started_at_ms=stamp - int(result.processing_time_s * 1000),
+                completed_at_ms=stamp,
+            )
+            self.store.create(ended)
         metrics.JOBS_SUBMITTED.labels("single").inc()
         metrics.JOBS_ENDED.labels("completed").inc()
 

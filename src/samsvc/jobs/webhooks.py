@@ -93,7 +93,8 @@ def deliver(
     else:
         connection = _PinnedHTTPConnection(target, timeout)
     # The socket timeout bounds each read; this bounds the whole attempt.
-    watchdog = threading.Timer(timeout, _cut_off, args=(connection,))
+    expired = threading.Event()
+    watchdog = threading.Timer(timeout, _cut_off, args=(connection, expired))
     watchdog.start()
     try:
         connection.request("POST", target.path, body=body, headers=headers)
@@ -101,7 +102,7 @@ def deliver(
         response.read(MAX_RESPONSE_BYTES)
         status = response.status
     except (OSError, http.client.HTTPException) as exc:
-        if not watchdog.is_alive():
+        if expired.is_set():
             raise Unavailable(
                 f"webhook {target.host} took longer than {timeout:g} s", reason="WEBHOOK_TIMEOUT"
             ) from exc
@@ -114,8 +115,9 @@ def deliver(
     return status
 
 
-def _cut_off(connection: http.client.HTTPConnection) -> None:
+def _cut_off(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
     """End an attempt past its time: shutting the socket down wakes the blocked read."""
+    expired.set()
     sock = connection.sock
     if sock is not None:
         with contextlib.suppress(OSError):

@@ -193,15 +193,23 @@ def build_caches(settings: Settings, runtime: JobRuntime) -> tuple[ByteCache | N
     """The Segment result cache (Redis when configured, else memory) and the embedding cache
     (memory, or Redis with EMBEDDING_CACHE_REDIS)."""
     result: ByteCache | None = None
-    if settings.result_cache_ttl_s > 0:
+    if settings.result_cache_ttl_s > 0 and settings.result_cache_bytes > 0:
         if runtime.redis_client is not None:
-            result = RedisByteCache(runtime.redis_client_bytes(), "samsvc:cache:result", settings.result_cache_ttl_s)
-        elif settings.result_cache_bytes > 0:
+            result = RedisByteCache(
+                runtime.redis_client_bytes(),
+                "samsvc:cache:result",
+                settings.result_cache_ttl_s,
+                settings.result_cache_bytes,
+            )
+        else:
             result = MemoryByteCache(settings.result_cache_bytes, settings.result_cache_ttl_s)
     embeddings: EmbeddingCache | None = None
-    if settings.embedding_cache_redis and runtime.redis_client is not None:
+    if settings.embedding_cache_redis and runtime.redis_client is not None and settings.embedding_cache_bytes > 0:
         ttl = settings.result_cache_ttl_s or 3600
-        embeddings = EmbeddingCache(RedisByteCache(runtime.redis_client_bytes(), "samsvc:cache:embedding", ttl))
+        cache = RedisByteCache(
+            runtime.redis_client_bytes(), "samsvc:cache:embedding", ttl, settings.embedding_cache_bytes
+        )
+        embeddings = EmbeddingCache(cache)
     elif settings.embedding_cache_bytes > 0:
         embeddings = EmbeddingCache(MemoryByteCache(settings.embedding_cache_bytes))
     return result, embeddings

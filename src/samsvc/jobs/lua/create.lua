@@ -1,5 +1,6 @@
 -- Create a job with its ACCEPTED event and the results known at submission, at once.
--- KEYS: job, events, jobs index, request key, job key prefix, results, ledger, stats, retries, active, outbox
+-- KEYS: job, events, jobs index, request key, job key prefix, results, ledger, stats, retries, active, outbox,
+--       the owner's jobs index
 -- ARGV: request_id, job_id, created_ms, retention_s, fields (JSON), accepted (JSON), index horizon,
 --       now, model, weight, ending due, then (index, result JSON, ok) per early result
 if ARGV[1] ~= '' then
@@ -8,9 +9,15 @@ if ARGV[1] ~= '' then
 end
 local fields = cjson.decode(ARGV[5])
 for name, value in pairs(fields) do redis.call('HSET', KEYS[1], name, value) end
-redis.call('XADD', KEYS[2], '*', 'kind', 'accepted', 'data', ARGV[6])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
+-- A job created ended is a Segment call kept as its status only: no event log (a stream costs
+-- kilobytes; its WatchJob ends at once).
+if not is_final(fields['status']) then
+  redis.call('XADD', KEYS[2], '*', 'kind', 'accepted', 'data', ARGV[6])
+end
+for _, index in ipairs({KEYS[3], KEYS[12]}) do
+  redis.call('ZADD', index, ARGV[3], ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[7])
+end
 if ARGV[1] ~= '' then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4]) end
 if fields['job_type'] == 'batch' then redis.call('SADD', KEYS[10], ARGV[2]) end
 local k = {job = KEYS[1], results = KEYS[6], events = KEYS[2], ledger = KEYS[7], stats = KEYS[8],
