@@ -117,10 +117,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from samsvc.server.auth import digest, new_key
+    from samsvc.server.auth import check_key_name, digest, new_key
 
+    check_key_name(args.name)
     key = new_key()
     entry = f"{args.name}:{digest(key)}"
+    if args.models:
+        entry += ":" + "+".join(m.strip() for m in args.models.split(",") if m.strip())
     print(f"API key for {args.name} (shown once; keep it secret): {key}")
     if args.file:
         path = Path(args.file)
@@ -217,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="make a new API key; prints it once with the line to store")
     create.add_argument("name", help="who the key is for")
     create.add_argument("--file", help="append the key's digest line to this API_KEYS_FILE (created if absent)")
+    create.add_argument("--models", help="the only models the key may use, comma separated (default: all)")
     _add_settings_flags(create)
     create.set_defaults(handler=cmd_keys_create)
 

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     single_job_results: bool = Field(
         False, description="Keep each Segment call's masks with its job record (otherwise its status only)."
     )
+    max_inferences_per_key: int = Field(
+        4,
+        ge=0,
+        description="Segment/SegmentPrompts calls one API key may have running or waiting per server; 0: no limit.",
+    )
+    max_queued_images_per_key: int = Field(
+        1_000, ge=0, description="Batch images one API key may have waiting or running at once; 0: no limit."
+    )
     max_streams_per_key: int = Field(
         32, ge=1, le=100_000, description="Job streams (WatchJob, SegmentBatch) one API key may hold open per server."
     )

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from samsvc.errors import Unavailable
+from samsvc.errors import ResourceExhausted, Unavailable
 from samsvc.jobs.records import EventKind, ImageError, ImageResult, JobStatus, JobType
 from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.store import JobStore, ListCursor, RecordOutcome
@@ -143,3 +143,15 @@ def test_redis_outage_is_the_projects_error(redis_server: RedisServer) -> None:
     with pytest.raises(Unavailable) as caught:
         dead.get("job_x")
     assert caught.value.reason == "STORE_UNAVAILABLE"
+
+
+def test_queued_images_are_counted_per_owner_in_both_stores(store: JobStore) -> None:
+    first, _ = store.create(job(3).evolve(owner="alice"), queued_limit=5)
+    with pytest.raises(ResourceExhausted) as refused:
+        store.create(job(3).evolve(owner="alice"), queued_limit=5)
+    assert refused.value.reason == "QUEUED_IMAGES_LIMIT"
+    refused_early = [ImageResult(i, error=ImageError("InvalidArgument", "IMAGE_CORRUPT", "bad")) for i in range(2)]
+    assert store.create(job(4).evolve(owner="alice"), refused_early, queued_limit=5)[1], "refused images don't count"
+    assert store.create(job(5).evolve(owner="bob"), queued_limit=5)[1]
+    store.record_result(first.job_id, ImageResult(0), "tiny")
+    assert store.create(job(1).evolve(owner="alice"), queued_limit=5)[1], "a finished image frees its place"

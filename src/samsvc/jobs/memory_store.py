@@ -22,6 +22,7 @@ from samsvc.jobs.store import (
     PendingImage,
     RecordOutcome,
     final_status,
+    queued_images_refusal,
 )
 
 
@@ -94,12 +95,24 @@ class MemoryJobStore:
             self._outbox[entry.record.job_id] = stamp + self.ending_grace_ms
 
     def create(
-        self, job: JobRecord, early_results: Sequence[ImageResult] = (), request_id: str = ""
+        self,
+        job: JobRecord,
+        early_results: Sequence[ImageResult] = (),
+        request_id: str = "",
+        queued_limit: int = 0,
     ) -> tuple[JobRecord, bool]:
         with self._changed:
             self._expire()
             if request_id and request_id in self._requests and self._requests[request_id] in self._jobs:
                 return self._jobs[self._requests[request_id]].record, False
+            if queued_limit and job.job_type is JobType.BATCH:
+                queued = sum(
+                    self._jobs[other].record.remaining_images
+                    for other in self._active
+                    if other in self._jobs and self._jobs[other].record.owner == job.owner
+                )
+                if queued + job.total_images - len(early_results) > queued_limit:
+                    raise queued_images_refusal(queued, job, len(early_results), queued_limit)
             entry = _MemoryJob(record=job)
             self._jobs[job.job_id] = entry
             self._by_owner.setdefault(job.owner, set()).add(job.job_id)

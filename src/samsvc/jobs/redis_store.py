@@ -12,6 +12,7 @@ Keys (prefix `samsvc` by default); those of a job expire after the retention tim
     {p}:jobs                zset    job id by creation time (ms)
     {p}:owner:{name}:jobs   zset    the same, for one owner's jobs (ListJobs reads only these)
     {p}:active              set     ids of batch jobs that have not ended
+    {p}:active:{owner}      set     the same, for one owner (their images still to run are counted)
     {p}:retries             zset    "{job id}|{index}" by the time its retry is due (ms)
     {p}:outbox              zset    ended job ids whose clean-up or webhook is due (ms)
     {p}:request:{key}       string  job id of a request_id
@@ -45,6 +46,7 @@ from samsvc.jobs.store import (
     ListCursor,
     PendingImage,
     RecordOutcome,
+    queued_images_refusal,
 )
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,11 @@ class RedisJobStore:
 
     @_translated
     def create(
-        self, job: JobRecord, early_results: Sequence[ImageResult] = (), request_id: str = ""
+        self,
+        job: JobRecord,
+        early_results: Sequence[ImageResult] = (),
+        request_id: str = "",
+        queued_limit: int = 0,
     ) -> tuple[JobRecord, bool]:
         key = self._job(job.job_id)
         stamp = now_ms()
@@ -183,9 +189,12 @@ class RedisJobStore:
                 job.spec.model,
                 DEFAULT_EWMA_WEIGHT,
                 stamp + self.ending_grace_ms,
+                queued_limit,
                 *early,
             ],
         )
+        if str(stored).startswith("limit:"):
+            raise queued_images_refusal(int(str(stored).split(":", 1)[1]), job, len(early_results), queued_limit)
         if stored != job.job_id:
             existing = self.get(str(stored))
             if existing is not None:
@@ -315,6 +324,7 @@ class RedisJobStore:
         pipe.zrem(self._key("jobs"), job_id)
         pipe.zrem(self._owner_index(owner or ""), job_id)
         pipe.srem(self._key("active"), job_id)
+        pipe.srem(self._key(f"active:{owner or ''}"), job_id)
         pipe.zrem(self._key("outbox"), job_id)
         deleted, *_ = pipe.execute()
         return int(deleted) > 0

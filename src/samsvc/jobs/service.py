@@ -79,7 +79,8 @@ class JobService:
             owner=owner,
         )
         try:
-            job, created = self.store.create(record, early, request_id)
+            limit = self.runtime.settings.max_queued_images_per_key
+            job, created = self.store.create(record, early, request_id, queued_limit=limit)
         except SamsvcError:
             self._drop_images_unless_created(job_id)
             raise

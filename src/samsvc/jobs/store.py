@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from samsvc.errors import ResourceExhausted
 from samsvc.jobs.records import ImageResult, JobEvent, JobRecord, JobStatus, JobType
 
 #: How long a job, its results and its events are kept after creation or their last change.
@@ -104,11 +105,16 @@ class JobStore(Protocol):
         """Raise if the store cannot be reached."""
 
     def create(
-        self, job: JobRecord, early_results: Sequence[ImageResult] = (), request_id: str = ""
+        self,
+        job: JobRecord,
+        early_results: Sequence[ImageResult] = (),
+        request_id: str = "",
+        queued_limit: int = 0,
     ) -> tuple[JobRecord, bool]:
         """Store a new job, its ACCEPTED event and the results known at submission (images
         refused by their header), all at once. With a request_id already used, return that job
-        and False instead."""
+        and False instead. With `queued_limit`, refuse (ResourceExhausted) a batch that would
+        bring its owner's images still to run above it."""
 
     def get(self, job_id: str) -> JobRecord | None: ...
 
@@ -194,6 +200,15 @@ class JobStore(Protocol):
         """Look at the ended job's clean-up and webhook again at `due_ms` unless done by then."""
 
     def ending_done(self, job_id: str) -> None: ...
+
+
+def queued_images_refusal(queued: int, job: JobRecord, early: int, limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"this key has {queued} batch images still to run; {job.total_images - early} more would pass its limit of "
+        f"{limit} (MAX_QUEUED_IMAGES_PER_KEY): wait for some to finish",
+        reason="QUEUED_IMAGES_LIMIT",
+        retry_after=30.0,
+    )
 
 
 def final_status(job: JobRecord) -> JobStatus:

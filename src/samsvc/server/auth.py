@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ ADMIN_PREFIX = "/samsvc.v1.AdminService/"
 #: Seconds of clock difference tolerated on a token's exp/nbf/iat.
 DEFAULT_JWT_LEEWAY_S = 30
 KEY_PREFIX = "sk_"
+#: What an API key's name may be (it names the key in logs, metrics and job owners).
+KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def digest(key: str) -> str:
@@ -53,22 +56,54 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def parse_keys(lines: Iterable[str]) -> dict[str, str]:
-    """`name:sha256hex` entries (blank lines and # comments skipped) -> {digest: name}."""
-    keys: dict[str, str] = {}
+@dataclass(frozen=True)
+class Principal:
+    """The caller: an API key's name ("" when authentication is off), whether it is an admin,
+    and the models it may use (None: all)."""
+
+    name: str
+    admin: bool = False
+    models: frozenset[str] | None = None
+
+    def check_model(self, model: str, field: str = "model_type") -> None:
+        """PERMISSION_DENIED (MODEL_NOT_ALLOWED) for a model this key may not use, before any load."""
+        if self.models is not None and model not in self.models:
+            raise PermissionDenied(
+                f"{field}: this API key may use {', '.join(sorted(self.models)) or 'no model'}, not {model!r}",
+                reason="MODEL_NOT_ALLOWED",
+                metadata={"model": model},
+            )
+
+
+def check_key_name(name: str) -> str:
+    """A key's name as it appears in logs, metrics and job owners: [A-Za-z0-9_.-]+."""
+    if not KEY_NAME.fullmatch(name):
+        raise ConfigurationError(f"API key name {name!r} must be letters, digits, '_', '.' or '-' (1 to 64)")
+    return name
+
+
+def parse_keys(lines: Iterable[str]) -> dict[str, Principal]:
+    """`name:sha256hex[:model+model...]` entries (blank lines and # comments skipped) -> {digest:
+    the key's principal}; the models, when listed, are the only ones the key may use ('+' joins
+    them, as ',' separates entries in API_KEYS)."""
+    keys: dict[str, Principal] = {}
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        name, _, hexdigest = line.rpartition(":")
+        name, _, rest = line.partition(":")
+        hexdigest, _, models = rest.partition(":")
         hexdigest = hexdigest.lower()
         if not name or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
-            raise ConfigurationError(f"API key entry {number} must be NAME:SHA256HEX (from `samsvc keys create`)")
-        keys[hexdigest] = name
+            raise ConfigurationError(
+                f"API key entry {number} must be NAME:SHA256HEX[:MODEL+MODEL...] (from `samsvc keys create`)"
+            )
+        allowed = frozenset(m.strip() for m in models.split("+") if m.strip()) if models else None
+        keys[hexdigest] = Principal(check_key_name(name), models=allowed)
     return keys
 
 
-def load_keys(file: Path | None, inline: list[str]) -> dict[str, str]:
+def load_keys(file: Path | None, inline: list[str]) -> dict[str, Principal]:
     lines = list(inline)
     if file is not None:
         try:
@@ -95,14 +130,6 @@ def presented_key(metadata: Iterable[tuple[str, Any]]) -> str:
 
 def bearer_token(metadata: Iterable[tuple[str, Any]]) -> str:
     return next((token for name, value in metadata if (token := _bearer(name, value))), "")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: an API key's name ("" when authentication is off), and whether it is an admin."""
-
-    name: str
-    admin: bool = False
 
 
 ANONYMOUS = Principal("")
@@ -163,7 +190,7 @@ class Authenticator:
     """Identifies callers from their metadata; raises Unauthenticated or PermissionDenied."""
 
     def __init__(
-        self, keys: dict[str, str], admin: AdminTokenPolicy | None = None, protect_health: bool = False
+        self, keys: dict[str, Principal], admin: AdminTokenPolicy | None = None, protect_health: bool = False
     ) -> None:
         self.keys = keys
         self.admin_policy = admin
@@ -189,9 +216,9 @@ class Authenticator:
                 reason="API_KEY_MISSING",
             )
         presented = digest(key)
-        for known, name in self.keys.items():
+        for known, principal in self.keys.items():
             if hmac.compare_digest(presented, known):
-                return Principal(name)
+                return principal
         raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
 
     def admin(self, metadata: Iterable[tuple[str, Any]]) -> Principal:

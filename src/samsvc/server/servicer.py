@@ -104,6 +104,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self._rate_limiter = rate_limiter
         self._feed = feed or PollingEventFeed(jobs.store)
         self._open_streams: collections.Counter[str] = collections.Counter()
+        self._inferences: collections.Counter[str] = collections.Counter()
 
     async def _caller(self, context: ServicerContext, images: int = 0) -> Principal:
         """Who calls (the interceptor already refused unknown callers), charged to their rate
@@ -130,10 +131,33 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             fast=self._settings.amg_engine == "fast",
         ), prompts
 
-    async def _infer(self, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
+    @contextlib.contextmanager
+    def _key_inference(self, caller: Principal) -> Iterator[None]:
+        """One of the caller's MAX_INFERENCES_PER_KEY inferences running or waiting here."""
+        most = self._settings.max_inferences_per_key
+        if most and self._inferences[caller.name] >= most:
+            raise ResourceExhausted(
+                f"{most} inferences of this key are running or waiting (MAX_INFERENCES_PER_KEY); retry later",
+                reason="KEY_INFERENCE_LIMIT",
+                retry_after=self._admission.retry_after(),
+            )
+        self._inferences[caller.name] += 1
+        try:
+            yield
+        finally:
+            self._inferences[caller.name] -= 1
+            if not self._inferences[caller.name]:
+                del self._inferences[caller.name]
+
+    async def _infer(self, caller: Principal, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
         """Run `fn(*args, cancel_token)` in the inference pool under admission control, holding
-        `weight` slots; a cancelled caller stops it at its next safe point."""
+        `weight` slots and one of the caller's inferences; a cancelled caller stops it at its
+        next safe point."""
         cancel = CancelToken()
+        with self._key_inference(caller):
+            return await self._admitted(fn, args, weight, cancel)
+
+    async def _admitted(self, fn: Callable[..., T], args: tuple[Any, ...], weight: int, cancel: CancelToken) -> T:
         async with self._admission.slot(weight):
             started = time.perf_counter()
             call = functools.partial(contextvars.copy_context().run, fn, *args, cancel)
@@ -146,9 +170,9 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self._admission.record_duration(time.perf_counter() - started)
         return result
 
-    async def _run(self, task: SegmentTask, prompts: int) -> SegmentOutcome:
+    async def _run(self, caller: Principal, task: SegmentTask, prompts: int) -> SegmentOutcome:
         weight = self._admission.weight(prompts, self._settings.prompts_per_slot)
-        return await self._infer(run_segment, task, self._models, weight=weight)
+        return await self._infer(caller, run_segment, task, self._models, weight=weight)
 
     @unary_boundary
     async def Segment(
@@ -168,6 +192,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     ) -> segmentation_service_pb2.SegmentResponse:
         started = time.perf_counter()
         task, prompts = self._check_segment(request)
+        caller.check_model(task.model)
         job_id = new_job_id(JobType.SINGLE)
         spec = JobSpec(task.model, task.options, task.encoding, task.visualize)
         cache_key = None
@@ -181,7 +206,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             metrics.CACHE_REQUESTS.labels("result", "miss" if cached is None else "hit").inc()
         hit = result is not None
         if result is None:
-            outcome = await self._run(task, prompts)
+            outcome = await self._run(caller, task, prompts)
             result = ImageResult.from_outcome(0, outcome)
             if cache_key is not None and self._result_cache is not None:
                 await self.io(self._result_cache.put, cache_key, result.to_json().encode())
@@ -202,10 +227,11 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     async def SegmentPrompts(
         self, request: segmentation_service_pb2.SegmentPromptsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentPromptsResponse:
-        await self._caller(context, images=1)
+        caller = await self._caller(context, images=1)
         header = check_image_bytes(request.image, self._limits)
         model = request.model_type or self._settings.default_model
         check_model_name(model, self._models.registry.names())
+        caller.check_model(model)
         prompts = check_prompts(request.prompts, self._settings.max_image_side)
         task = PromptTask(
             image=request.image,
@@ -216,7 +242,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
             encoding=convert.mask_encoding(request.mask_format),
             return_logits=request.return_logits,
         )
-        outcome = await self._infer(run_prompts, task, self._models, self._embedding_cache)
+        outcome = await self._infer(caller, run_prompts, task, self._models, self._embedding_cache)
         return convert.prompts_response(outcome)
 
     @unary_boundary
@@ -323,6 +349,7 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
     ) -> JobRecord:
         caller = await self._caller(context, images=len(request.images))
         images, spec, priority, webhook_url, request_id = await self.io(self._check_batch, request)
+        caller.check_model(spec.model, field="options.model_type")
         # Idempotency keys are per caller: another key's request_id never returns this key's job.
         scoped_request_id = f"{caller.name}/{request_id}" if request_id and caller.name else request_id
         job, _ = await self.io(

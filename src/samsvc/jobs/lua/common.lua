@@ -17,12 +17,14 @@ local function ledger_int(ledger, index, name)
   return tonumber(redis.call('HGET', ledger, index .. ':' .. name) or '0')
 end
 
--- End a job: status, FINISHED event, out of the active set; a batch goes into the outbox (its
--- clean-up and webhook are due at `due` unless the process that ended it does them first).
+-- End a job: status, FINISHED event, out of the active sets (everyone's, `active`, and its
+-- owner's, `active:{owner}`); a batch goes into the outbox (its clean-up and webhook are due at
+-- `due` unless the process that ended it does them first).
 local function end_job(job, events, active, outbox, job_id, status, stamp, due)
   redis.call('HSET', job, 'status', status, 'completed_at_ms', stamp)
   redis.call('XADD', events, '*', 'kind', 'finished', 'data', cjson.encode({status = status}))
   redis.call('SREM', active, job_id)
+  redis.call('SREM', active .. ':' .. (redis.call('HGET', job, 'owner') or ''), job_id)
   if redis.call('HGET', job, 'job_type') == 'batch' then redis.call('ZADD', outbox, due, job_id) end
 end
 
