@@ -95,3 +95,44 @@ def test_rest_gets_401_then_200_with_a_key(key_and_server: tuple[str, ServerThre
             assert response.status == 200 and len(json.loads(response.read())["models"]) == 4
     finally:
         gateway.stop()
+
+
+def test_health_without_a_key_says_only_whether_it_serves(key_and_server: tuple[str, ServerThread]) -> None:
+    from samsvc.v1 import health_pb2 as samsvc_health
+
+    key, server = key_and_server
+    anonymous = server.stub.CheckHealth(samsvc_health.CheckHealthRequest())
+    assert anonymous.status == samsvc_health.SERVING_STATUS_SERVING
+    assert not anonymous.models and not anonymous.version and not anonymous.HasField("process")
+    assert not anonymous.HasField("limits") and not anonymous.HasField("jobs")
+    detailed = server.stub.CheckHealth(samsvc_health.CheckHealthRequest(), metadata=[("x-api-key", key)])
+    assert detailed.models and detailed.version and detailed.limits.max_image_bytes > 0
+
+
+def test_admin_token_keys_are_checked_at_start(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from samsvc.errors import ConfigurationError
+    from samsvc.server.auth import Authenticator
+
+    pem = tmp_path_factory.mktemp("pem") / "public.pem"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(pem) + ".key"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pem) + ".key", "-pubout", "-out", str(pem)], check=True, capture_output=True
+    )
+    cases = {
+        "a short HMAC secret": {"admin_jwt_key": "only-20-bytes-secret"},
+        "a PEM key for HS256": {"admin_jwt_key_file": pem},
+        "a secret for RS256": {"admin_jwt_key": "x" * 40, "admin_jwt_algorithms": ["RS256"]},
+    }
+    for case, update in cases.items():
+        with pytest.raises(ConfigurationError) as refused:
+            Authenticator.from_settings(base_settings.model_copy(update=update))
+        assert "ADMIN_JWT_KEY" in refused.value.message, case
+    assert Authenticator.from_settings(base_settings.model_copy(update={"admin_jwt_key": "s" * 32})).admin_policy
+    rsa = base_settings.model_copy(update={"admin_jwt_key_file": pem, "admin_jwt_algorithms": ["RS256"]})
+    assert Authenticator.from_settings(rsa).admin_policy

@@ -23,6 +23,12 @@ from samsvc.validation.webhook_url import WebhookPolicy
         "http://[fc00::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
         "http://[fd00:ec2::254]/hook",
+        "http://[2002:7f00:1::1]/hook",  # 6to4 carrying 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/hook",  # 6to4 carrying the cloud metadata address
+        "http://[64:ff9b::a00:5]/hook",  # NAT64 carrying 10.0.0.5
+        "http://[64:ff9b::7f00:1]/hook",  # NAT64 carrying 127.0.0.1
+        "http://[64:ff9b:1::a00:5]/hook",  # local-use NAT64
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",  # Teredo
     ],
 )
 def test_non_public_targets_are_refused(url: str) -> None:
@@ -53,3 +59,15 @@ def test_allow_list_by_range_and_by_name() -> None:
     assert WebhookPolicy(["localhost"]).check("http://localhost:9/x").host == "localhost"
     with pytest.raises(InvalidArgument):
         WebhookPolicy(["10.0.0.0/8"]).check("http://127.0.0.1/x")
+
+
+def test_ipv6_carrying_a_public_ipv4_is_judged_by_it() -> None:
+    assert WebhookPolicy().check("http://[2002:808:808::1]/hook").address == "2002:808:808::1"
+    assert WebhookPolicy().check("http://[64:ff9b::808:808]/hook").address == "64:ff9b::808:808"
+
+
+def test_a_refusal_names_the_host_not_its_addresses() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        WebhookPolicy().check("http://localhost:8080/hook")
+    assert "'localhost'" in caught.value.message
+    assert "127.0.0.1" not in caught.value.message and "::1" not in caught.value.message

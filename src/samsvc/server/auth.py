@@ -41,6 +41,8 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/samsvc.v1.Seg
 GATEWAY_CHECK_PREFIX = "/envoy.service.auth.v3.Authorization/"
 #: Methods that need an admin token instead of an API key.
 ADMIN_PREFIX = "/samsvc.v1.AdminService/"
+#: Shortest HMAC secret accepted for admin tokens (RFC 7518: at least the hash's size).
+MIN_HMAC_KEY_BYTES = 32
 #: Seconds of clock difference tolerated on a token's exp/nbf/iat.
 DEFAULT_JWT_LEEWAY_S = 30
 KEY_PREFIX = "sk_"
@@ -158,9 +160,22 @@ class AdminTokenPolicy:
         if not key:
             return None
         algorithms = tuple(settings.admin_jwt_algorithms)
-        unknown = set(algorithms) - jwt.algorithms.get_default_algorithms().keys()
+        known = jwt.algorithms.get_default_algorithms()
+        unknown = set(algorithms) - known.keys()
         if unknown or not algorithms or "none" in algorithms:
             raise ConfigurationError(f"ADMIN_JWT_ALGORITHMS has unsupported entries: {', '.join(sorted(unknown))}")
+        for algorithm in algorithms:
+            # Checked now, not in every call: a PEM key with HS256 (or a secret with RS256) is a
+            # configuration error, and a short HMAC secret can be guessed offline from one token.
+            try:
+                known[algorithm].prepare_key(key)
+            except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
+                raise ConfigurationError(f"ADMIN_JWT_KEY does not suit {algorithm}: {exc}") from None
+            if algorithm.startswith("HS") and len(key.encode()) < MIN_HMAC_KEY_BYTES:
+                raise ConfigurationError(
+                    f"ADMIN_JWT_KEY must be at least {MIN_HMAC_KEY_BYTES} bytes for {algorithm} "
+                    f"(it has {len(key.encode())})"
+                )
         return cls(key, algorithms, settings.admin_jwt_claim, settings.admin_jwt_audience, settings.admin_jwt_issuer)
 
     def verify(self, token: str) -> Principal:

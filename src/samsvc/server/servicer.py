@@ -27,7 +27,7 @@ from samsvc.config import Settings
 from samsvc.engine.amg import CancelToken
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
-from samsvc.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
+from samsvc.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed
 from samsvc.jobs.records import EventKind, ImageError, ImageResult, JobEvent, JobRecord, JobSpec, JobType
 from samsvc.jobs.service import BatchImage, JobService, new_job_id
@@ -280,10 +280,18 @@ class SegmentationServicer(segmentation_service_pb2_grpc.SegmentationServiceServ
         self, request: health_pb2.CheckHealthRequest, context: ServicerContext
     ) -> health_pb2.CheckHealthResponse:
         # Open to probes without a key (see samsvc.server.auth.OPEN_PREFIXES); not rate limited.
+        # Without a key it says whether the service serves, nothing more: models, load, limits
+        # and resources are for callers with one.
+        status = self._health.proto_status()
+        if self._auth.enabled:
+            try:
+                self._auth.caller(context.invocation_metadata() or ())
+            except Unauthenticated:
+                return health_pb2.CheckHealthResponse(status=status)  # type: ignore[arg-type]
         jobs = await self.io(self._jobs_health)
         return health_pb2.CheckHealthResponse(
             jobs=jobs,
-            status=self._health.proto_status(),  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]
             version=__version__,
             models=[convert.model_to_proto(s) for s in self._models.states()],
             process=self._probe.resources(),

@@ -3,7 +3,9 @@ must be public unless an allow-list names it (SSRF protection).
 
 Refused unless allowed: loopback, private (RFC 1918, unique-local), link-local (cloud
 metadata at 169.254.169.254 included), multicast, carrier-grade NAT, reserved, unspecified,
-and the IPv6 forms of all of them (v4-mapped addresses are judged as IPv4).
+and the IPv6 forms of all of them: an IPv6 address carrying an IPv4 one (v4-mapped, 6to4
+2002::/16, NAT64 64:ff9b::/96, Teredo 2001::/32) is judged by the IPv4 address too. A refusal
+names the host, never the addresses it resolved to.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ _EXTRA_BLOCKED: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments
     ipaddress.ip_network("198.18.0.0/15"),  # benchmarking
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
 )
+#: NAT64's well-known prefix: the last 32 bits are the IPv4 address (RFC 6052).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 MAX_URL_LENGTH = 2048
 
 
@@ -48,8 +53,14 @@ class WebhookPolicy:
         self._networks = [ipaddress.ip_network(a, strict=False) for a in allowed if _is_network(a)]
 
     def _address_allowed(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return self._address_allowed(address.ipv4_mapped)
+            if address in _NAT64:  # in ::/8 (reserved), yet it reaches the IPv4 address it carries
+                return self._address_allowed(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+            carried = _embedded_ipv4(address)
+            if carried and not all(self._address_allowed(v4) for v4 in carried):
+                return False
         if any(address in net for net in self._networks):
             return True
         blocked = (
@@ -97,12 +108,22 @@ class WebhookPolicy:
         if host not in self._hosts:
             bad = [a for a in addresses if not self._address_allowed(ipaddress.ip_address(a.split("%")[0]))]
             if bad:
+                # The addresses themselves are not named: they would map the server's network.
                 raise refuse(
-                    f"host {host!r} resolves to a non-public address ({', '.join(bad)}); "
-                    "add it to WEBHOOK_ALLOWED_HOSTS to allow it",
+                    f"host {host!r} resolves to a non-public address; add it to WEBHOOK_ALLOWED_HOSTS to allow it",
                     reason="WEBHOOK_URL_FORBIDDEN",
                 )
         return WebhookTarget(url, parts.scheme, host, port, path, addresses[0])
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a 6to4 or Teredo (server and client) address carries."""
+    carried: list[ipaddress.IPv4Address] = []
+    if address.sixtofour is not None:
+        carried.append(address.sixtofour)
+    if address.teredo is not None:
+        carried.extend(address.teredo)
+    return carried
 
 
 def _is_network(value: str) -> bool:
