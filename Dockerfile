@@ -22,12 +22,17 @@ RUN apt-get update \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
     && mkdir -p /models /data && chown app:app /models /data
 COPY --from=build --chown=app:app /app /app
+# The root filesystem may be read-only (compose and Kubernetes mount it so): bytecode was compiled
+# at build time, and caches and Envoy's config go to /tmp (a tmpfs or emptyDir).
 ENV PATH=/app/.venv/bin:$PATH \
     MODEL_DIR=/models \
     DATA_DIR=/data \
     GRPC_HOST=0.0.0.0 \
     REST_HOST=0.0.0.0 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TMPDIR=/tmp \
+    XDG_CACHE_HOME=/tmp/cache
 WORKDIR /app
 USER app
 VOLUME ["/models", "/data"]

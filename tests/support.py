@@ -151,7 +151,7 @@ class RedisServer:
     """A real redis-server on a free loopback port with AOF on (fsync always unless told), which
     tests may kill and restart on the same port and data directory."""
 
-    def __init__(self, directory: Any, appendfsync: str = "always") -> None:
+    def __init__(self, directory: Any, appendfsync: str = "always", password: str = "") -> None:
         import shutil
 
         self.binary = shutil.which("redis-server")
@@ -160,6 +160,7 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.appendfsync = appendfsync
+        self.password = password
         self.process: Any = None
         self.start()
 
@@ -173,11 +174,12 @@ class RedisServer:
                 str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes", "--appendfsync", self.appendfsync, "--dir", str(self.directory),
                 "--protected-mode", "no", "--loglevel", "warning",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password or None)
 
         def up() -> bool:
             try:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: 10 MiB: the seed's per-image limit.
@@ -177,6 +178,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis for the job store and the Dramatiq broker; unset runs everything in-process."
     )
+    redis_password_file: Path | None = Field(
+        None, description="File holding Redis's password (a compose or Kubernetes secret), added to REDIS_URL."
+    )
     data_dir: Path = Field(Path("./data"), description="Blob store for batch images, shared by servers and workers.")
     max_batch_images: int = Field(50, ge=1, le=10_000, description="Most images in one batch.")
     max_batch_bytes: int = Field(
@@ -262,6 +266,24 @@ class Settings(BaseSettings):
         if value in {"auto", "cpu", "cuda", "mps"} or value.startswith("cuda:"):
             return value
         raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @model_validator(mode="after")
+    def _redis_password(self) -> Settings:
+        """REDIS_URL with the password of REDIS_PASSWORD_FILE (unless the URL carries one)."""
+        if self.redis_password_file is None or not self.redis_url:
+            return self
+        parts = urlsplit(self.redis_url)
+        if parts.password:
+            return self
+        try:
+            password = self.redis_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"REDIS_PASSWORD_FILE {self.redis_password_file} cannot be read: {exc.strerror}") from None
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        self.redis_url = urlunsplit(parts._replace(netloc=netloc))
+        return self
 
     @property
     def max_message_bytes(self) -> int:

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -51,10 +52,14 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
     assert set(services) == {"api", "worker", "envoy", "redis"}
-    assert "--appendonly" in services["redis"]["command"]
+    assert "--appendonly yes --appendfsync always --requirepass" in services["redis"]["command"][-1]
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
-    redis_server = RedisServer(redis_dir)
+    # The README's step: a Redis password in secrets/redis_password, read by Redis and the services.
+    password_file = tmp_path / "secrets" / "redis_password"
+    password_file.parent.mkdir()
+    password_file.write_text(secrets.token_hex(32) + "\n")
+    redis_server = RedisServer(redis_dir, password=password_file.read_text().strip())
     grpc_port, rest_port, api_metrics, worker_metrics = free_port(), free_port(), free_port(), free_port()
     # The README's step: make a key; only its digest goes into the file the api reads.
     keys_file = tmp_path / "secrets" / "api_keys"
@@ -67,8 +72,10 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     key = created.stdout.splitlines()[0].rsplit(" ", 1)[1]
     assert keys_file.read_text().startswith("me:") and key not in keys_file.read_text()
     assert compose["secrets"]["api_keys"]["file"] == "./secrets/api_keys"
+    assert compose["secrets"]["redis_password"]["file"] == "./secrets/redis_password"
     local = {
         "/run/secrets/api_keys": str(keys_file),
+        "/run/secrets/redis_password": str(password_file),
         "redis://redis:6379/0": redis_server.url,
         "/models": str(base_settings.model_dir),
         "/data": str(tmp_path / "data"),
@@ -173,6 +180,67 @@ def curl(url: str, *args: str) -> dict[str, Any]:
     )
     body, _, status = result.stdout.rpartition("\n")
     return {"status": int(status), "body": json.loads(body) if body else {}}
+
+
+def test_the_build_context_keeps_what_the_dockerfile_copies_and_no_secrets() -> None:
+    import fnmatch
+
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = [
+        source
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+        for source in line.split()[1:-1]
+    ]
+    assert "README.md" in copied and "uv.lock" in copied
+    for source in copied:
+        parts = Path(source).parts
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        assert not any(fnmatch.fnmatch(p, pattern) for p in prefixes for pattern in ignored), source
+    assert any(fnmatch.fnmatch("secrets", pattern) for pattern in ignored)
+
+
+def test_every_compose_service_is_hardened() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    for name, service in compose["services"].items():
+        assert service.get("read_only") is True and "/tmp" in service.get("tmpfs", []), name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("mem_limit"), name
+        assert service.get("user") and not service["user"].startswith("0"), name
+        assert "redis_password" in service.get("secrets", []), name
+        if name != "redis":
+            assert service["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
+
+
+def test_every_kubernetes_container_is_hardened_and_redis_is_fenced() -> None:
+    manifest = ROOT / "deploy" / "kubernetes" / "samsvc.yaml"
+    documents = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc]
+    pods = {
+        doc["metadata"]["name"]: doc["spec"]["template"]
+        for doc in documents
+        if doc["kind"] in {"Deployment", "StatefulSet"}
+    }
+    assert set(pods) == {"samsvc-api", "samsvc-envoy", "samsvc-worker", "samsvc-redis"}
+    for name, pod in pods.items():
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True, name
+        for container in pod["spec"]["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert container["resources"]["limits"]["memory"], name
+    fences = [doc for doc in documents if doc["kind"] == "NetworkPolicy"]
+    assert len(fences) == 1 and fences[0]["spec"]["podSelector"]["matchLabels"] == {"app": "samsvc-redis"}
+    allowed = fences[0]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    clients = {name for name, pod in pods.items() if allowed.items() <= pod["metadata"]["labels"].items()}
+    assert clients == {"samsvc-api", "samsvc-worker"}, "only the pods that use Redis reach it"
+    redis_container = pods["samsvc-redis"]["spec"]["containers"][0]
+    assert "--requirepass" in redis_container["command"][-1]
+    assert redis_container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "samsvc-redis"
 
 
 def test_kubernetes_manifests_validate_and_use_real_flags() -> None:
