@@ -33,7 +33,7 @@ from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
-from tests.support import ServeProcess, encode, free_port, raw_request, scene, wait_for
+from tests.support import ServeProcess, closed_by_peer, encode, free_port, raw_request, scene, wait_for
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 KEY, LIMITED = new_key(), new_key()
@@ -153,7 +153,9 @@ def attacks(target: Target, rounds: int) -> dict[str, Callable[[], tuple[list[fl
         held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(240)]
         started = time.perf_counter()
         try:
-            closed = wait_for(lambda: sum(_closed(s) for s in held) >= 40, timeout=10, what="refused connections")
+            closed = wait_for(
+                lambda: sum(closed_by_peer(s) for s in held) >= 40, timeout=10, what="refused connections"
+            )
         finally:
             for sock in held:
                 sock.close()
@@ -225,18 +227,6 @@ def attacks(target: Target, rounds: int) -> dict[str, Callable[[], tuple[list[fl
         "6. a model the key may not use": disallowed_model,
         "7. webhook to loopback through 6to4": webhook_to_loopback,
     }
-
-
-def _closed(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    finally:
-        sock.setblocking(True)
 
 
 def main() -> int:

@@ -350,3 +350,16 @@ def _content_end(data: bytes) -> int:
         if name.strip().lower() == b"content-length":
             return len(head) + 4 + int(value)
     return len(data)
+
+
+def closed_by_peer(sock: Any) -> bool:
+    """Whether the other end has closed `sock` (without waiting)."""
+    sock.setblocking(False)
+    try:
+        return bool(sock.recv(1) == b"")
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.setblocking(True)

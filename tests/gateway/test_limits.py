@@ -18,7 +18,7 @@ from samsvc.gateway.launcher import Gateway, start_gateway
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
-from tests.support import ServerThread, raw_request, rich_status, wait_for
+from tests.support import ServerThread, closed_by_peer, raw_request, rich_status, wait_for
 
 KEY = new_key()
 MAX_CONNECTIONS = 12
@@ -138,7 +138,7 @@ def test_idle_connections_are_closed_and_connections_are_capped(gated: Gated) ->
         closed: list[socket.socket] = []
 
         def refused() -> bool:
-            closed.extend(s for s in held if s not in closed and _closed_now(s))
+            closed.extend(s for s in held if s not in closed and closed_by_peer(s))
             return len(closed) >= over
 
         # Refused at once, long before the idle timeout (2 s) could close any of them.
@@ -148,18 +148,6 @@ def test_idle_connections_are_closed_and_connections_are_capped(gated: Gated) ->
         for sock in held:
             sock.close()
     wait_for(lambda: raw_request(gated.port, "GET", "/health", {}).status == 200, timeout=20, what="new connections")
-
-
-def _closed_now(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    finally:
-        sock.setblocking(True)
 
 
 def test_the_overload_manager_refuses_requests_near_the_heap_limit(

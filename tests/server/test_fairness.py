@@ -58,7 +58,7 @@ def test_one_key_cannot_fill_the_inference_queue(server: ServerThread) -> None:
         from samsvc.v1 import health_pb2
 
         wait_for(
-            lambda: server.stub.CheckHealth(health_pb2.CheckHealthRequest()).inference.waiting == 1,
+            lambda: server.stub.CheckHealth(health_pb2.CheckHealthRequest(), metadata=as_(BOB)).inference.waiting == 1,
             what="alice's two calls running and waiting",
         )
         started = time.monotonic()

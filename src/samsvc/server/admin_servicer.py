@@ -8,15 +8,15 @@ import logging
 from samsvc.engine.loader import ModelManager
 from samsvc.server import convert
 from samsvc.server.error_boundary import ServicerContext, unary_boundary
-from samsvc.server.servicer import SegmentationServicer
+from samsvc.server.job_servicer import JobRpcs
 from samsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, model_pb2, segmentation_service_pb2
 
 log = logging.getLogger(__name__)
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, segmentation: SegmentationServicer, models: ModelManager) -> None:
-        self._segmentation = segmentation
+    def __init__(self, jobs: JobRpcs, models: ModelManager) -> None:
+        self._jobs = jobs
         self._models = models
 
     @unary_boundary
@@ -26,20 +26,19 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         page = segmentation_service_pb2.ListJobsRequest(
             status=request.status, job_type=request.job_type, page_size=request.page_size, page_token=request.page_token
         )
-        return await self._segmentation.list_jobs_page(page, request.owner or None)
+        return await self._jobs.list_jobs_page(page, request.owner or None)
 
     @unary_boundary
     async def PurgeJob(
         self, request: admin_service_pb2.PurgeJobRequest, context: ServicerContext
     ) -> admin_service_pb2.PurgeJobResponse:
-        jobs = self._segmentation.jobs
-        cancelled = await self._segmentation.io(jobs.purge, request.job_id)
+        cancelled = await self._jobs.calls.io(self._jobs.jobs.purge, request.job_id)
         return admin_service_pb2.PurgeJobResponse(job_id=request.job_id, cancelled=cancelled)
 
     @unary_boundary
     async def LoadModel(self, request: admin_service_pb2.LoadModelRequest, context: ServicerContext) -> model_pb2.Model:
         self._models.spec(request.name)  # NotFound before any work
-        await self._segmentation.io(self._models.get, request.name)
+        await self._jobs.calls.io(self._models.get, request.name)
         log.info("model %s loaded by an admin", request.name)
         return convert.model_to_proto(self._models.state(request.name))
 

@@ -37,6 +37,7 @@ from samsvc.metrics import serve_metrics
 from samsvc.server.admin_servicer import AdminServicer
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, AuthInterceptor, check_exposure
+from samsvc.server.calls import Calls
 from samsvc.server.gateway_auth import GatewayAuthServicer
 from samsvc.server.health import SERVICE_NAME, HealthService
 from samsvc.server.rate_limit import Limits, MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -113,19 +114,16 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     feed: EventFeed = (
         RedisEventFeed.from_url(settings.redis_url) if settings.redis_url else PollingEventFeed(runtime.store)
     )
-    servicer = SegmentationServicer(
-        settings,
-        models,
-        admission,
-        executor,
-        health,
-        JobService(runtime),
-        io_executor,
-        result_cache,
-        embedding_cache,
+    calls = Calls(
         authenticator,
         build_rate_limiter(settings, runtime),
-        feed,
+        io_executor,
+        executor,
+        admission,
+        settings.max_inferences_per_key,
+    )
+    servicer = SegmentationServicer(
+        settings, models, health, JobService(runtime), calls, feed, result_cache, embedding_cache
     )
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(servicer, models), server)

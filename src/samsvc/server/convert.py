@@ -3,8 +3,6 @@ reading which optional fields were set; samsvc.validation decides what is accept
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -15,7 +13,6 @@ from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, Priority, StoredMask
-from samsvc.jobs.store import ListCursor
 from samsvc.pipeline import PromptsOutcome
 from samsvc.server.error_boundary import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
@@ -151,28 +148,6 @@ def model_to_proto(state: ModelState) -> model_pb2.Model:
     )
 
 
-def encode_page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode("ascii")
-
-
-def decode_page_token(token: str, field: str = "page_token") -> int:
-    """The offset a page token stands for; InvalidArgument for tokens we did not issue."""
-    if not token:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
-        if not text.startswith("o:"):
-            raise ValueError(text)
-        offset = int(text[2:])
-    except (ValueError, UnicodeError, binascii.Error):
-        raise InvalidArgument.for_field(
-            field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
-        ) from None
-    if offset < 0:
-        raise InvalidArgument.for_field(field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN")
-    return offset
-
-
 # --- jobs -----------------------------------------------------------------------------------
 
 _JOB_STATUSES = {
@@ -278,21 +253,3 @@ def job_spec(message: Any, default_model: str) -> tuple[str, dict[str, Any], Mas
         mask_encoding(message.mask_format, "options.mask_format"),
         message.return_visualization,
     )
-
-
-def encode_list_token(cursor: ListCursor) -> str:
-    return base64.urlsafe_b64encode(f"j:{cursor.created_at_ms}:{cursor.job_id}".encode()).decode("ascii")
-
-
-def decode_list_token(token: str, field: str = "page_token") -> ListCursor | None:
-    if not token:
-        return None
-    try:
-        kind, created, job_id = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii").split(":", 2)
-        if kind != "j":
-            raise ValueError(kind)
-        return ListCursor(int(created), job_id)
-    except (ValueError, UnicodeError, binascii.Error):
-        raise InvalidArgument.for_field(
-            field, "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
-        ) from None

@@ -1,0 +1,111 @@
+"""What every RPC of the gRPC face shares: who calls (authenticated by the interceptor, charged
+to their rate limits), the blocking-I/O pool, the inference pool under admission control, and
+the per-key limits on what one caller may hold at once."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import functools
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from samsvc.engine.amg import CancelToken
+from samsvc.errors import ResourceExhausted, Unauthenticated
+from samsvc.server.admission import AdmissionControl
+from samsvc.server.auth import Authenticator, Principal
+from samsvc.server.error_boundary import ServicerContext
+from samsvc.server.rate_limit import RateLimiter
+
+T = TypeVar("T")
+
+
+class KeyedLimit:
+    """At most `most` of something per caller at once (0: no limit); RESOURCE_EXHAUSTED beyond."""
+
+    def __init__(self, most: int, what: str, setting: str, reason: str) -> None:
+        self.most = most
+        self._what, self._setting, self._reason = what, setting, reason
+        self._held: collections.Counter[str] = collections.Counter()
+
+    @contextlib.contextmanager
+    def hold(self, caller: Principal, retry_after: float = 5.0) -> Iterator[None]:
+        if self.most and self._held[caller.name] >= self.most:
+            raise ResourceExhausted(
+                f"{self.most} {self._what} of this key are open ({self._setting}); retry later",
+                reason=self._reason,
+                retry_after=retry_after,
+            )
+        self._held[caller.name] += 1
+        try:
+            yield
+        finally:
+            self._held[caller.name] -= 1
+            if not self._held[caller.name]:
+                del self._held[caller.name]
+
+
+class Calls:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        rate_limiter: RateLimiter | None,
+        io_executor: ThreadPoolExecutor,
+        executor: ThreadPoolExecutor,
+        admission: AdmissionControl,
+        max_inferences_per_key: int,
+    ) -> None:
+        self.auth = authenticator
+        self.rate_limiter = rate_limiter
+        self.admission = admission
+        self._io_executor = io_executor
+        self._executor = executor
+        self._inferences = KeyedLimit(
+            max_inferences_per_key, "inferences", "MAX_INFERENCES_PER_KEY", "KEY_INFERENCE_LIMIT"
+        )
+
+    async def caller(self, context: ServicerContext, images: int = 0) -> Principal:
+        """Who calls (the interceptor already refused unknown callers), charged to their rate
+        limits: one call and `images` images."""
+        principal = self.auth.caller(context.invocation_metadata() or ())
+        if self.rate_limiter is not None:
+            await self.io(self.rate_limiter.take, principal.name, images)
+        return principal
+
+    def presents_key(self, context: ServicerContext) -> bool:
+        """Whether the caller shows a valid key (always, with authentication off)."""
+        if not self.auth.enabled:
+            return True
+        try:
+            self.auth.caller(context.invocation_metadata() or ())
+        except Unauthenticated:
+            return False
+        return True
+
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store work in the I/O pool (in this call's context: its correlation id)."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await loop.run_in_executor(self._io_executor, call)
+
+    async def infer(self, caller: Principal, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
+        """Run `fn(*args, cancel_token)` in the inference pool under admission control, holding
+        `weight` slots and one of the caller's MAX_INFERENCES_PER_KEY; a cancelled caller stops
+        it at its next safe point."""
+        cancel = CancelToken()
+        with self._inferences.hold(caller, retry_after=self.admission.retry_after()):
+            async with self.admission.slot(weight):
+                started = time.perf_counter()
+                call = functools.partial(contextvars.copy_context().run, fn, *args, cancel)
+                future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+                try:
+                    result = await future
+                except asyncio.CancelledError:
+                    cancel.cancel()
+                    raise
+            self.admission.record_duration(time.perf_counter() - started)
+        return result
