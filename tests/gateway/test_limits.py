@@ -9,6 +9,8 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -35,27 +37,36 @@ class Gated:
         return self.gateway.rest_port
 
 
-@pytest.fixture(scope="module")
-def gated(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gated]:
+def start_gated(base_settings: Settings, data_dir: Path, **limits: Any) -> Gated:
+    """A server with API keys on and Envoy in front of it, with these gateway limits."""
     settings = base_settings.model_copy(
         update={
-            "data_dir": tmp_path_factory.mktemp("data"),
+            "data_dir": data_dir,
             "rest_port": 0,
             "envoy_admin_port": 0,
             "api_keys": [f"caller:{digest(KEY)}"],
-            "max_image_bytes": 2 * 1024 * 1024,
-            "max_batch_bytes": 8 * 1024 * 1024,
-            "gateway_headers_timeout_s": 1.0,
-            "gateway_receive_timeout_s": 3.0,
-            "gateway_idle_timeout_s": 2.0,
-            "gateway_max_connections": MAX_CONNECTIONS,
+            **limits,
         }
     )
     server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
-    yield Gated(server, gateway, settings)
-    gateway.stop()
-    server.stop()
+    return Gated(server, start_gateway(settings, "127.0.0.1", server.running.port), settings)
+
+
+@pytest.fixture(scope="module")
+def gated(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gated]:
+    running = start_gated(
+        base_settings,
+        tmp_path_factory.mktemp("data"),
+        max_image_bytes=2 * 1024 * 1024,
+        max_batch_bytes=8 * 1024 * 1024,
+        gateway_headers_timeout_s=1.0,
+        gateway_receive_timeout_s=3.0,
+        gateway_idle_timeout_s=2.0,
+        gateway_max_connections=MAX_CONNECTIONS,
+    )
+    yield running
+    running.gateway.stop()
+    running.server.stop()
 
 
 def envoy_heap(gated: Gated) -> int:
@@ -159,21 +170,14 @@ def test_the_overload_manager_refuses_requests_near_the_heap_limit(
     route's limit; over HTTP/2 the largest are also reset.)"""
     import threading
 
-    settings = base_settings.model_copy(
-        update={
-            "data_dir": tmp_path_factory.mktemp("data"),
-            "rest_port": 0,
-            "envoy_admin_port": 0,
-            "api_keys": [f"caller:{digest(KEY)}"],
-            "max_batch_bytes": 16 * 1024 * 1024,
-            "gateway_max_heap_bytes": 64 * 1024 * 1024,
-            "gateway_receive_timeout_s": 60.0,
-            "gateway_idle_timeout_s": 60.0,
-        }
+    gated = start_gated(
+        base_settings,
+        tmp_path_factory.mktemp("data"),
+        max_batch_bytes=16 * 1024 * 1024,
+        gateway_max_heap_bytes=64 * 1024 * 1024,
+        gateway_receive_timeout_s=60.0,
+        gateway_idle_timeout_s=60.0,
     )
-    server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
-    gated = Gated(server, gateway, settings)
     stop = threading.Event()
     holders: list[socket.socket] = []
 
@@ -216,5 +220,5 @@ def test_the_overload_manager_refuses_requests_near_the_heap_limit(
             what="Envoy to take requests again once the memory is released",
         )
     finally:
-        gateway.stop()
-        server.stop()
+        gated.gateway.stop()
+        gated.server.stop()

@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -69,6 +70,17 @@ def waiting_job(server: ServerThread, key: str) -> str:
     return str(server.stub.SubmitBatch(pb.SubmitBatchRequest(images=images, options=slow), metadata=as_(key)).job_id)
 
 
+def open_streams(server: ServerThread, job_id: str, count: int) -> list[Any]:
+    """`count` of Alice's WatchJob streams on the job, each past its first event (so open on the
+    server); the caller cancels them."""
+    opened = [
+        server.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=as_(ALICE), timeout=300) for _ in range(count)
+    ]
+    for stream in opened:
+        assert next(stream).WhichOneof("event") == "accepted"
+    return opened
+
+
 def stop(server: ServerThread, job_id: str, key: str) -> None:
     """Cancel the job: its running image stops at its next prompt batch, not with the process."""
     server.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), metadata=as_(key), timeout=30)
@@ -76,13 +88,8 @@ def stop(server: ServerThread, job_id: str, key: str) -> None:
 
 def test_open_streams_per_key_are_capped(server: ServerThread) -> None:
     job_id = waiting_job(server, ALICE)
-    opened = [
-        server.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=as_(ALICE), timeout=300)
-        for _ in range(STREAMS)
-    ]
+    opened = open_streams(server, job_id, STREAMS)
     try:
-        for stream in opened:
-            assert next(stream).WhichOneof("event") == "accepted"
         with pytest.raises(grpc.RpcError) as refused:
             next(server.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=as_(ALICE), timeout=30))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -113,13 +120,8 @@ def test_open_streams_per_key_are_capped(server: ServerThread) -> None:
 def test_hundreds_of_open_streams_leave_unary_calls_quick(server: ServerThread) -> None:
     job_id = waiting_job(server, ALICE)
     request = pb.GetJobStatusRequest(job_id=job_id)
-    opened = [
-        server.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), metadata=as_(ALICE), timeout=300)
-        for _ in range(STREAMS)
-    ]
+    opened = open_streams(server, job_id, STREAMS)
     try:
-        for stream in opened:
-            assert next(stream).WhichOneof("event") == "accepted"
         took = []
         for _ in range(20):
             started = time.monotonic()
