@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from samsvc import __version__
-from samsvc.errors import SamsvcError, Unavailable
+from samsvc.errors import Unavailable
 from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
 
 #: Seconds to connect and to wait for the receiver's answer.
@@ -122,8 +122,3 @@ def _cut_off(connection: http.client.HTTPConnection, expired: threading.Event) -
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-
-
-def is_permanent(error: SamsvcError) -> bool:
-    """Errors that no retry can fix (the target is refused by policy)."""
-    return not isinstance(error, Unavailable)
