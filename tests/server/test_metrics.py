@@ -11,7 +11,7 @@ import pytest
 from samsvc.config import Settings
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc
-from tests.support import ServeProcess, encode, scene
+from tests.support import ServeProcess, ServerThread, encode, scene
 
 
 def value(text: str, name: str, **labels: str) -> float:
@@ -49,3 +49,21 @@ def test_metrics_follow_traffic(base_settings: Settings) -> None:
         assert value(text, "process_resident_memory_bytes") > 50e6
     finally:
         serve.stop()
+
+
+def test_a_call_is_counted_before_its_status_reaches_the_caller(server: ServerThread) -> None:
+    """Whoever scrapes right after an answer finds it counted (refusals included): the count is
+    taken before the status is sent, not after."""
+    from prometheus_client import REGISTRY
+
+    def count(code: str) -> float:
+        return REGISTRY.get_sample_value("samsvc_requests_total", {"rpc": "Segment", "code": code}) or 0.0
+
+    for _ in range(30):
+        before = count("INVALID_ARGUMENT")
+        with pytest.raises(grpc.RpcError):
+            server.stub.Segment(pb.SegmentRequest(image=b"nope"))
+        assert count("INVALID_ARGUMENT") == before + 1
+    before = count("OK")
+    server.stub.Segment(pb.SegmentRequest(image=encode(scene(32, 24)), points_per_side=1))
+    assert count("OK") == before + 1

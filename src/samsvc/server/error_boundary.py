@@ -104,60 +104,64 @@ def internal_status() -> status_pb2.Status:
     return to_status(Internal("internal error; the server logged the details", reason="INTERNAL"))
 
 
-async def abort_with(context: ServicerContext, error: SamsvcError) -> NoReturn:
-    await context.abort_with_status(rpc_status.to_status(to_status(error)))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
-
-
 _Servicer = TypeVar("_Servicer")
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 Handler = Callable[[_Servicer, _Request, ServicerContext], Awaitable[_Response]]
 
 
+class _Observation:
+    """One call, counted once by its final status code and timed: before its status reaches the
+    caller, so that whoever scrapes the metrics after an answer finds it counted."""
+
+    def __init__(self, rpc: str) -> None:
+        self.rpc = rpc
+        self.started = time.perf_counter()
+        self.counted = False
+
+    def finish(self, code: str) -> None:
+        if self.counted:
+            return
+        self.counted = True
+        elapsed = time.perf_counter() - self.started
+        metrics.REQUESTS.labels(self.rpc, code).inc()
+        metrics.REQUEST_SECONDS.labels(self.rpc).observe(elapsed)
+        log.info(
+            "rpc %s %s in %.3f s", self.rpc, code, elapsed, extra={"rpc": self.rpc, "code": code, "seconds": elapsed}
+        )
+
+
 @contextlib.contextmanager
-def _observed(rpc: str) -> Iterator[None]:
-    """Count the call by its final status code and time it."""
-    started = time.perf_counter()
-    code = "OK"
+def _observed(rpc: str) -> Iterator[_Observation]:
+    """Count the call by its final status code and time it (failures are counted by `_fail`,
+    before their status is sent)."""
+    observation = _Observation(rpc)
     try:
-        yield
+        yield observation
     except asyncio.CancelledError:
-        code = "CANCELLED"
+        observation.finish("CANCELLED")
         raise
     except SamsvcError as exc:
-        code = code_pb2.Code.Name(status_code_for(exc))
+        observation.finish(code_pb2.Code.Name(status_code_for(exc)))
         raise
-    except Exception as exc:
-        code = _abort_code(exc)
+    except Exception:
+        observation.finish("INTERNAL")
         raise
-    finally:
-        elapsed = time.perf_counter() - started
-        metrics.REQUESTS.labels(rpc, code).inc()
-        metrics.REQUEST_SECONDS.labels(rpc).observe(elapsed)
-        log.info("rpc %s %s in %.3f s", rpc, code, elapsed, extra={"rpc": rpc, "code": code, "seconds": elapsed})
+    observation.finish("OK")
 
 
-def _abort_code(exc: BaseException) -> str:
-    """The status a call ended with when the boundary aborted it (grpc raises to unwind)."""
-    code = getattr(exc, "_samsvc_code", None)
-    return str(code) if code else "INTERNAL"
-
-
-async def _fail(context: ServicerContext, method: str, error: Exception) -> NoReturn:
+async def _fail(context: ServicerContext, observation: _Observation, error: Exception) -> NoReturn:
     """End the call with the status for `error`: its own for domain errors, INTERNAL (with the
     stack trace in the log only) for anything else."""
+    method = observation.rpc
     if isinstance(error, SamsvcError):
         log.info("%s failed: %s %s", method, error.reason, error.message)
         status = to_status(error)
     else:
         log.error("%s failed with an unexpected error", method, exc_info=error)
         status = internal_status()
-    try:
-        await context.abort_with_status(rpc_status.to_status(status))
-    except BaseException as abort:
-        abort._samsvc_code = code_pb2.Code.Name(status.code)  # type: ignore[attr-defined]
-        raise
+    observation.finish(code_pb2.Code.Name(status.code))
+    await context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
@@ -186,13 +190,13 @@ def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_
     @functools.wraps(method)
     async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> _Response:
         await echo_request_id(context)
-        with _observed(method.__name__):
+        with _observed(method.__name__) as observation:
             try:
                 return await method(self, request, context)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
-                await _fail(context, method.__name__, exc)
+                await _fail(context, observation, exc)
 
     return wrapper
 
@@ -208,14 +212,14 @@ def stream_boundary(
     @functools.wraps(method)
     async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> AsyncIterator[_Response]:
         await echo_request_id(context)
-        with _observed(method.__name__):
+        with _observed(method.__name__) as observation:
             try:
                 async for item in method(self, request, context):
                     yield item
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 (the boundary: every exception becomes a status)
-                await _fail(context, method.__name__, exc)
+                await _fail(context, observation, exc)
 
     return wrapper
 
