@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,38 @@ import pytest
 from samsvc.config import Settings
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from tests.support import ServerThread
+
+#: What a test module's source shows it starts, and the marker that says so.
+STARTS = {
+    "redis": ("RedisServer(", "redis_server", "redis_settings"),
+    "envoy": ("start_gateway(", '"gateway": True', "gateway=True"),
+    "browser": ("chromium",),
+    "processes": ("WorkerProcess(", "ServeProcess(", "samsvc.cli"),
+}
+#: Modules slow for what they compute (torch.compile).
+SLOW_MODULES = ("tests/engine/test_compile.py",)
+
+
+@functools.cache
+def _starts(path: Path) -> frozenset[str]:
+    source = path.read_text(encoding="utf-8")
+    return frozenset(kind for kind, signs in STARTS.items() if any(sign in source for sign in signs))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by what it starts besides the in-process server (redis, envoy, browser),
+    and `slow` when it starts anything, or is slow by itself: `uv run pytest -m "not slow"` is
+    the fast loop (unit and single-server tests), `uv run pytest` everything."""
+    for item in items:
+        kinds = set(_starts(item.path))
+        if "[redis" in item.nodeid:
+            kinds.add("redis")
+        if item.path.parent.name == "gateway":  # every gateway test runs Envoy (tests/gateway/conftest.py)
+            kinds.add("envoy")
+        for kind in kinds - {"processes"}:
+            item.add_marker(getattr(pytest.mark, kind))
+        if kinds or str(item.path).endswith(SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
