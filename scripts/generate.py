@@ -1,12 +1,13 @@
 """Generate everything in generated/ from protos/ with one command.
 
     uv run python scripts/generate.py            # rewrite generated/
-    uv run python scripts/generate.py --check    # exit 1 when generated/ is stale
+    uv run python scripts/generate.py --check    # exit 1 when generated/ or the sync client is stale
 
 Makes Python messages, gRPC stubs, .pyi stubs (mypy-protobuf) and a descriptor set with
 its imports and source comments (generated/samsvc/v1/descriptor_set.pb) for Envoy's gRPC-JSON transcoder and
 the API docs. google/rpc/status.proto and error_details.proto go into the descriptor set
-so that error details survive transcoding.
+so that error details survive transcoding. Then writes the blocking client from the asyncio
+one (scripts/unasync.py).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def _differences(left: Path, right: Path) -> list[str]:
 
 
 def main() -> int:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import unasync
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
@@ -118,10 +122,11 @@ def main() -> int:
                 print(line, file=sys.stderr)
             if stale:
                 print("generated/ is stale: run `uv run python scripts/generate.py`", file=sys.stderr)
-            return 1 if stale else 0
+            return unasync.main(["--check"]) or (1 if stale else 0)
         shutil.rmtree(GENERATED, ignore_errors=True)
         shutil.copytree(fresh, GENERATED)
-    print(f"wrote {GENERATED.relative_to(ROOT)}/")
+    unasync.write()
+    print(f"wrote {GENERATED.relative_to(ROOT)}/ and {unasync.TARGET.relative_to(ROOT)}")
     return 0
 
 

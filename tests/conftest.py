@@ -8,6 +8,7 @@ import pytest
 
 from samsvc.config import Settings
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
+from tests.clients import KINDS
 from tests.support import ServerThread
 
 #: What a test module's source shows it starts, and the marker that says so.
@@ -93,3 +94,10 @@ def server(base_settings: Settings) -> Iterator[ServerThread]:
     running = ServerThread(base_settings)
     yield running
     running.stop()
+
+
+@pytest.fixture(params=KINDS)
+def client_kind(request: pytest.FixtureRequest) -> str:
+    """Which client a client test drives: the sync Client or the AsyncClient (tests/clients.py)."""
+    kind: str = request.param
+    return kind

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samsvc.client import AsyncClient, Client, InvalidArgumentError, NotFoundError, UnauthenticatedError
+from samsvc.client import AsyncClient, InvalidArgumentError, NotFoundError, UnauthenticatedError
 from samsvc.client.errors import UnavailableError
 from samsvc.config import Settings
 from samsvc.server.auth import digest, new_key
@@ -23,6 +23,7 @@ from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
 from tests.client.conftest import Target
+from tests.clients import open_client
 from tests.support import ServerThread, encode, scene
 
 OPTIONS = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -32,11 +33,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def test_segment_accepts_every_image_type(target: Target, tmp_path: Path) -> None:
+def test_segment_accepts_every_image_type(target: Target, tmp_path: Path, client_kind: str) -> None:
     pixels = scene(96, 64, seed=5)
     path = tmp_path / "scene.png"
     path.write_bytes(encode(pixels))
-    with Client(target.address) as client:
+    with open_client(client_kind, target.address) as client:
         results = [
             client.segment(source, **OPTIONS)
             for source in (path, str(path), path.read_bytes(), Image.fromarray(pixels), pixels)
@@ -49,9 +50,9 @@ def test_segment_accepts_every_image_type(target: Target, tmp_path: Path) -> Non
     assert first.area == int(first.array.sum()) and len(first.bbox) == 4 and first.predicted_iou >= 0
 
 
-def test_every_mask_format_and_file_decodes_to_the_same_masks(target: Target, tmp_path: Path) -> None:
+def test_every_mask_format_and_file_decodes_to_the_same_masks(target: Target, tmp_path: Path, client_kind: str) -> None:
     pixels = scene(96, 64, seed=6)
-    with Client(target.address) as client:
+    with open_client(client_kind, target.address) as client:
         png = client.segment(pixels, mask_format="png", **OPTIONS)
         rle = client.segment(pixels, mask_format="rle", **OPTIONS)
         polygons = client.segment(pixels, mask_format="polygons", **OPTIONS)
@@ -74,10 +75,10 @@ def test_every_mask_format_and_file_decodes_to_the_same_masks(target: Target, tm
     assert overlay.size == (96, 64) and overlay.mode == "RGB"
 
 
-def test_batch_status_results_cancel_and_listing(target: Target) -> None:
+def test_batch_status_results_cancel_and_listing(target: Target, client_kind: str) -> None:
     images = [encode(scene(64, 48, seed=s)) for s in range(3)]
     images.insert(1, b"not an image")
-    with Client(target.address) as client:
+    with open_client(client_kind, target.address) as client:
         outcomes = {o.index: o for o in client.segment_batch(images, **OPTIONS)}
         assert sorted(outcomes) == [0, 1, 2, 3]
         assert all(outcomes[i].ok and outcomes[i].result is not None for i in (0, 2, 3))
@@ -91,6 +92,13 @@ def test_batch_status_results_cancel_and_listing(target: Target) -> None:
         assert [o.index for o in paged] == [0, 1, 2, 3]
         assert np.array_equal(paged[2].result.arrays(), outcomes[2].result.arrays())  # type: ignore[union-attr]
         assert job_id in [j.job_id for j in client.list_jobs(page_size=1)]
+        assert job_id in [j.job_id for j in client.list_jobs(status="completed", page_size=1)]
+        assert job_id not in [j.job_id for j in client.list_jobs(status="failed")]
+        with pytest.raises(ValueError, match="status must be one of"):
+            list(client.list_jobs(status="done"))
+
+        kinds = [update.kind for update in client.stream_batch([images[0]], **OPTIONS)]
+        assert kinds[0] == "accepted" and kinds.count("image") == 1 and kinds[-1] == "finished"
 
         queued = client.submit_batch([encode(scene(160, 120, seed=9))] * 3, priority="low", points_per_side=8)
         cancelled = client.cancel(queued.job_id)
@@ -102,8 +110,8 @@ def test_batch_status_results_cancel_and_listing(target: Target) -> None:
         assert health.jobs.mode == target.mode and health.limits.max_batch_images == 50
 
 
-def test_errors_are_typed_with_their_details(target: Target) -> None:
-    with Client(target.address) as client:
+def test_errors_are_typed_with_their_details(target: Target, client_kind: str) -> None:
+    with open_client(client_kind, target.address) as client:
         with pytest.raises(NotFoundError) as missing:
             client.status("job_does_not_exist")
         assert missing.value.reason == "JOB_NOT_FOUND"
@@ -114,33 +122,13 @@ def test_errors_are_typed_with_their_details(target: Target) -> None:
             client.segment(scene(32, 32), points_per_sides=4)
 
 
-def test_async_client(target: Target) -> None:
-    async def run() -> None:
-        async with AsyncClient(target.address) as client:
-            result = await client.segment(scene(64, 48, seed=2), **OPTIONS)
-            assert len(result) > 0
-            outcomes = [
-                o async for o in client.segment_batch([encode(scene(64, 48, seed=s)) for s in range(2)], **OPTIONS)
-            ]
-            assert sorted(o.index for o in outcomes) == [0, 1] and all(o.ok for o in outcomes)
-            job_id = outcomes[0].job_id
-            assert (await client.status(job_id)).processed_images == 2
-            assert [o.index async for o in client.results(job_id, page_size=1)] == [0, 1]
-            assert job_id in [j.job_id async for j in client.list_jobs()]
-            assert (await client.health()).jobs.mode == target.mode
-            with pytest.raises(NotFoundError):
-                await client.cancel("job_nope")
-
-    asyncio.run(run())
-
-
-def test_api_key(base_settings: Settings) -> None:
+def test_api_key(base_settings: Settings, client_kind: str) -> None:
     key = new_key()
     server = ServerThread(base_settings.model_copy(update={"api_keys": [f"me:{digest(key)}"]}))
     try:
-        with Client(server.address) as anonymous, pytest.raises(UnauthenticatedError):
+        with open_client(client_kind, server.address) as anonymous, pytest.raises(UnauthenticatedError):
             anonymous.list_models()
-        with Client(server.address, api_key=key) as client:
+        with open_client(client_kind, server.address, api_key=key) as client:
             assert client.list_models()
     finally:
         server.stop()

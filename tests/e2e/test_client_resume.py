@@ -1,7 +1,7 @@
-"""A client's batch stream survives its server: the API process is killed mid-batch and started
-again on the same port (Redis mode: the worker keeps going), and `segment_batch` resumes after
-the last image it yielded, each image exactly once. And the README's five-line notebook snippet
-runs as written."""
+"""A client's batch stream (sync and asyncio clients alike) survives its server: the API process
+is killed mid-batch and started again on the same port (Redis mode: the worker keeps going),
+and `segment_batch` resumes after the last image it yielded, each image exactly once. And the
+README's five-line notebook snippet runs as written."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from samsvc.client import Client
 from samsvc.config import Settings
+from tests.clients import open_client
 from tests.support import RedisServer, ServeProcess, ServerThread, WorkerProcess, encode, free_port, scene
 
 
-def test_segment_batch_resumes_when_the_server_restarts(redis_settings: tuple[Settings, RedisServer]) -> None:
+def test_segment_batch_resumes_when_the_server_restarts(
+    redis_settings: tuple[Settings, RedisServer], client_kind: str
+) -> None:
     settings = redis_settings[0]
     port = free_port()
     worker = WorkerProcess(settings)
@@ -24,7 +26,7 @@ def test_segment_batch_resumes_when_the_server_restarts(redis_settings: tuple[Se
     try:
         images = [encode(scene(128, 96, seed=s)) for s in range(5)]
         seen: list[int] = []
-        with Client(f"127.0.0.1:{port}") as client:
+        with open_client(client_kind, f"127.0.0.1:{port}") as client:
             for outcome in client.segment_batch(
                 images, points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, resume_for_s=120
             ):

@@ -1,9 +1,12 @@
-"""The asyncio client: the same calls as samsvc.client.Client, awaited.
+"""The asyncio client, and the one source of both clients: scripts/unasync.py writes the
+blocking client (samsvc/client/sync.py) from this file, so each behaviour (paging, stream
+resume, requests) is written once. Edit here, then run `uv run python scripts/generate.py`.
 
-async with AsyncClient("127.0.0.1:50051") as client:
-    result = await client.segment("photo.jpg")
-    async for outcome in client.segment_batch(paths):
-        ...
+async with AsyncClient("127.0.0.1:50051", api_key="sk_...") as client:
+    result = await client.segment("photo.jpg", points_per_side=16)
+    masks = result.arrays()                     # N x H x W bool
+    async for outcome in client.segment_batch(["a.jpg", "b.jpg"]):
+        print(outcome.index, len(outcome.result.masks) if outcome.ok else outcome.error)
 """
 
 from __future__ import annotations
@@ -16,8 +19,16 @@ from typing import Any, TypeVar
 
 import grpc
 
-from samsvc.client.channel import DEFAULT_RESUME_FOR_S, ChannelConfig, batch_request, segment_request
-from samsvc.client.errors import UnavailableError, from_rpc_error
+from samsvc.client.channel import (
+    DEFAULT_RESUME_DELAY_S,
+    DEFAULT_RESUME_FOR_S,
+    DEFAULT_RESUME_MAX_DELAY_S,
+    ChannelConfig,
+    batch_request,
+    list_jobs_request,
+    segment_request,
+)
+from samsvc.client.errors import ClientError, UnavailableError, from_rpc_error
 from samsvc.client.images import ImageLike
 from samsvc.client.results import ImageOutcome, JobUpdate, SegmentResult
 from samsvc.v1 import health_pb2, job_pb2, model_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
@@ -26,7 +37,7 @@ T = TypeVar("T")
 
 
 class AsyncClient:
-    """A typed asyncio client over samsvc.v1.SegmentationService; failures raise ClientError."""
+    """A typed client over samsvc.v1.SegmentationService; every failure raises a ClientError."""
 
     def __init__(
         self,
@@ -62,6 +73,8 @@ class AsyncClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
+    # --- segmentation ------------------------------------------------------------------------
+
     async def segment(
         self,
         image: ImageLike,
@@ -72,6 +85,8 @@ class AsyncClient:
         timeout_s: float | None = None,
         **options: Any,
     ) -> SegmentResult:
+        """Every mask SAM finds on `image` (a path, bytes, PIL image or array); options are
+        SegmentRequest's (points_per_side, pred_iou_thresh, ...)."""
         request = segment_request(image, model, mask_format, visualize, options)
         return SegmentResult.from_response(await self._call(self.stub.Segment, request, timeout_s))
 
@@ -87,8 +102,10 @@ class AsyncClient:
         webhook_url: str = "",
         **options: Any,
     ) -> segmentation_service_pb2.SubmitBatchResponse:
+        """Queue a batch and return at once (job id, status, estimate)."""
         request = batch_request(images, model, mask_format, visualize, priority, request_id, webhook_url, options)
-        return await self._call(self.stub.SubmitBatch, request)
+        response: segmentation_service_pb2.SubmitBatchResponse = await self._call(self.stub.SubmitBatch, request)
+        return response
 
     async def segment_batch(
         self,
@@ -102,7 +119,34 @@ class AsyncClient:
         resume_for_s: float = DEFAULT_RESUME_FOR_S,
         **options: Any,
     ) -> AsyncIterator[ImageOutcome]:
-        """Each image's outcome as it finishes; a dropped stream resumes where it stopped."""
+        """Submit a batch and yield each image's outcome as it finishes (completion order); a
+        dropped stream is resumed where it stopped, without repeating or missing an image."""
+        async for update in self.stream_batch(
+            images,
+            model=model,
+            mask_format=mask_format,
+            visualize=visualize,
+            priority=priority,
+            request_id=request_id,
+            resume_for_s=resume_for_s,
+            **options,
+        ):
+            if update.image is not None:
+                yield update.image
+
+    async def stream_batch(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        model: str | None = None,
+        mask_format: str = "png",
+        visualize: bool = False,
+        priority: str = "normal",
+        request_id: str | None = None,
+        resume_for_s: float = DEFAULT_RESUME_FOR_S,
+        **options: Any,
+    ) -> AsyncIterator[JobUpdate]:
+        """Like segment_batch, yielding every event (accepted, image, progress, finished)."""
         request = batch_request(images, model, mask_format, visualize, priority, request_id, "", options)
         stream = self.stub.SegmentBatch(request, metadata=self.config.metadata())
         job_id, cursor = "", ""
@@ -110,8 +154,7 @@ class AsyncClient:
             async for event in stream:
                 update = JobUpdate.from_proto(event)
                 job_id, cursor = update.job_id, update.cursor
-                if update.image is not None:
-                    yield update.image
+                yield update
                 if update.kind == "finished":
                     return
         except grpc.RpcError as error:
@@ -119,14 +162,15 @@ class AsyncClient:
             if not job_id or not isinstance(failure, UnavailableError):
                 raise failure from None
         async for resumed in self.watch(job_id, cursor, resume_for_s=resume_for_s):
-            if resumed.image is not None:
-                yield resumed.image
+            yield resumed
 
     async def watch(
         self, job_id: str, cursor: str = "", *, resume_for_s: float = DEFAULT_RESUME_FOR_S
     ) -> AsyncIterator[JobUpdate]:
-        """A job's events after `cursor` until it ends, reconnecting after a dropped connection."""
-        delay = 0.2
+        """A job's events after `cursor` until it ends. When the connection drops (the server
+        restarts, a proxy cuts the stream), it reconnects with backoff for up to `resume_for_s`
+        seconds and continues after the last event it yielded."""
+        delay = DEFAULT_RESUME_DELAY_S
         outage_since: float | None = None
         while True:
             stream = self.stub.WatchJob(
@@ -134,7 +178,7 @@ class AsyncClient:
             )
             try:
                 async for event in stream:
-                    outage_since, delay = None, 0.2
+                    outage_since, delay = None, DEFAULT_RESUME_DELAY_S
                     update = JobUpdate.from_proto(event)
                     cursor = update.cursor
                     yield update
@@ -149,12 +193,18 @@ class AsyncClient:
                 if time.monotonic() - outage_since > resume_for_s:
                     raise failure from None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, DEFAULT_RESUME_MAX_DELAY_S)
+
+    # --- jobs --------------------------------------------------------------------------------
 
     async def status(self, job_id: str) -> job_pb2.Job:
-        return await self._call(self.stub.GetJobStatus, segmentation_service_pb2.GetJobStatusRequest(job_id=job_id))
+        job: job_pb2.Job = await self._call(
+            self.stub.GetJobStatus, segmentation_service_pb2.GetJobStatusRequest(job_id=job_id)
+        )
+        return job
 
     async def results(self, job_id: str, *, page_size: int = 10) -> AsyncIterator[ImageOutcome]:
+        """Every recorded image result of a job, in image order, page after page."""
         token = ""
         while True:
             page = await self._call(
@@ -168,19 +218,23 @@ class AsyncClient:
                 return
 
     async def cancel(self, job_id: str) -> job_pb2.Job:
-        return await self._call(self.stub.CancelJob, segmentation_service_pb2.CancelJobRequest(job_id=job_id))
+        job: job_pb2.Job = await self._call(
+            self.stub.CancelJob, segmentation_service_pb2.CancelJobRequest(job_id=job_id)
+        )
+        return job
 
-    async def list_jobs(self, *, page_size: int = 20) -> AsyncIterator[job_pb2.Job]:
+    async def list_jobs(self, *, status: str | None = None, page_size: int = 20) -> AsyncIterator[job_pb2.Job]:
+        """This key's jobs, newest first, optionally in one status (queued, processing, ...)."""
         token = ""
         while True:
-            page = await self._call(
-                self.stub.ListJobs, segmentation_service_pb2.ListJobsRequest(page_size=page_size, page_token=token)
-            )
+            page = await self._call(self.stub.ListJobs, list_jobs_request(status, page_size, token))
             for job in page.jobs:
                 yield job
             token = page.next_page_token
             if not token:
                 return
+
+    # --- service -----------------------------------------------------------------------------
 
     async def list_models(self) -> list[model_pb2.Model]:
         models: list[model_pb2.Model] = []
@@ -193,4 +247,10 @@ class AsyncClient:
                 return models
 
     async def health(self) -> health_pb2.CheckHealthResponse:
-        return await self._call(self.stub.CheckHealth, health_pb2.CheckHealthRequest())
+        health: health_pb2.CheckHealthResponse = await self._call(
+            self.stub.CheckHealth, health_pb2.CheckHealthRequest()
+        )
+        return health
+
+
+__all__ = ["AsyncClient", "ClientError"]

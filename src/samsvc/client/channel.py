@@ -32,6 +32,15 @@ MASK_FORMATS = {
     "polygons": mask_pb2.MASK_FORMAT_POLYGONS,
 }
 PRIORITIES = {"low": job_pb2.PRIORITY_LOW, "normal": job_pb2.PRIORITY_NORMAL, "high": job_pb2.PRIORITY_HIGH}
+#: Job statuses by their short names (queued, processing, ...), from the proto enum.
+JOB_STATUSES = {
+    name.removeprefix("JOB_STATUS_").lower(): value
+    for name, value in job_pb2.JobStatus.items()
+    if value != job_pb2.JOB_STATUS_UNSPECIFIED
+}
+#: First wait before a dropped job stream reconnects; it doubles up to DEFAULT_RESUME_MAX_DELAY_S.
+DEFAULT_RESUME_DELAY_S = 0.2
+DEFAULT_RESUME_MAX_DELAY_S = 5.0
 #: Mask generation options accepted as keyword arguments (the proto's field names).
 OPTION_NAMES = (
     "points_per_side",
@@ -119,6 +128,16 @@ def segment_request(
         mask_format=_mask_format(mask_format),  # type: ignore[arg-type]
         return_visualization=visualize,
         **_options(options),
+    )
+
+
+def list_jobs_request(status: str | None, page_size: int, page_token: str) -> segmentation_service_pb2.ListJobsRequest:
+    if status is not None and status not in JOB_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(JOB_STATUSES)}")
+    return segmentation_service_pb2.ListJobsRequest(
+        status=JOB_STATUSES[status] if status else job_pb2.JOB_STATUS_UNSPECIFIED,
+        page_size=page_size,
+        page_token=page_token,
     )
 
 

@@ -1,4 +1,5 @@
-"""The blocking client.
+"""The blocking client. Written by scripts/unasync.py from samsvc/client/aio.py: edit that file,
+then run `uv run python scripts/generate.py`.
 
 from samsvc.client import Client
 
@@ -18,14 +19,21 @@ from typing import Any, TypeVar
 
 import grpc
 
-from samsvc.client.channel import DEFAULT_RESUME_FOR_S, ChannelConfig, batch_request, segment_request
+from samsvc.client.channel import (
+    DEFAULT_RESUME_DELAY_S,
+    DEFAULT_RESUME_FOR_S,
+    DEFAULT_RESUME_MAX_DELAY_S,
+    ChannelConfig,
+    batch_request,
+    list_jobs_request,
+    segment_request,
+)
 from samsvc.client.errors import ClientError, UnavailableError, from_rpc_error
 from samsvc.client.images import ImageLike
 from samsvc.client.results import ImageOutcome, JobUpdate, SegmentResult
 from samsvc.v1 import health_pb2, job_pb2, model_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 
 T = TypeVar("T")
-_JOB_STATUSES = {name.removeprefix("JOB_STATUS_").lower(): value for name, value in job_pb2.JobStatus.items()}
 
 
 class Client:
@@ -161,7 +169,7 @@ class Client:
         """A job's events after `cursor` until it ends. When the connection drops (the server
         restarts, a proxy cuts the stream), it reconnects with backoff for up to `resume_for_s`
         seconds and continues after the last event it yielded."""
-        delay = 0.2
+        delay = DEFAULT_RESUME_DELAY_S
         outage_since: float | None = None
         while True:
             stream = self.stub.WatchJob(
@@ -169,7 +177,7 @@ class Client:
             )
             try:
                 for event in stream:
-                    outage_since, delay = None, 0.2
+                    outage_since, delay = None, DEFAULT_RESUME_DELAY_S
                     update = JobUpdate.from_proto(event)
                     cursor = update.cursor
                     yield update
@@ -184,7 +192,7 @@ class Client:
                 if time.monotonic() - outage_since > resume_for_s:
                     raise failure from None
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, DEFAULT_RESUME_MAX_DELAY_S)
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -214,18 +222,9 @@ class Client:
 
     def list_jobs(self, *, status: str | None = None, page_size: int = 20) -> Iterator[job_pb2.Job]:
         """This key's jobs, newest first, optionally in one status (queued, processing, ...)."""
-        if status is not None and status not in _JOB_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(k for k in _JOB_STATUSES if k != 'unspecified')}")
         token = ""
         while True:
-            page = self._call(
-                self.stub.ListJobs,
-                segmentation_service_pb2.ListJobsRequest(
-                    status=_JOB_STATUSES[status] if status else 0,  # type: ignore[arg-type]
-                    page_size=page_size,
-                    page_token=token,
-                ),
-            )
+            page = self._call(self.stub.ListJobs, list_jobs_request(status, page_size, token))
             yield from page.jobs
             token = page.next_page_token
             if not token:
