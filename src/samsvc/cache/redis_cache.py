@@ -1,7 +1,7 @@
-"""The Redis byte cache: shared by every replica, entries expire after a TTL, and the entries
-of one cache hold at most `max_bytes` together (the oldest go first), so a stream of distinct
-images cannot grow Redis, where the jobs live too. A Redis failure is never a request failure:
-it is logged and read as a miss.
+"""The Redis byte cache (samsvc.cache.backend.ByteCache): shared by every replica, entries
+expire after a TTL, and the entries of one cache hold at most `max_bytes` together (the oldest
+go first), so a stream of distinct images cannot grow Redis, where the jobs live too. A Redis
+failure is never a request failure: it is logged and read as a miss.
 
 Keys: `{prefix}:{key}` the entries, `{prefix}:index` (zset: entry key by write time),
 `{prefix}:sizes` (hash: entry key -> bytes), `{prefix}:bytes` (their sum).

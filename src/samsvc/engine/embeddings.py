@@ -16,7 +16,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.predictor import SamPredictor
 
-from samsvc.cache.store import ByteCache
+from samsvc.cache.backend import ByteCache
 from samsvc.engine.fast_encoder import FastPredictor
 
 

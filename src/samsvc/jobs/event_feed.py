@@ -24,8 +24,9 @@ import redis.asyncio
 
 from samsvc.errors import Unavailable
 from samsvc.jobs.records import EventKind, JobEvent
-from samsvc.jobs.redis_store import DEFAULT_PREFIX, UNREACHABLE_MESSAGE
+from samsvc.jobs.redis_base import DEFAULT_PREFIX, UNREACHABLE_MESSAGE
 from samsvc.jobs.store import JobStore
+from samsvc.redis_connection import connect_async
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class RedisEventFeed:
 
     @classmethod
     def from_url(cls, url: str) -> RedisEventFeed:
-        return cls(redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5))
+        return cls(connect_async(url))
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:events"

@@ -33,7 +33,7 @@ from samsvc.jobs.actors import image_failure, record_image
 from samsvc.jobs.broker import waiting_images
 from samsvc.jobs.leader import Leadership, LocalLeadership, RedisLeadership
 from samsvc.jobs.records import JobRecord, now_ms
-from samsvc.jobs.redis_store import DEFAULT_PREFIX
+from samsvc.jobs.redis_base import DEFAULT_PREFIX
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import PendingImage
 

@@ -24,131 +24,42 @@ ports): that goes to the log.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
-from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
-
-from samsvc.errors import Unavailable
 from samsvc.jobs.records import EventKind, ImageResult, JobEvent, JobRecord, JobStatus, JobType, now_ms
+from samsvc.jobs.redis_base import DEFAULT_PREFIX, translated
+from samsvc.jobs.redis_ledger import RedisImageLedger
 from samsvc.jobs.store import (
-    DEFAULT_ENDING_GRACE_MS,
     DEFAULT_EWMA_WEIGHT,
     DEFAULT_RETENTION_S,
-    Begin,
-    BeginOutcome,
     ListCursor,
-    PendingImage,
     RecordOutcome,
     queued_images_refusal,
 )
+from samsvc.redis_connection import connect
 
 log = logging.getLogger(__name__)
 
-#: Key prefix of everything this store writes.
-DEFAULT_PREFIX = "samsvc"
-#: Seconds to connect before a call fails.
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
-#: Seconds a reply may take (longer than any blocking read we issue).
-DEFAULT_SOCKET_TIMEOUT_S = 30.0
 #: Job ids read from the index per round trip while listing.
 LIST_BATCH = 200
-#: What a caller reads when Redis cannot be reached (the cause is logged, never sent).
-UNREACHABLE_MESSAGE = "the job store is unreachable; try again shortly"
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
-def _script(name: str) -> str:
-    folder = resources.files("samsvc.jobs") / "lua"
-    return (folder / "common.lua").read_text(encoding="utf-8") + (folder / f"{name}.lua").read_text(encoding="utf-8")
-
-
-def _translated(method: Callable[P, R]) -> Callable[P, R]:
-    """Re-raise redis-py's errors as the project's Unavailable."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except redis.RedisError as exc:
-            log.warning("job store call %s failed: %s", method.__name__, exc)
-            raise Unavailable(UNREACHABLE_MESSAGE, reason="STORE_UNAVAILABLE") from exc
-
-    return wrapper
-
-
-def connect(url: str) -> redis.Redis:
-    """A client that retries briefly on connection errors, then fails (callers retry later)."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=DEFAULT_CONNECT_TIMEOUT_S,
-        socket_timeout=DEFAULT_SOCKET_TIMEOUT_S,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        health_check_interval=15,
-    )
-
-
-class RedisJobStore:
-    def __init__(
-        self,
-        client: redis.Redis,
-        prefix: str = DEFAULT_PREFIX,
-        retention_s: int = DEFAULT_RETENTION_S,
-        ending_grace_ms: int = DEFAULT_ENDING_GRACE_MS,
-    ) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.retention_s = retention_s
-        self.ending_grace_ms = ending_grace_ms
-        self._scripts = {
-            name: client.register_script(_script(name))
-            for name in ("create", "record", "cancel", "finish", "begin", "hold", "renew", "release", "retry", "due")
-        }
+class RedisJobStore(RedisImageLedger):
+    """The job store in Redis (samsvc.jobs.store.JobStore): this half holds jobs, results, events,
+    listing and webhooks; RedisImageLedger the leases, retries and reconciliation."""
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, retention_s: int = DEFAULT_RETENTION_S) -> RedisJobStore:
         return cls(connect(url), prefix, retention_s)
 
-    def _job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
-
-    def _key(self, name: str) -> str:
-        return f"{self.prefix}:{name}"
-
-    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return self._scripts[name](keys=keys, args=args)
-
-    def _owner_index(self, owner: str) -> str:
-        return self._key(f"owner:{owner}:jobs")
-
-    def _record_keys(self, job_id: str) -> list[str]:
-        key = self._job(job_id)
-        return [
-            key,
-            f"{key}:results",
-            f"{key}:events",
-            f"{key}:ledger",
-            self._key("stats:image_seconds"),
-            self._key("retries"),
-            self._key("active"),
-            self._key("outbox"),
-        ]
-
-    @_translated
+    @translated
     def ping(self) -> None:
         self.client.ping()
 
-    @_translated
+    @translated
     def create(
         self,
         job: JobRecord,
@@ -201,12 +112,12 @@ class RedisJobStore:
                 return existing, False
         return self.get(job.job_id) or job, True
 
-    @_translated
+    @translated
     def get(self, job_id: str) -> JobRecord | None:
         fields: dict[str, str] = self.client.hgetall(self._job(job_id))  # type: ignore[assignment]
         return JobRecord.from_fields(fields) if fields else None
 
-    @_translated
+    @translated
     def record_result(self, job_id: str, result: ImageResult, model: str) -> RecordOutcome:
         stamp = now_ms()
         outcome = self._run(
@@ -227,7 +138,7 @@ class RedisJobStore:
         )
         return RecordOutcome(outcome)
 
-    @_translated
+    @translated
     def cancel(self, job_id: str, message: str) -> tuple[JobRecord | None, bool]:
         key = self._job(job_id)
         stamp = now_ms()
@@ -240,7 +151,7 @@ class RedisJobStore:
             return None, False
         return self.get(job_id), outcome == "cancelled"
 
-    @_translated
+    @translated
     def results(self, job_id: str, from_index: int, limit: int) -> tuple[list[ImageResult], bool]:
         key = f"{self._job(job_id)}:results"
         keys: list[str] = self.client.hkeys(key)  # type: ignore[assignment]
@@ -251,12 +162,12 @@ class RedisJobStore:
         texts: list[str | None] = self.client.hmget(key, [str(i) for i in page])  # type: ignore[assignment]
         return [ImageResult.from_json(t) for t in texts if t is not None], len(indexes) > limit
 
-    @_translated
+    @translated
     def result(self, job_id: str, index: int) -> ImageResult | None:
         text: str | None = self.client.hget(f"{self._job(job_id)}:results", str(index))  # type: ignore[assignment]
         return ImageResult.from_json(text) if text else None
 
-    @_translated
+    @translated
     def events(self, job_id: str, after: str, timeout_s: float) -> list[JobEvent]:
         key = f"{self._job(job_id)}:events"
         block = max(int(timeout_s * 1000), 1)
@@ -267,7 +178,7 @@ class RedisJobStore:
                 events.append(JobEvent(cursor=entry_id, kind=EventKind(fields["kind"]), data=fields["data"]))
         return events
 
-    @_translated
+    @translated
     def list_jobs(
         self,
         status: JobStatus | None,
@@ -315,7 +226,7 @@ class RedisJobStore:
                 offset -= len(expired)
         return found
 
-    @_translated
+    @translated
     def purge(self, job_id: str) -> bool:
         key = self._job(job_id)
         owner: str | None = self.client.hget(key, "owner")  # type: ignore[assignment]
@@ -329,128 +240,22 @@ class RedisJobStore:
         deleted, *_ = pipe.execute()
         return int(deleted) > 0
 
-    @_translated
+    @translated
     def mean_image_seconds(self, model: str) -> float | None:
         value: str | None = self.client.hget(self._key("stats:image_seconds"), model)  # type: ignore[assignment]
         return float(value) if value else None
 
-    @_translated
+    @translated
     def set_webhook_state(self, job_id: str, state: str, attempts: int) -> None:
         self.client.hset(self._job(job_id), mapping={"webhook_state": state, "webhook_attempts": str(attempts)})
 
-    @_translated
+    @translated
     def webhook_state(self, job_id: str) -> tuple[str, int]:
         values: list[str | None] = self.client.hmget(self._job(job_id), ["webhook_state", "webhook_attempts"])  # type: ignore[assignment]
         state, attempts = values
         return state or "", int(attempts or 0)
 
-    # --- the image ledger ----------------------------------------------------------------------
-
-    def _image_keys(self, job_id: str) -> list[str]:
-        key = self._job(job_id)
-        return [key, f"{key}:results", f"{key}:ledger"]
-
-    @_translated
-    def begin_image(self, job_id: str, index: int, token: str, lease_ms: int, max_crashes: int) -> Begin:
-        outcome, failures, crashes = self._run(
-            "begin", self._image_keys(job_id), [index, token, now_ms(), lease_ms, max_crashes, self.retention_s]
-        )
-        return Begin(BeginOutcome(outcome), int(failures), int(crashes))
-
-    @_translated
-    def hold_image(self, job_id: str, index: int, token: str, lease_ms: int) -> bool:
-        taken = self._run("hold", self._image_keys(job_id), [index, token, now_ms(), lease_ms, self.retention_s])
-        return bool(taken)
-
-    @_translated
-    def renew_lease(self, job_id: str, index: int, token: str, lease_ms: int) -> bool:
-        renewed = self._run("renew", [f"{self._job(job_id)}:ledger"], [index, token, now_ms() + lease_ms])
-        return bool(renewed)
-
-    @_translated
-    def release_image(self, job_id: str, index: int, token: str, *, ended: bool) -> None:
-        key = self._job(job_id)
-        self._run("release", [f"{key}:results", f"{key}:ledger"], [index, token, "1" if ended else "0"])
-
-    @_translated
-    def schedule_retry(self, job_id: str, index: int, token: str, due_ms: int) -> int:
-        keys = [*self._image_keys(job_id), self._key("retries")]
-        return int(self._run("retry", keys, [job_id, index, token, due_ms, self.retention_s]))
-
-    @_translated
-    def take_due_retries(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
-        members: list[str] = self._run("due", [self._key("retries")], [now_ms, limit])
-        due = []
-        for member in members:
-            job_id, _, index = member.rpartition("|")
-            due.append((job_id, int(index)))
-        return due
-
-    @_translated
-    def mark_enqueued(self, job_id: str, indexes: Sequence[int]) -> None:
-        if indexes:
-            ledger = f"{self._job(job_id)}:ledger"
-            stamp = now_ms()
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hset(ledger, mapping={f"{i}:touched": stamp for i in indexes})
-            pipe.expire(ledger, self.retention_s)
-            pipe.execute()
-
-    @_translated
-    def requeue_lost(self, job_id: str, index: int) -> int:
-        ledger = f"{self._job(job_id)}:ledger"
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hincrby(ledger, f"{index}:requeues", 1)
-        pipe.hset(ledger, f"{index}:touched", now_ms())
-        pipe.expire(ledger, self.retention_s)
-        requeues, *_ = pipe.execute()
-        return int(requeues)
-
-    @_translated
-    def pending_images(self, job_id: str) -> list[PendingImage]:
-        key = self._job(job_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hmget(key, ["total_images", "created_at_ms"])
-        pipe.hkeys(f"{key}:results")
-        pipe.hgetall(f"{key}:ledger")
-        (total, created), done, ledger = pipe.execute()
-        if total is None:
-            return []
-        recorded = {int(i) for i in done}
-        fields: dict[int, dict[str, str]] = {}
-        for name, value in ledger.items():
-            index, _, field = name.partition(":")
-            fields.setdefault(int(index), {})[field] = value
-        pending = []
-        for index in range(int(total)):
-            if index in recorded:
-                continue
-            entry = fields.get(index, {})
-            holder, _, until = entry.get("lease", "|0").partition("|")
-            pending.append(
-                PendingImage(
-                    index=index,
-                    lease_token=holder,
-                    lease_until_ms=int(until or 0),
-                    started=int(entry.get("started", 0)),
-                    ended=int(entry.get("ended", 0)),
-                    failures=int(entry.get("failures", 0)),
-                    requeues=int(entry.get("requeues", 0)),
-                    touched_ms=int(entry.get("touched") or created),
-                )
-            )
-        return pending
-
-    @_translated
-    def active_jobs(self, limit: int) -> list[str]:
-        members: list[str] = self.client.srandmember(self._key("active"), limit) or []  # type: ignore[assignment]
-        return sorted(members)
-
-    @_translated
-    def forget_active(self, job_id: str) -> None:
-        self.client.srem(self._key("active"), job_id)
-
-    @_translated
+    @translated
     def finish_if_complete(self, job_id: str) -> JobRecord | None:
         key = self._job(job_id)
         stamp = now_ms()
@@ -460,16 +265,3 @@ class RedisJobStore:
             [job_id, stamp, stamp + self.ending_grace_ms],
         )
         return self.get(job_id) if status else None
-
-    @_translated
-    def overdue_endings(self, now_ms: int, limit: int) -> list[str]:
-        due: list[str] = self.client.zrangebyscore(self._key("outbox"), "-inf", now_ms, start=0, num=limit)  # type: ignore[assignment]
-        return due
-
-    @_translated
-    def defer_ending(self, job_id: str, due_ms: int) -> None:
-        self.client.zadd(self._key("outbox"), {job_id: due_ms}, xx=True)
-
-    @_translated
-    def ending_done(self, job_id: str) -> None:
-        self.client.zrem(self._key("outbox"), job_id)

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from samsvc.config import load_settings
 from samsvc.jobs.broker import BROKER_NAMESPACE, IMAGE_QUEUES
-from samsvc.jobs.redis_store import connect
+from samsvc.redis_connection import connect
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,11 @@
-"""The byte cache interface and its in-memory form: an LRU bounded by bytes, with a TTL.
-samsvc.cache.redis_cache is the Redis form."""
+"""The in-memory byte cache (samsvc.cache.backend.ByteCache): an LRU bounded by bytes, with a
+TTL, for one server process."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from typing import Protocol
-
-
-class ByteCache(Protocol):
-    def get(self, key: str) -> bytes | None: ...
-
-    def put(self, key: str, value: bytes) -> None: ...
 
 
 class MemoryByteCache:
