@@ -73,7 +73,7 @@ def main() -> int:
                 threads = str(max(1, cpus // count))
                 workers = [WorkerProcess(settings, env={"TORCH_THREADS": threads}) for _ in range(count)]
                 wait_for(
-                    lambda expected=count: server.running.runtime.live_workers()[0] == expected,  # type: ignore[misc]
+                    lambda expected=count: server.running.jobs.health().live_workers == expected,  # type: ignore[misc]
                     timeout=120,
                     what=f"{count} live workers",
                 )

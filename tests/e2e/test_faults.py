@@ -79,7 +79,7 @@ def test_redis_killed_while_a_retry_is_queued(settings: Settings, redis_server: 
     env = failpoints_env(jobs__image__run=transient, jobs__retry__before_enqueue=queue)
     worker = WorkerProcess(settings, env=env)
     server = ServerThread(settings)  # its reconciler has no failpoints: the worker's must lead
-    server.running.reconciler.stop()
+    server.running.jobs.reconciler.stop()
     try:
         job_id = submit(server, 3)
         reached(tmp_path, "jobs.retry.before_enqueue")

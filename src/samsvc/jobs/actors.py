@@ -40,10 +40,17 @@ from samsvc.errors import (
     SamsvcError,
     Unavailable,
 )
-from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_ACTORS, IMAGE_QUEUES, WEBHOOK_QUEUE, delivery_token
+from samsvc.jobs.broker import (
+    ACTOR_PRIORITIES,
+    IMAGE_ACTORS,
+    IMAGE_QUEUES,
+    WEBHOOK_ACTOR,
+    WEBHOOK_QUEUE,
+    delivery_token,
+)
 from samsvc.jobs.leases import new_token
-from samsvc.jobs.records import ImageError, ImageResult, JobRecord, now_ms
-from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, JobRuntime
+from samsvc.jobs.records import ImageError, ImageResult, JobRecord, Priority, now_ms
+from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver
 from samsvc.logs import REQUEST_ID
@@ -273,16 +280,16 @@ def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
     store.ending_done(job_id)
 
 
-def declare_actors(runtime: JobRuntime) -> dict[str, dramatiq.Actor[Any, Any]]:
+def declare_actors(runtime: JobRuntime) -> Actors:
     settings = runtime.settings
-    actors: dict[str, dramatiq.Actor[Any, Any]] = {}
+    images: dict[Priority, dramatiq.Actor[[str, int], None]] = {}
     for priority, queue in IMAGE_QUEUES.items():
 
         def run_image(job_id: str, index: int) -> None:
             segment_image(runtime, job_id, index)
 
         name = IMAGE_ACTORS[priority]
-        actors[name] = dramatiq.actor(
+        images[priority] = dramatiq.actor(
             broker=runtime.broker,
             actor_name=name,
             queue_name=queue,
@@ -296,13 +303,13 @@ def declare_actors(runtime: JobRuntime) -> dict[str, dramatiq.Actor[Any, Any]]:
     def run_webhook(job_id: str) -> None:
         deliver_webhook(runtime, job_id)
 
-    actors["deliver_webhook"] = dramatiq.actor(
+    webhook = dramatiq.actor(
         broker=runtime.broker,
-        actor_name="deliver_webhook",
+        actor_name=WEBHOOK_ACTOR,
         queue_name=WEBHOOK_QUEUE,
         max_retries=settings.webhook_max_retries,
         min_backoff=settings.webhook_min_backoff_ms,
         max_backoff=settings.webhook_min_backoff_ms * 64,
         time_limit=int(settings.webhook_timeout_s * 3000),
     )(run_webhook)
-    return actors
+    return Actors(images, webhook)

@@ -31,6 +31,7 @@ from samsvc.config import Settings
 from samsvc.errors import Unavailable
 from samsvc.jobs.leases import LeaseKeeper, new_token
 from samsvc.jobs.records import Priority
+from samsvc.redis_connection import connect
 
 #: Queue per priority, and the webhook queue (kept apart so deliveries never wait behind images).
 IMAGE_QUEUES: dict[Priority, str] = {
@@ -52,6 +53,8 @@ GATE_PAUSE_S = 0.05
 DELIVERY_OPTION = "samsvc_delivery"
 #: Actor name of an image's priority.
 IMAGE_ACTORS: dict[Priority, str] = {p: f"segment_image_{p.value}" for p in Priority}
+#: Actor name of a job's webhook delivery.
+WEBHOOK_ACTOR = "deliver_webhook"
 
 
 def image_of(message: Message[Any] | MessageProxy) -> tuple[str, int] | None:
@@ -147,7 +150,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if settings.redis_url:
         broker = PriorityRedisBroker(  # type: ignore[no-untyped-call]
-            url=settings.redis_url,
+            client=connect(settings.redis_url, text=False),
             namespace=BROKER_NAMESPACE,
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
             maintenance_chance=settings.broker_maintenance_chance,

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -23,14 +23,16 @@ from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import Unavailable
 from samsvc.jobs.blobs import BlobStore, LocalBlobStore
-from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_ACTORS, IMAGE_QUEUES, build_broker, queue_depth
+from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, build_broker, queue_depth
 from samsvc.jobs.leases import LeaseKeeper
 from samsvc.jobs.memory_store import MemoryJobStore
 from samsvc.jobs.presence import WorkerPresence, live_worker_threads
 from samsvc.jobs.records import JobRecord, Priority, now_ms
-from samsvc.jobs.redis_store import DEFAULT_PREFIX, RedisJobStore, connect
+from samsvc.jobs.redis_base import DEFAULT_PREFIX
+from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.store import JobStore
 from samsvc.logs import REQUEST_ID
+from samsvc.redis_connection import connect
 from samsvc.validation.webhook_url import WebhookPolicy
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,15 @@ STORE_RETRY_LONGEST_S = 5.0
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Actors:
+    """The Dramatiq actors of a process, declared once by samsvc.jobs.actors.declare_actors: one
+    image actor per priority queue, and the webhook actor."""
+
+    images: dict[Priority, dramatiq.Actor[[str, int], None]]
+    webhook: dramatiq.Actor[[str], None]
+
+
 @dataclass
 class JobRuntime:
     settings: Settings
@@ -55,7 +66,8 @@ class JobRuntime:
     models_factory: Callable[[], ModelManager]
     leases: LeaseKeeper
     redis_client: redis.Redis | None = None
-    actors: dict[str, dramatiq.Actor[Any, Any]] = field(default_factory=dict)
+    #: Set by build_runtime right after the runtime exists (the actors close over it).
+    actors: Actors | None = None
     #: Worker threads in this process (the embedded mode's in-process worker).
     local_worker_threads: int = 0
 
@@ -67,26 +79,27 @@ class JobRuntime:
     def webhook_policy(self) -> WebhookPolicy:
         return WebhookPolicy(self.settings.webhook_allowed_hosts)
 
-    def redis_client_bytes(self) -> redis.Redis:
-        """A client on the same Redis that returns bytes (the store's decodes text)."""
-        return redis.Redis.from_url(self.settings.redis_url or "", decode_responses=False)
-
     @property
     def embedded(self) -> bool:
         return self.redis_client is None
 
     def enqueue_image(self, job_id: str, index: int, priority: Priority) -> None:
         failpoints.hit("jobs.enqueue", job_id=job_id, index=index)
-        self._send(IMAGE_ACTORS[priority], job_id, index)
+        self._send(self._declared().images[priority], job_id, index)
 
     def enqueue_webhook(self, job_id: str) -> None:
-        self._send("deliver_webhook", job_id)
+        self._send(self._declared().webhook, job_id)
 
-    def _send(self, actor: str, *args: Any) -> None:
+    def _declared(self) -> Actors:
+        if self.actors is None:
+            raise RuntimeError("the runtime's actors are declared by build_runtime")
+        return self.actors
+
+    def _send(self, actor: dramatiq.Actor[Any, None], *args: Any) -> None:
         try:
-            self.actors[actor].send_with_options(args=args, correlation_id=REQUEST_ID.get())
+            actor.send_with_options(args=args, correlation_id=REQUEST_ID.get())
         except redis.RedisError as exc:
-            log.warning("could not queue %s%s: %s", actor, args, exc)
+            log.warning("could not queue %s%s: %s", actor.actor_name, args, exc)
             raise Unavailable("the job queue is unreachable; try again shortly", reason="QUEUE_UNAVAILABLE") from exc
 
     def job_ended(self, job: JobRecord, *, count: bool = True) -> None:

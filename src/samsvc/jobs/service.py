@@ -1,16 +1,26 @@
-"""Job operations the server calls: submit, status, results, cancel, list, follow, and
-recording synchronous Segment calls as single jobs. Blocking (store I/O): the server runs
-these in its store thread pool."""
+"""The one entry to jobs for the server: starting and stopping the job machinery of a process
+(runtime, embedded workers, reconciler, event feed), and the job operations (submit, status,
+results, cancel, list, follow, health, recording synchronous Segment calls as single jobs).
+The operations block on store I/O: the server runs them in its store thread pool."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dramatiq
+import redis
 
 from samsvc import failpoints, metrics
+from samsvc.config import Settings
+from samsvc.engine.loader import ModelManager
 from samsvc.errors import NotFound, SamsvcError, Unavailable
+from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
+from samsvc.jobs.embedded import start_embedded_workers
+from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
+from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.records import (
     ImageError,
     ImageResult,
@@ -22,7 +32,7 @@ from samsvc.jobs.records import (
     Priority,
     now_ms,
 )
-from samsvc.jobs.runtime import JobRuntime
+from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.store import ListCursor
 
 log = logging.getLogger(__name__)
@@ -36,14 +46,95 @@ class BatchImage:
     error: ImageError | None = None
 
 
+@dataclass(frozen=True)
+class JobsHealth:
+    mode: str
+    store_reachable: bool
+    live_workers: int
+    live_worker_threads: int
+
+
 def new_job_id(kind: JobType) -> str:
     return ("seg_" if kind is JobType.SINGLE else "job_") + uuid.uuid4().hex
+
+
+@dataclass
+class _Machinery:
+    """What JobService.start runs beside the server, stopped by JobService.stop."""
+
+    reconciler: Reconciler
+    feed: EventFeed
+    workers: list[dramatiq.Worker] = field(default_factory=list)
 
 
 class JobService:
     def __init__(self, runtime: JobRuntime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self._machinery: _Machinery | None = None
+
+    @classmethod
+    def start(cls, settings: Settings, models_factory: Callable[[], ModelManager]) -> JobService:
+        """The jobs of a server process: its runtime, the embedded workers when there is no
+        Redis, its reconciler (running), and the event feed that job streams wait on."""
+        service = cls(build_runtime(settings, models_factory))
+        runtime = service.runtime
+        feed: EventFeed = (
+            RedisEventFeed.from_url(settings.redis_url) if settings.redis_url else PollingEventFeed(runtime.store)
+        )
+        workers = start_embedded_workers(runtime) if runtime.embedded else []
+        reconciler = build_reconciler(runtime)
+        reconciler.start()
+        service._machinery = _Machinery(reconciler, feed, workers)
+        return service
+
+    @property
+    def feed(self) -> EventFeed:
+        if self._machinery is None:
+            raise RuntimeError("JobService.start makes the event feed")
+        return self._machinery.feed
+
+    @property
+    def reconciler(self) -> Reconciler:
+        if self._machinery is None:
+            raise RuntimeError("JobService.start runs the reconciler")
+        return self._machinery.reconciler
+
+    async def close_feed(self) -> None:
+        if self._machinery is not None:
+            await self._machinery.feed.close()
+
+    def stop(self, timeout_ms: int) -> None:
+        """Stop the reconciler, let the embedded workers finish for up to `timeout_ms`, stop
+        renewing leases (blocking)."""
+        if self._machinery is not None:
+            self._machinery.reconciler.stop()
+            for worker in self._machinery.workers:
+                worker.stop(timeout_ms)
+        self.runtime.leases.stop()
+
+    @property
+    def embedded(self) -> bool:
+        return self.runtime.embedded
+
+    def health(self) -> JobsHealth:
+        """The job store's reachability and the live workers (blocking)."""
+        mode = "embedded" if self.runtime.embedded else "redis"
+        try:
+            self.store.ping()
+            processes, threads = self.runtime.live_workers()
+        except (Unavailable, redis.RedisError):
+            return JobsHealth(mode, False, 0, 0)
+        return JobsHealth(mode, True, processes, threads)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Image messages waiting per priority (for the queue depth gauge)."""
+        return {priority.value: queue_depth(self.runtime.broker, [queue]) for priority, queue in IMAGE_QUEUES.items()}
+
+    def sweep_images(self) -> int:
+        """Remove stored images of jobs older than JOB_RETENTION_S (ended jobs remove their
+        own); returns how many jobs' images went."""
+        return self.runtime.blobs.sweep(float(self.runtime.settings.job_retention_s))
 
     def submit(
         self,

@@ -16,31 +16,30 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-import dramatiq
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from samsvc import metrics
+from samsvc.cache.backend import ByteCache
+from samsvc.cache.memory_cache import MemoryByteCache
 from samsvc.cache.redis_cache import RedisByteCache
-from samsvc.cache.store import ByteCache, MemoryByteCache
 from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
-from samsvc.jobs.broker import IMAGE_QUEUES, WEBHOOK_QUEUE, queue_depth
-from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
-from samsvc.jobs.reconciler import Reconciler, build_reconciler
-from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import JobService
 from samsvc.metrics import serve_metrics
+from samsvc.redis_connection import connect
 from samsvc.server.admin_servicer import AdminServicer
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, AuthInterceptor, check_exposure
 from samsvc.server.calls import Calls
 from samsvc.server.gateway_auth import GatewayAuthServicer
 from samsvc.server.health import SERVICE_NAME, HealthService
-from samsvc.server.rate_limit import Limits, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from samsvc.server.memory_rate_limit import MemoryRateLimiter
+from samsvc.server.rate_limit import Limits, RateLimiter
+from samsvc.server.redis_rate_limit import RedisRateLimiter
 from samsvc.server.servicer import SegmentationServicer
 from samsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, segmentation_service_pb2, segmentation_service_pb2_grpc
 
@@ -70,11 +69,8 @@ class RunningServer:
     models: ModelManager
     executor: ThreadPoolExecutor
     io_executor: ThreadPoolExecutor
-    runtime: JobRuntime
-    workers: list[dramatiq.Worker]
+    jobs: JobService
     sweeper: asyncio.Task[None]
-    reconciler: Reconciler
-    feed: EventFeed
 
     @property
     def address(self) -> str:
@@ -86,14 +82,9 @@ class RunningServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
-        await self.feed.close()
+        await self.jobs.close_feed()
         self.sweeper.cancel()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.reconciler.stop)
-        timeout_ms = int((grace or 0) * 1000)
-        for worker in self.workers:
-            await loop.run_in_executor(None, worker.stop, timeout_ms)
-        self.runtime.leases.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.jobs.stop, int((grace or 0) * 1000))
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.io_executor.shutdown(wait=False, cancel_futures=True)
 
@@ -108,23 +99,17 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     io_executor = ThreadPoolExecutor(max_workers=DEFAULT_IO_THREADS, thread_name_prefix="samsvc-io")
     admission = AdmissionControl(settings.max_workers, settings.max_queue)
     shared_models = models
-    runtime = build_runtime(settings, lambda: shared_models)
-    workers = _start_embedded_workers(runtime) if runtime.embedded else []
-    result_cache, embedding_cache = build_caches(settings, runtime)
-    feed: EventFeed = (
-        RedisEventFeed.from_url(settings.redis_url) if settings.redis_url else PollingEventFeed(runtime.store)
-    )
+    jobs = JobService.start(settings, lambda: shared_models)
+    result_cache, embedding_cache = build_caches(settings)
     calls = Calls(
         authenticator,
-        build_rate_limiter(settings, runtime),
+        build_rate_limiter(settings),
         io_executor,
         executor,
         admission,
         settings.max_inferences_per_key,
     )
-    servicer = SegmentationServicer(
-        settings, models, health, JobService(runtime), calls, feed, result_cache, embedding_cache
-    )
+    servicer = SegmentationServicer(settings, models, health, jobs, calls, result_cache, embedding_cache)
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(servicer, models), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(GatewayAuthServicer(authenticator), server)
@@ -142,12 +127,8 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     if port == 0:
         raise OSError(f"cannot bind {settings.grpc_host}:{settings.grpc_port}")
     await server.start()
-    metrics.CALLBACKS.queue_depth = lambda: {
-        priority.value: queue_depth(runtime.broker, [queue]) for priority, queue in IMAGE_QUEUES.items()
-    }
-    sweeper = asyncio.create_task(_sweep_blobs(runtime, io_executor), name="samsvc-blob-sweeper")
-    reconciler = build_reconciler(runtime)
-    reconciler.start()
+    metrics.CALLBACKS.queue_depth = jobs.queue_depths
+    sweeper = asyncio.create_task(_sweep_images(jobs, io_executor), name="samsvc-blob-sweeper")
     running = RunningServer(
         server=server,
         port=port,
@@ -155,11 +136,8 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         models=models,
         executor=executor,
         io_executor=io_executor,
-        runtime=runtime,
-        workers=workers,
+        jobs=jobs,
         sweeper=sweeper,
-        reconciler=reconciler,
-        feed=feed,
     )
     if settings.preload:
         log.info("preloading models: %s", ", ".join(settings.preload))
@@ -177,24 +155,24 @@ def exposed_hosts(settings: Settings) -> list[str]:
     return hosts
 
 
-def build_rate_limiter(settings: Settings, runtime: JobRuntime) -> RateLimiter | None:
+def build_rate_limiter(settings: Settings) -> RateLimiter | None:
     """Per-caller limits: in Redis when configured (shared by replicas), else in memory."""
     limits = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_images_per_minute)
     if not limits.active:
         return None
-    if runtime.redis_client is not None:
-        return RedisRateLimiter(runtime.redis_client, limits)
+    if settings.redis_url:
+        return RedisRateLimiter(connect(settings.redis_url), limits)
     return MemoryRateLimiter(limits)
 
 
-def build_caches(settings: Settings, runtime: JobRuntime) -> tuple[ByteCache | None, EmbeddingCache | None]:
+def build_caches(settings: Settings) -> tuple[ByteCache | None, EmbeddingCache | None]:
     """The Segment result cache (Redis when configured, else memory) and the embedding cache
     (memory, or Redis with EMBEDDING_CACHE_REDIS)."""
     result: ByteCache | None = None
     if settings.result_cache_ttl_s > 0 and settings.result_cache_bytes > 0:
-        if runtime.redis_client is not None:
+        if settings.redis_url:
             result = RedisByteCache(
-                runtime.redis_client_bytes(),
+                connect(settings.redis_url, text=False),
                 "samsvc:cache:result",
                 settings.result_cache_ttl_s,
                 settings.result_cache_bytes,
@@ -202,10 +180,10 @@ def build_caches(settings: Settings, runtime: JobRuntime) -> tuple[ByteCache | N
         else:
             result = MemoryByteCache(settings.result_cache_bytes, settings.result_cache_ttl_s)
     embeddings: EmbeddingCache | None = None
-    if settings.embedding_cache_redis and runtime.redis_client is not None and settings.embedding_cache_bytes > 0:
+    if settings.embedding_cache_redis and settings.redis_url and settings.embedding_cache_bytes > 0:
         ttl = settings.result_cache_ttl_s or 3600
         cache = RedisByteCache(
-            runtime.redis_client_bytes(), "samsvc:cache:embedding", ttl, settings.embedding_cache_bytes
+            connect(settings.redis_url, text=False), "samsvc:cache:embedding", ttl, settings.embedding_cache_bytes
         )
         embeddings = EmbeddingCache(cache)
     elif settings.embedding_cache_bytes > 0:
@@ -213,38 +191,12 @@ def build_caches(settings: Settings, runtime: JobRuntime) -> tuple[ByteCache | N
     return result, embeddings
 
 
-def _start_embedded_workers(runtime: JobRuntime) -> list[dramatiq.Worker]:
-    """The embedded mode's in-process Dramatiq workers over the stub broker: one for images
-    (WORKER_THREADS) and one for webhooks (WEBHOOK_THREADS), so deliveries never take an
-    image's thread."""
-    settings = runtime.settings
-    poll = settings.worker_poll_ms
-    images = dramatiq.Worker(
-        runtime.broker, queues=set(IMAGE_QUEUES.values()), worker_threads=settings.worker_threads, worker_timeout=poll
-    )
-    webhooks = dramatiq.Worker(
-        runtime.broker, queues={WEBHOOK_QUEUE}, worker_threads=settings.webhook_threads, worker_timeout=poll
-    )
-    images.queue_prefetch = settings.queue_prefetch
-    # Time limits and other boot-time middleware only arm on this signal (the CLI sends it).
-    runtime.broker.emit_after("process_boot")
-    for worker in (images, webhooks):
-        worker.start()
-    runtime.local_worker_threads = settings.worker_threads
-    log.info(
-        "embedded mode: batch jobs run in this process (%d image threads, %d webhook threads, memory store)",
-        settings.worker_threads,
-        settings.webhook_threads,
-    )
-    return [images, webhooks]
-
-
-async def _sweep_blobs(runtime: JobRuntime, io_executor: ThreadPoolExecutor) -> None:
-    """Remove stored images of jobs older than the retention time (ended jobs remove their own)."""
+async def _sweep_images(jobs: JobService, io_executor: ThreadPoolExecutor) -> None:
+    """Remove stored images of jobs older than the retention time, every DEFAULT_SWEEP_INTERVAL_S."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(DEFAULT_SWEEP_INTERVAL_S)
-        removed = await loop.run_in_executor(io_executor, runtime.blobs.sweep, float(runtime.settings.job_retention_s))
+        removed = await loop.run_in_executor(io_executor, jobs.sweep_images)
         if removed:
             log.info("removed the stored images of %d expired jobs", removed)
 

@@ -19,7 +19,6 @@ from typing import Any
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, Unavailable
-from samsvc.jobs.event_feed import EventFeed
 from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobSpec
 from samsvc.jobs.service import BatchImage, JobService
 from samsvc.jobs.store import ListCursor
@@ -53,15 +52,13 @@ STORE_OUTAGE_GRACE_S = 60.0
 
 
 class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
-    def __init__(
-        self, settings: Settings, models: ModelManager, jobs: JobService, calls: Calls, feed: EventFeed
-    ) -> None:
+    def __init__(self, settings: Settings, models: ModelManager, jobs: JobService, calls: Calls) -> None:
         self._settings = settings
         self._models = models
         self._jobs = jobs
         self.jobs = jobs
         self.calls = calls
-        self._feed = feed
+        self._feed = jobs.feed
         self._limits = ImageLimits(max_bytes=settings.max_image_bytes, max_side=settings.max_image_side)
         self._streams = KeyedLimit(
             settings.max_streams_per_key, "job streams", "MAX_STREAMS_PER_KEY", "TOO_MANY_STREAMS"

@@ -12,15 +12,12 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
-
 from samsvc import __version__, metrics
-from samsvc.cache.store import ByteCache
+from samsvc.cache.backend import ByteCache
 from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import Unavailable
-from samsvc.jobs.event_feed import EventFeed
 from samsvc.jobs.records import ImageResult, JobSpec, JobType
 from samsvc.jobs.service import JobService, new_job_id
 from samsvc.pipeline import PromptTask, SegmentOutcome, SegmentTask, result_cache_key, run_prompts, run_segment
@@ -47,11 +44,10 @@ class SegmentationServicer(JobRpcs):
         health: HealthService,
         jobs: JobService,
         calls: Calls,
-        feed: EventFeed,
         result_cache: ByteCache | None = None,
         embedding_cache: EmbeddingCache | None = None,
     ) -> None:
-        super().__init__(settings, models, jobs, calls, feed)
+        super().__init__(settings, models, jobs, calls)
         self._health = health
         self._admission = calls.admission
         self._result_cache = result_cache
@@ -166,18 +162,12 @@ class SegmentationServicer(JobRpcs):
         )
 
     def _jobs_health(self) -> health_pb2.JobsHealth:
-        runtime = self._jobs.runtime
-        try:
-            runtime.store.ping()
-            processes, threads = runtime.live_workers()
-            reachable = True
-        except (Unavailable, redis.RedisError):
-            processes, threads, reachable = 0, 0, False
+        jobs = self._jobs.health()
         return health_pb2.JobsHealth(
-            mode="embedded" if runtime.embedded else "redis",
-            store_reachable=reachable,
-            live_workers=processes,
-            live_worker_threads=threads,
+            mode=jobs.mode,
+            store_reachable=jobs.store_reachable,
+            live_workers=jobs.live_workers,
+            live_worker_threads=jobs.live_worker_threads,
         )
 
     @unary_boundary

@@ -1,0 +1,38 @@
+"""The embedded mode's workers: without REDIS_URL, batch jobs run inside the server process on
+Dramatiq's stub broker, with the same actors, store calls and reconciler as Redis mode."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from samsvc.jobs.broker import IMAGE_QUEUES, WEBHOOK_QUEUE
+from samsvc.jobs.runtime import JobRuntime
+
+log = logging.getLogger(__name__)
+
+
+def start_embedded_workers(runtime: JobRuntime) -> list[dramatiq.Worker]:
+    """Two in-process Dramatiq workers: one for images (WORKER_THREADS) and one for webhooks
+    (WEBHOOK_THREADS), so deliveries never take an image's thread."""
+    settings = runtime.settings
+    poll = settings.worker_poll_ms
+    images = dramatiq.Worker(
+        runtime.broker, queues=set(IMAGE_QUEUES.values()), worker_threads=settings.worker_threads, worker_timeout=poll
+    )
+    webhooks = dramatiq.Worker(
+        runtime.broker, queues={WEBHOOK_QUEUE}, worker_threads=settings.webhook_threads, worker_timeout=poll
+    )
+    images.queue_prefetch = settings.queue_prefetch
+    # Time limits and other boot-time middleware only arm on this signal (the CLI sends it).
+    runtime.broker.emit_after("process_boot")
+    for worker in (images, webhooks):
+        worker.start()
+    runtime.local_worker_threads = settings.worker_threads
+    log.info(
+        "embedded mode: batch jobs run in this process (%d image threads, %d webhook threads, memory store)",
+        settings.worker_threads,
+        settings.webhook_threads,
+    )
+    return [images, webhooks]
