@@ -17,6 +17,8 @@ DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_IMAGE_SIDE = 4096
 #: 100 MiB: a batch request carries many images in one message.
 DEFAULT_MAX_BATCH_BYTES = 100 * 1024 * 1024
+#: The seed's batch size.
+DEFAULT_MAX_BATCH_IMAGES = 50
 #: Room for the protobuf fields around the image in one gRPC message.
 MESSAGE_OVERHEAD_BYTES = 1024 * 1024
 
@@ -182,7 +184,7 @@ class Settings(BaseSettings):
         None, description="File holding Redis's password (a compose or Kubernetes secret), added to REDIS_URL."
     )
     data_dir: Path = Field(Path("./data"), description="Blob store for batch images, shared by servers and workers.")
-    max_batch_images: int = Field(50, ge=1, le=10_000, description="Most images in one batch.")
+    max_batch_images: int = Field(DEFAULT_MAX_BATCH_IMAGES, ge=1, le=10_000, description="Most images in one batch.")
     max_batch_bytes: int = Field(
         DEFAULT_MAX_BATCH_BYTES, ge=1, description="Largest batch request in bytes (all images together)."
     )

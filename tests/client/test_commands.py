@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
 from samsvc.client import Client
+from samsvc.client.commands.batch_state import STATE_FILE, BatchState, FinishedImage, PendingJob
 from tests.client.conftest import Target
 from tests.support import encode, scene, wait_for
 
@@ -159,3 +161,25 @@ def test_jobs_commands(target: Target, tmp_path: Path) -> None:
 
     missing = samsvc("jobs", "status", "job_missing", "--json", *server)
     assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["reason"] == "JOB_NOT_FOUND"
+
+
+def test_batch_progress_file_round_trips_and_reads_its_layout(tmp_path: Path) -> None:
+    written = {
+        "version": 1,
+        "images": {
+            "a.png": {"status": "done", "masks": 3, "job_id": "job_1"},
+            "b.png": {"status": "failed", "error": "bad image", "job_id": "job_1"},
+            "c.png": {"status": "failed", "error": "the job ended (cancelled) before it ran"},
+        },
+        "pending": [{"job_id": "job_2", "cursor": "7-0", "files": ["d.png", "e.png"]}],
+    }
+    (tmp_path / STATE_FILE).write_text(json.dumps(written))
+    state = BatchState.load(tmp_path)
+    assert state.images["a.png"] == FinishedImage("done", "job_1", masks=3)
+    assert state.pending == [PendingJob("job_2", ["d.png", "e.png"], "7-0")]
+    assert state.in_flight() == {"d.png", "e.png"} and state.counts() == {"done": 1, "failed": 2}
+    state.save()
+    assert json.loads((tmp_path / STATE_FILE).read_text()) == written
+    (tmp_path / STATE_FILE).write_text(json.dumps({**written, "version": 2}))
+    with pytest.raises(SystemExit, match="another samsvc version"):
+        BatchState.load(tmp_path)

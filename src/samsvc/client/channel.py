@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 
 from samsvc.client.errors import FieldViolation, InvalidArgumentError
 from samsvc.client.images import ImageLike, image_bytes
@@ -26,35 +27,29 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RESUME_FOR_S = 120.0
 SERVICES = ("samsvc.v1.SegmentationService", "samsvc.v1.AdminService", "grpc.health.v1.Health")
 
-MASK_FORMATS = {
-    "png": mask_pb2.MASK_FORMAT_PNG,
-    "rle": mask_pb2.MASK_FORMAT_RLE,
-    "polygons": mask_pb2.MASK_FORMAT_POLYGONS,
+
+def _short_names(enum: Any, prefix: str) -> dict[str, int]:
+    """An enum's values by short lower-case name (MASK_FORMAT_PNG -> png), UNSPECIFIED left out."""
+    return {
+        name.removeprefix(prefix).lower(): value for name, value in enum.items() if not name.endswith("_UNSPECIFIED")
+    }
+
+
+MASK_FORMATS = _short_names(mask_pb2.MaskFormat, "MASK_FORMAT_")
+PRIORITIES = _short_names(job_pb2.Priority, "PRIORITY_")
+#: Job statuses by their short names (queued, processing, ...).
+JOB_STATUSES = _short_names(job_pb2.JobStatus, "JOB_STATUS_")
+#: Mask generation options accepted as keyword arguments and CLI flags: the fields of
+#: SegmentOptions a caller may leave unset (proto3 `optional`), with their Python types.
+OPTION_TYPES: dict[str, type] = {
+    field.name: int if field.cpp_type == FieldDescriptor.CPPTYPE_INT32 else float
+    for field in segmentation_service_pb2.SegmentOptions.DESCRIPTOR.fields
+    if field.has_presence and field.message_type is None
 }
-PRIORITIES = {"low": job_pb2.PRIORITY_LOW, "normal": job_pb2.PRIORITY_NORMAL, "high": job_pb2.PRIORITY_HIGH}
-#: Job statuses by their short names (queued, processing, ...), from the proto enum.
-JOB_STATUSES = {
-    name.removeprefix("JOB_STATUS_").lower(): value
-    for name, value in job_pb2.JobStatus.items()
-    if value != job_pb2.JOB_STATUS_UNSPECIFIED
-}
+OPTION_NAMES = tuple(OPTION_TYPES)
 #: First wait before a dropped job stream reconnects; it doubles up to DEFAULT_RESUME_MAX_DELAY_S.
 DEFAULT_RESUME_DELAY_S = 0.2
 DEFAULT_RESUME_MAX_DELAY_S = 5.0
-#: Mask generation options accepted as keyword arguments (the proto's field names).
-OPTION_NAMES = (
-    "points_per_side",
-    "points_per_batch",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "stability_score_offset",
-    "box_nms_thresh",
-    "crop_n_layers",
-    "crop_nms_thresh",
-    "crop_overlap_ratio",
-    "crop_n_points_downscale_factor",
-    "min_mask_region_area",
-)
 
 
 @dataclass(frozen=True)
@@ -135,7 +130,7 @@ def list_jobs_request(status: str | None, page_size: int, page_token: str) -> se
     if status is not None and status not in JOB_STATUSES:
         raise ValueError(f"status must be one of {', '.join(JOB_STATUSES)}")
     return segmentation_service_pb2.ListJobsRequest(
-        status=JOB_STATUSES[status] if status else job_pb2.JOB_STATUS_UNSPECIFIED,
+        status=JOB_STATUSES[status] if status else job_pb2.JOB_STATUS_UNSPECIFIED,  # type: ignore[arg-type]
         page_size=page_size,
         page_token=page_token,
     )
@@ -163,7 +158,7 @@ def batch_request(
             return_visualization=visualize,
             **_options(options),
         ),
-        priority=PRIORITIES[priority],
+        priority=PRIORITIES[priority],  # type: ignore[arg-type]
         request_id=request_id or uuid.uuid4().hex,
         webhook_url=webhook_url,
     )
