@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     amg_engine: Literal["reference", "fast"] = Field(
         "fast",
         description=(
-            "Mask generation: samsvc's engine (segment-anything's masks, about 4x faster on a CPU) "
+            "Mask generation: samsvc's engine (segment-anything's masks, faster; see the README's benchmarks) "
             "or segment-anything's own generator, bit for bit."
         ),
     )

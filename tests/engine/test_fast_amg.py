@@ -18,7 +18,7 @@ from segment_anything.utils.amg import rle_to_mask as reference_rle_to_mask
 
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks, rle_to_mask
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.fast_amg import _Masks, masks_to_rles, upsample_masks
+from samsvc.engine.fast_amg import UnsharedMaskData, masks_to_rles, upsample_masks
 from samsvc.engine.fast_decoder import predict_masks
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
@@ -167,9 +167,9 @@ def test_mask_data_joins_and_filters_like_the_reference() -> None:
             "points": np.arange(6).reshape(3, 2) + offset,
         }
 
-    ours, theirs = _Masks(), MaskData()
+    ours, theirs = UnsharedMaskData(), MaskData()
     for offset in (0, 10):
-        ours.cat(_Masks(**batch(offset)))
+        ours.cat(UnsharedMaskData(**batch(offset)))
         theirs.cat(MaskData(**batch(offset)))
     for keep in (torch.tensor([True, False, True, True, False, True]), torch.tensor([3, 0])):
         ours.filter(keep)

@@ -96,12 +96,12 @@ def upsample_masks(
     return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
 
 
-class _Masks(MaskData):  # type: ignore[misc]
+class UnsharedMaskData(MaskData):  # type: ignore[misc]
     """MaskData whose lists (the RLEs) are joined without `deepcopy`.
 
     segment-anything's `MaskData.cat` deep-copies every list it receives and rebuilds the
     accumulated one, once per prompt batch and again per crop: for RLEs that is a copy of every
-    run length, which cost about a fifth of a whole generation. The RLEs here are built by this
+    run length, a large share of a whole generation on a CPU. The RLEs here are built by this
     module and never shared, so joining them is enough; tensors and arrays are concatenated as
     the reference does, and `filter` reads the keep mask once instead of once per list item.
     """
@@ -132,8 +132,8 @@ class _Masks(MaskData):  # type: ignore[misc]
 
 #: Prompts per decoder pass on a CPU. After the decoder's first layer every prompt carries its
 #: own copy of the image tokens (4096 x 256 floats), so the work is memory-bound: a few prompts
-#: at a time stay in cache. Measured on 2 cores (tiny model, 512x384, 64 prompts): 4.8 s at 64,
-#: 4.3 s at 8, 4.0 s at 4, 4.0 s at 2, 4.5 s at 1. On a GPU the request's points_per_batch is kept.
+#: at a time stay in cache: 2 to 4 per pass ran fastest on this project's 2-core CPUs, 64 and 1
+#: slowest. On a GPU the request's points_per_batch is kept.
 #: Masks and their order do not depend on it: every step is per mask until the final NMS.
 DEFAULT_CPU_PROMPT_BATCH = 4
 
@@ -196,7 +196,7 @@ class FastMaskGenerator:
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_size, self.options.crop_n_layers, self.options.crop_overlap_ratio
         )
-        data = _Masks()
+        data = UnsharedMaskData()
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
             data.cat(self._process_crop(image, crop_box, layer_idx, orig_size))
         if len(crop_boxes) > 1:
@@ -223,7 +223,7 @@ class FastMaskGenerator:
             self.predictor.set_image(cropped)
         points_scale = np.array(cropped_size)[None, ::-1]
         points_for_image = self.point_grids[layer_idx] * points_scale
-        data = _Masks()
+        data = UnsharedMaskData()
         for (points,) in batch_iterator(self._prompt_batch(), points_for_image):
             self._check()
             data.cat(self._process_batch(points, cropped_size, crop_box, orig_size))
@@ -268,7 +268,7 @@ class FastMaskGenerator:
         iou_flat = iou_preds[prompts].flatten()[keep]
         point_rows = torch.as_tensor(points)[prompts.cpu()].repeat_interleave(iou_preds.shape[1], dim=0)[keep]
         masks = upsample_masks(model, low_res[:, None], predictor.input_size, predictor.original_size)[:, 0]
-        data = _Masks(masks=masks, iou_preds=iou_flat, points=point_rows)
+        data = UnsharedMaskData(masks=masks, iou_preds=iou_flat, points=point_rows)
         data["stability_score"] = calculate_stability_score(
             data["masks"], model.mask_threshold, o.stability_score_offset
         )

@@ -27,9 +27,8 @@ from segment_anything.modeling.image_encoder import (
 from segment_anything.predictor import SamPredictor
 from torch import Tensor
 
-#: Logits (floats) computed at once per slice: 4 MB, which stays in this project's CPUs' caches.
-#: Measured (vit_b, 1024 x 1024, 2 cores): 6.5 s at 2^18, 6.2 s at 2^20, 6.9 s at 2^22,
-#: against 14.0 s for segment-anything's attention.
+#: Logits (floats) computed at once per slice: 4 MB, which stays in this project's CPUs' caches
+#: (smaller slices pay more per-slice overhead, larger ones spill; bench.encoder_speed compares).
 DEFAULT_LOGITS_BUDGET = 1 << 20
 #: On a GPU, where each slice is a kernel launch and memory bandwidth is plentiful: a whole
 #: head's global logits (4096 x 4096) per slice, a dozen or so launches per block.

@@ -52,7 +52,7 @@ from samsvc.jobs.leases import new_token
 from samsvc.jobs.records import ImageError, ImageResult, JobRecord, Priority, now_ms
 from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
-from samsvc.jobs.webhooks import deliver
+from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
 from samsvc.logs import REQUEST_ID
 from samsvc.pipeline import SegmentTask, run_segment
 from samsvc.validation.image import ImageLimits, check_image_bytes
@@ -108,30 +108,6 @@ def _token() -> str:
 def _adopt_correlation_id(job_id: str) -> None:
     """Log (and pass on) the correlation id the message carries, or the job id."""
     REQUEST_ID.set(str(_message_option("correlation_id", None) or job_id))
-
-
-def webhook_delivery_id(job_id: str) -> str:
-    """The same for every attempt and re-send of a job's end notice, so receivers de-duplicate."""
-    return f"{job_id}.ended"
-
-
-def summary(job: JobRecord, estimate: int = 0) -> dict[str, Any]:
-    """The job summary sent to webhooks."""
-    return {
-        "delivery_id": webhook_delivery_id(job.job_id),
-        "job_id": job.job_id,
-        "job_type": job.job_type.value,
-        "status": job.status.value,
-        "total_images": job.total_images,
-        "processed_images": job.processed_images,
-        "failed_images": job.failed_images,
-        "created_at_ms": job.created_at_ms,
-        "started_at_ms": job.started_at_ms,
-        "completed_at_ms": job.completed_at_ms,
-        "processing_time": job.processing_time_s(),
-        "error_message": job.error_message,
-        "model_type": job.spec.model,
-    }
 
 
 def image_failure(index: int, error: SamsvcError, seconds: float = 0.0) -> ImageResult:
@@ -255,7 +231,7 @@ def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
     try:
         deliver(
             job.webhook_url,
-            summary(job),
+            webhook_payload(job),
             secret=settings.webhook_secret,
             policy=runtime.webhook_policy,
             correlation_id=REQUEST_ID.get() or job_id,

@@ -26,6 +26,7 @@ from typing import Any
 
 from samsvc import __version__
 from samsvc.errors import Unavailable
+from samsvc.jobs.records import JobRecord
 from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
 
 #: Seconds to connect and to wait for the receiver's answer.
@@ -35,6 +36,30 @@ TIMESTAMP_HEADER = "X-Samsvc-Timestamp"
 DELIVERY_HEADER = "X-Samsvc-Delivery"
 #: Bytes of a receiver's answer read at most; the rest is never read.
 MAX_RESPONSE_BYTES = 64 * 1024
+
+
+def webhook_delivery_id(job_id: str) -> str:
+    """The same for every attempt and re-send of a job's end notice, so receivers de-duplicate."""
+    return f"{job_id}.ended"
+
+
+def webhook_payload(job: JobRecord) -> dict[str, Any]:
+    """The body of a job's end notice."""
+    return {
+        "delivery_id": webhook_delivery_id(job.job_id),
+        "job_id": job.job_id,
+        "job_type": job.job_type.value,
+        "status": job.status.value,
+        "total_images": job.total_images,
+        "processed_images": job.processed_images,
+        "failed_images": job.failed_images,
+        "created_at_ms": job.created_at_ms,
+        "started_at_ms": job.started_at_ms,
+        "completed_at_ms": job.completed_at_ms,
+        "processing_time": job.processing_time_s(),
+        "error_message": job.error_message,
+        "model_type": job.spec.model,
+    }
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -32,13 +32,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def PurgeJob(
         self, request: admin_service_pb2.PurgeJobRequest, context: ServicerContext
     ) -> admin_service_pb2.PurgeJobResponse:
-        cancelled = await self._jobs.calls.io(self._jobs.jobs.purge, request.job_id)
+        cancelled = await self._jobs.calls.run_blocking(self._jobs.jobs.purge, request.job_id)
         return admin_service_pb2.PurgeJobResponse(job_id=request.job_id, cancelled=cancelled)
 
     @unary_boundary
     async def LoadModel(self, request: admin_service_pb2.LoadModelRequest, context: ServicerContext) -> model_pb2.Model:
         self._models.spec(request.name)  # NotFound before any work
-        await self._jobs.calls.io(self._models.get, request.name)
+        await self._jobs.calls.run_blocking(self._models.get, request.name)
         log.info("model %s loaded by an admin", request.name)
         return convert.model_to_proto(self._models.state(request.name))
 

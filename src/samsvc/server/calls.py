@@ -73,7 +73,7 @@ class Calls:
         limits: one call and `images` images."""
         principal = self.auth.caller(context.invocation_metadata() or ())
         if self.rate_limiter is not None:
-            await self.io(self.rate_limiter.take, principal.name, images)
+            await self.run_blocking(self.rate_limiter.take, principal.name, images)
         return principal
 
     def presents_key(self, context: ServicerContext) -> bool:
@@ -86,7 +86,7 @@ class Calls:
             return False
         return True
 
-    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work in the I/O pool (in this call's context: its correlation id)."""
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, fn, *args)

@@ -93,11 +93,11 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
     ) -> JobRecord:
         caller = await self.calls.caller(context, images=len(request.images))
-        images, spec, priority, webhook_url, request_id = await self.calls.io(self._check_batch, request)
+        images, spec, priority, webhook_url, request_id = await self.calls.run_blocking(self._check_batch, request)
         caller.check_model(spec.model, field="options.model_type")
         # Idempotency keys are per caller: another key's request_id never returns this key's job.
         scoped_request_id = f"{caller.name}/{request_id}" if request_id and caller.name else request_id
-        job, _ = await self.calls.io(
+        job, _ = await self.calls.run_blocking(
             functools.partial(
                 self._jobs.submit,
                 images,
@@ -111,24 +111,24 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         return job
 
     async def _job_proto(self, job: JobRecord) -> job_pb2.Job:
-        return convert.job_to_proto(job, await self.calls.io(self._jobs.estimate, job))
+        return convert.job_to_proto(job, await self.calls.run_blocking(self._jobs.estimate, job))
 
     async def _event_proto(self, job_id: str, event: JobEvent) -> job_pb2.JobEvent:
         message = job_pb2.JobEvent(cursor=event.cursor, job_id=job_id)
         data = json.loads(event.data)
         if event.kind is EventKind.IMAGE:
-            result = await self.calls.io(self._jobs.result, job_id, int(data["index"]))
+            result = await self.calls.run_blocking(self._jobs.result, job_id, int(data["index"]))
             if result is not None:
                 message.image.CopyFrom(convert.image_result_to_proto(result))
             return message
-        job = await self.calls.io(self._jobs.get, job_id)
+        job = await self.calls.run_blocking(self._jobs.get, job_id)
         if event.kind is EventKind.ACCEPTED:
-            estimate = await self.calls.io(self._jobs.estimate, job)
+            estimate = await self.calls.run_blocking(self._jobs.estimate, job)
             message.accepted.CopyFrom(
                 job_pb2.JobAccepted(job_id=job_id, total_images=job.total_images, estimated_time=estimate)
             )
         elif event.kind is EventKind.PROGRESS:
-            estimate = await self.calls.io(self._jobs.estimate, job)
+            estimate = await self.calls.run_blocking(self._jobs.estimate, job)
             message.progress.CopyFrom(
                 job_pb2.JobProgress(
                     processed_images=int(data["processed"]),
@@ -149,7 +149,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
             try:
                 events = await self._feed.wait(job_id, cursor, FOLLOW_POLL_S)
                 if not events:
-                    job = await self.calls.io(self._jobs.get, job_id)  # NotFound once the job expired
+                    job = await self.calls.run_blocking(self._jobs.get, job_id)  # NotFound once the job expired
                     if job.status.final and not await self._feed.wait(job_id, cursor, 0):
                         return  # its last event is behind the cursor: nothing more will come
                     continue
@@ -195,7 +195,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         caller = await self.calls.caller(context)
         cursor = check_cursor(request.cursor)
         with self._streams.hold(caller):
-            await self.calls.io(self._jobs.get, request.job_id, caller.name)
+            await self.calls.run_blocking(self._jobs.get, request.job_id, caller.name)
             async for event in self._follow(request.job_id, cursor):
                 yield event
 
@@ -204,7 +204,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_service_pb2.GetJobStatusRequest, context: ServicerContext
     ) -> job_pb2.Job:
         caller = await self.calls.caller(context)
-        return await self._job_proto(await self.calls.io(self._jobs.get, request.job_id, caller.name))
+        return await self._job_proto(await self.calls.run_blocking(self._jobs.get, request.job_id, caller.name))
 
     @unary_boundary
     async def GetJobResults(
@@ -213,7 +213,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         caller = await self.calls.caller(context)
         size = page_size(request.page_size, DEFAULT_RESULTS_PAGE_SIZE, MAX_RESULTS_PAGE_SIZE)
         start = decode_page_token(request.page_token)
-        job, results, more = await self.calls.io(self._jobs.results, request.job_id, start, size, caller.name)
+        job, results, more = await self.calls.run_blocking(self._jobs.results, request.job_id, start, size, caller.name)
         return segmentation_service_pb2.GetJobResultsResponse(
             job=await self._job_proto(job),
             results=[convert.image_result_to_proto(r) for r in results],
@@ -225,7 +225,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_service_pb2.CancelJobRequest, context: ServicerContext
     ) -> job_pb2.Job:
         caller = await self.calls.caller(context)
-        return await self._job_proto(await self.calls.io(self._jobs.cancel, request.job_id, caller.name))
+        return await self._job_proto(await self.calls.run_blocking(self._jobs.cancel, request.job_id, caller.name))
 
     @unary_boundary
     async def ListJobs(
@@ -242,7 +242,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         status = convert.status_filter(request.status)
         job_type = convert.type_filter(request.job_type)
         after = decode_list_token(request.page_token)
-        jobs = await self.calls.io(self._jobs.list_jobs, status, job_type, after, size + 1, owner)
+        jobs = await self.calls.run_blocking(self._jobs.list_jobs, status, job_type, after, size + 1, owner)
         page = jobs[:size]
         token = ""
         if len(jobs) > size:

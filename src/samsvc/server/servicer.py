@@ -99,9 +99,9 @@ class SegmentationServicer(JobRpcs):
         cache_key = None
         result = None
         if self._result_cache is not None:
-            loaded = await self.calls.io(self._models.get, task.model)
+            loaded = await self.calls.run_blocking(self._models.get, task.model)
             cache_key = result_cache_key(task, loaded.identity)
-            cached = await self.calls.io(self._result_cache.get, cache_key)
+            cached = await self.calls.run_blocking(self._result_cache.get, cache_key)
             if cached is not None:
                 result = ImageResult.from_json(cached.decode())
             metrics.CACHE_REQUESTS.labels("result", "miss" if cached is None else "hit").inc()
@@ -110,9 +110,9 @@ class SegmentationServicer(JobRpcs):
             outcome = await self._run(caller, task, prompts)
             result = ImageResult.from_outcome(0, outcome)
             if cache_key is not None and self._result_cache is not None:
-                await self.calls.io(self._result_cache.put, cache_key, result.to_json().encode())
+                await self.calls.run_blocking(self._result_cache.put, cache_key, result.to_json().encode())
         try:
-            await self.calls.io(self._jobs.record_single, job_id, spec, result, caller.name)
+            await self.calls.run_blocking(self._jobs.record_single, job_id, spec, result, caller.name)
         except Unavailable as exc:
             # The masks are computed and correct: answer them; only the job record is lost.
             log.warning("segment %s: not recorded as a job: %s", job_id, exc.message)
@@ -180,7 +180,7 @@ class SegmentationServicer(JobRpcs):
         status = self._health.proto_status()
         if not self.calls.presents_key(context):
             return health_pb2.CheckHealthResponse(status=status)  # type: ignore[arg-type]
-        jobs = await self.calls.io(self._jobs_health)
+        jobs = await self.calls.run_blocking(self._jobs_health)
         return health_pb2.CheckHealthResponse(
             jobs=jobs,
             status=status,  # type: ignore[arg-type]
