@@ -80,7 +80,8 @@ def test_worker_killed_mid_image_loses_nothing(redis_settings: tuple[Settings, R
     survivor = WorkerProcess(settings)
     server = ServerThread(settings)
     try:
-        wait_for(lambda: doomed.children() and survivor.children(), what="worker processes")
+        # Start-up only (two interpreters importing torch): generous, for a machine under load.
+        wait_for(lambda: doomed.children() and survivor.children(), timeout=120, what="worker processes")
         submitted = server.stub.SubmitBatch(pb.SubmitBatchRequest(images=batch(6), options=MEDIUM))
         wait_for(
             lambda: server.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=submitted.job_id)).processed_images >= 1,
