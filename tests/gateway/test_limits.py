@@ -72,7 +72,8 @@ def gated(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
 def envoy_heap(gated: Gated) -> int:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://{gated.gateway.envoy.admin_address}/memory", timeout=10) as answer:
+    admin = gated.gateway.envoy.admin_path.read_text().strip()  # Envoy writes its admin address there
+    with urllib.request.urlopen(f"http://{admin}/memory", timeout=10) as answer:
         return int(json.loads(answer.read())["allocated"])
 
 

@@ -112,10 +112,6 @@ class EnvoyProcess:
     def rest_port(self) -> int:
         return self.ports["rest"]
 
-    @property
-    def admin_address(self) -> str:
-        return self.admin_path.read_text().strip()
-
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
