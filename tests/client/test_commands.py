@@ -31,6 +31,17 @@ def samsvc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
     )
 
 
+#: `samsvc` with Ctrl-C's SIGINT handled as in a terminal even when the tests run as a shell's
+#: background job, which starts them (and every child) with SIGINT ignored: Python then installs
+#: no KeyboardInterrupt handler of its own.
+CTRL_C_ABLE = [
+    sys.executable,
+    "-c",
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['samsvc', *sys.argv[1:]]; runpy.run_module('samsvc.cli', run_name='__main__')",
+]
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -100,7 +111,7 @@ def test_interrupted_batch_resumes_without_redoing(target: Target, tmp_path: Pat
     out = tmp_path / "out"
     state = out / ".samsvc-batch.json"
     flags = ["--points-per-side", "6", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
-    command = [sys.executable, "-m", "samsvc.cli", "batch", str(folder), "--out", str(out), "--chunk", "4",
+    command = [*CTRL_C_ABLE, "batch", str(folder), "--out", str(out), "--chunk", "4",
                "--server", target.address, *flags]  # fmt: skip
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -77,12 +77,21 @@ class BatchRun:
             self.bar.write(line, file=sys.stderr)
 
     def record(self, job: PendingJob, outcome: ImageOutcome, cursor: str) -> None:
+        """Write an image's outputs and mark it finished, with the job's cursor after it in the
+        same save. An image already finished (a resumed run replaying events after a cursor
+        saved just before it) only moves the cursor: its files are not written again."""
         name = job.files[outcome.index]
+        if name in self.state.images:
+            job.cursor = cursor
+            self.state.save()
+            return
         if outcome.result is not None:
             outputs = write_outputs(
                 outcome.result, output_dir(self.out, name, self.all_names), self.args.format, self.folder / name
             )
             self.state.images[name] = FinishedImage("done", job.job_id, masks=len(outcome.result))
+            job.cursor = cursor
+            self.state.save()
             self.emit(
                 {"file": name, "status": "done", "masks": len(outcome.result), "outputs": outputs},
                 f"done    {name}: {len(outcome.result)} masks in {outcome.processing_time_s:.2f} s",
@@ -91,12 +100,12 @@ class BatchRun:
             error = outcome.error
             message = str(error) if error else "failed"
             self.state.images[name] = FinishedImage("failed", job.job_id, error=message)
+            job.cursor = cursor
+            self.state.save()
             self.emit(
                 {"file": name, "status": "failed", "error": error_dict(error) if error else {}},
                 f"FAILED  {name}: {message}",
             )
-        job.cursor = cursor
-        self.state.save()
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(self.state.counts(), refresh=False)
