@@ -140,7 +140,8 @@ def _first_layer(
     queries = layer.norm3(queries + layer.mlp(queries))
 
     i2t = layer.cross_attn_image_to_token
-    shared_q = _heads(i2t.q_proj(k), i2t.num_heads)  # projected once for every prompt
+    # Projected once for every prompt; for a single prompt, folding into its tokens is cheaper.
+    shared_q = _heads(i2t.q_proj(k), i2t.num_heads) if queries.shape[0] > 1 else None
     keys = layer.norm4(_image_to_tokens(i2t, keys, k, queries + query_pe, queries, shared_q))
     return queries, keys
 

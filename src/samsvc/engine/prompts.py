@@ -1,5 +1,11 @@
 """Prompted segmentation: points (foreground or background), boxes and previous mask logits on
-one image, reusing its embedding. The arithmetic is SamPredictor.predict's."""
+one image, reusing its embedding.
+
+The arithmetic is SamPredictor.predict's: its coordinate transforms, prompt encoder, mask
+decoder, mask selection and postprocessing. With `fast` (the default engine) the mask decoder
+is samsvc.engine.fast_decoder's, which reorders floating-point sums (scores agree to 1e-4,
+masks to the last pixels at the threshold); without it, SamPredictor.predict_torch runs as is.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from segment_anything.modeling import Sam
+from segment_anything.predictor import SamPredictor
 
+from samsvc.engine import fast_decoder
 from samsvc.engine.embeddings import ImageEmbedding, predictor_for
 
 #: SAM's low-resolution mask size.
@@ -35,6 +43,34 @@ class PromptOutput:
     scores: npt.NDArray[np.float32]  # k
     low_res_logits: npt.NDArray[np.float32]  # k x 256 x 256
 
+    @property
+    def best_logits(self) -> npt.NDArray[np.float32]:
+        """1 x 256 x 256: the logits of the mask with the highest predicted IoU (what a
+        refinement click feeds back)."""
+        best = int(np.argmax(self.scores))
+        return self.low_res_logits[best : best + 1]
+
+
+def _fast_predict(
+    predictor: SamPredictor,
+    coords: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    box: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    multimask: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SamPredictor.predict_torch for one prompt, with the fast mask decoder."""
+    model = predictor.model
+    points = (coords, labels) if coords is not None and labels is not None else None
+    sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=mask)
+    logits, iou = fast_decoder.predict_masks(
+        model.mask_decoder, predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense
+    )
+    chosen = slice(1, None) if multimask else slice(0, 1)
+    low_res, scores = logits[:, chosen], iou[:, chosen]
+    masks = model.postprocess_masks(low_res, predictor.input_size, predictor.original_size) > model.mask_threshold
+    return masks, scores, low_res
+
 
 def predict_prompts(
     model: Sam,
@@ -42,9 +78,11 @@ def predict_prompts(
     prompts: list[PromptSpec],
     multimask: bool,
     precision: Callable[[], AbstractContextManager[Any]] | None = None,
+    *,
+    fast: bool = True,
 ) -> list[PromptOutput]:
-    """Each prompt as SamPredictor.predict computes it (its input transforms, then
-    predict_torch), with the network under `precision` and the outputs read back in fp32."""
+    """Each prompt as SamPredictor.predict computes it (its input transforms, then the network
+    under `precision`), with the outputs read back in fp32."""
     predictor = predictor_for(model, embedding)
     device = predictor.device
     outputs = []
@@ -62,7 +100,12 @@ def predict_prompts(
             if prompt.mask_logits is not None:
                 mask = torch.as_tensor(prompt.mask_logits, dtype=torch.float, device=device)[None, :, :, :]
             with (precision or nullcontext)():
-                masks, scores, logits = predictor.predict_torch(coords, labels, box, mask, multimask_output=multimask)
+                if fast:
+                    masks, scores, logits = _fast_predict(predictor, coords, labels, box, mask, multimask)
+                else:
+                    masks, scores, logits = predictor.predict_torch(
+                        coords, labels, box, mask, multimask_output=multimask
+                    )
             outputs.append(
                 PromptOutput(
                     masks=masks[0].cpu().numpy().astype(bool),
