@@ -1,5 +1,7 @@
 """Image embeddings (the encoder's output) and their cache: image content hash + model digest
--> embedding, so a second prompt on the same image skips the encoder."""
+-> embedding, so a second prompt on the same image skips the encoder. An embedding also leaves
+the service (GetImageEmbedding, embedding jobs) as raw tensors with the transform a client needs
+to place its clicks on the model's input."""
 
 from __future__ import annotations
 
@@ -19,29 +21,77 @@ from segment_anything.predictor import SamPredictor
 from samsvc.cache.backend import ByteCache
 from samsvc.engine.fast_encoder import FastPredictor
 
+#: The name SAM's decoders (segment-anything's ONNX export, CVAT's plugin) give the embedding.
+SAM_TENSOR_NAME = "image_embeddings"
+#: Input pixels per embedding cell, along each side (the ViT's patch size).
+SAM_PATCH_SIZE = 16
+#: Element types an embedding leaves the service in, by name, with their little-endian numpy type.
+TENSOR_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+
+@dataclass(frozen=True)
+class EmbeddingTransform:
+    """How an image's pixels map onto the model's input: resized so its longest side is
+    `input_size` (by `scale`), then padded right and bottom to an `input_size` square."""
+
+    original_size: tuple[int, int]  # (h, w)
+    resized_size: tuple[int, int]  # (h, w), before padding
+    input_size: int
+    mask_input_size: int
+
+    @property
+    def scale(self) -> float:
+        return self.input_size / max(self.original_size)
+
 
 @dataclass(frozen=True)
 class ImageEmbedding:
     features: torch.Tensor
+    #: The resized image's (h, w) before padding (SamPredictor.input_size).
     input_size: tuple[int, int]
     original_size: tuple[int, int]
 
-    def to_bytes(self) -> bytes:
+    def transform(self) -> EmbeddingTransform:
+        """SAM's: the encoder turns each 16 x 16 patch of its input into one embedding cell, and
+        the decoder's low-resolution masks have 4 x 4 cells per embedding cell."""
+        grid = int(self.features.shape[-1])
+        return EmbeddingTransform(self.original_size, self.input_size, grid * SAM_PATCH_SIZE, grid * 4)
+
+    def tensors(self, dtype: str = "float32") -> list[tuple[str, tuple[int, ...], bytes]]:
+        """(name, shape, C-order little-endian bytes) of each tensor, in `dtype`."""
+        array = self.features.detach().to("cpu", torch.float32).contiguous().numpy()
+        return [(SAM_TENSOR_NAME, tuple(array.shape), array.astype(TENSOR_DTYPES[dtype], copy=False).tobytes())]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.features.numel() * 4)
+
+    def to_bytes(self, meta: dict[str, str] | None = None) -> bytes:
+        """A self-describing serialisation (shape, sizes and `meta` in a JSON header)."""
         array = self.features.detach().to("cpu", torch.float32).contiguous().numpy()
         header = json.dumps(
-            {"shape": list(array.shape), "input_size": list(self.input_size), "original_size": list(self.original_size)}
+            {
+                "shape": list(array.shape),
+                "input_size": list(self.input_size),
+                "original_size": list(self.original_size),
+                "meta": meta or {},
+            }
         ).encode()
-        return len(header).to_bytes(4, "little") + header + array.tobytes()
+        return len(header).to_bytes(4, "little") + header + array.astype("<f4", copy=False).tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, device: torch.device) -> ImageEmbedding:
+        return cls.from_bytes_with_meta(data, device)[0]
+
+    @classmethod
+    def from_bytes_with_meta(cls, data: bytes, device: torch.device) -> tuple[ImageEmbedding, dict[str, str]]:
         size = int.from_bytes(data[:4], "little")
         header = json.loads(data[4 : 4 + size])
-        array = np.frombuffer(data[4 + size :], dtype=np.float32).reshape(header["shape"])
-        features = torch.from_numpy(array.copy()).to(device)
+        array = np.frombuffer(data[4 + size :], dtype="<f4").reshape(header["shape"])
+        features = torch.from_numpy(array.astype(np.float32)).to(device)
         ih, iw = header["input_size"]
         oh, ow = header["original_size"]
-        return cls(features, (ih, iw), (oh, ow))
+        return cls(features, (ih, iw), (oh, ow)), dict(header.get("meta", {}))
 
 
 def embed(

@@ -1,0 +1,166 @@
+"""A model's prompt decoder as ONNX, for clients that decode clicks themselves (the browser with
+onnxruntime-web, CVAT's SAM plugin, Meta's demo).
+
+The graph is segment-anything's own export model (`SamOnnxModel`: prompt encoder, mask decoder
+and mask postprocessing) exported as its `scripts/export_onnx_model.py` does: opset 17, the
+number of points dynamic, constant folding on, the best mask only (`--return-single-mask`, as
+the demo and CVAT run it). The int8 variant is onnxruntime's dynamic quantization of that graph
+with the script's settings (QUInt8 weights, per tensor, full range). Exports are built on first
+request and kept in `DECODER_DIR`, named by the checkpoint's digest, so a decoder always comes
+from the same checkpoint as the embeddings it decodes and survives restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.onnx import SamOnnxModel
+from torch.jit import TracerWarning  # type: ignore[attr-defined]
+
+from samsvc.engine.download import sha256_of
+from samsvc.errors import FailedPrecondition
+
+log = logging.getLogger(__name__)
+
+#: segment-anything's export script's default opset.
+DEFAULT_OPSET = 17
+#: The export model's inputs and outputs, in order.
+INPUT_NAMES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
+#: The export script's dynamic axes: any number of points (and the padding point).
+DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+QUANTIZATIONS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class DecoderFile:
+    """One exported decoder on disk."""
+
+    path: Path
+    checkpoint_sha256: str
+    quantization: str
+    sha256: str
+    size_bytes: int
+    opset: int = DEFAULT_OPSET
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def export_decoder(sam: Sam, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Write `sam`'s prompt decoder as ONNX to `path`, as segment-anything's export script does."""
+    model = SamOnnxModel(model=sam, return_single_mask=True)
+    device = next(sam.mask_decoder.parameters()).device
+    embed_dim = sam.prompt_encoder.embed_dim
+    embed_size = sam.prompt_encoder.image_embedding_size
+    mask_input_size = [4 * x for x in embed_size]
+    generator = torch.Generator().manual_seed(0)
+    dummy = {
+        "image_embeddings": torch.randn(1, embed_dim, *embed_size, generator=generator),
+        "point_coords": torch.randint(0, 1024, size=(1, 5, 2), generator=generator).float(),
+        "point_labels": torch.randint(0, 4, size=(1, 5), generator=generator).float(),
+        "mask_input": torch.randn(1, 1, *mask_input_size, generator=generator),
+        "has_mask_input": torch.tensor([1], dtype=torch.float),
+        "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
+    }
+    inputs = tuple(tensor.to(device) for tensor in dummy.values())
+    with warnings.catch_warnings():
+        # The tracer's notes on Python values in the graph (the script silences them too).
+        warnings.filterwarnings("ignore", category=TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            model,
+            inputs,
+            str(path),
+            export_params=True,
+            verbose=False,
+            opset_version=opset,
+            do_constant_folding=True,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=DYNAMIC_AXES,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+
+
+def quantize_decoder(source: Path, target: Path) -> None:
+    """onnxruntime's dynamic int8 quantization, with the export script's settings."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8)
+
+
+class DecoderExports:
+    """Exported decoders by checkpoint digest and quantization, built once (concurrent requests
+    for the same one wait for the first) and kept on disk; files are written atomically."""
+
+    def __init__(self, directory: Path, opset: int = DEFAULT_OPSET) -> None:
+        self.directory = directory
+        self.opset = opset
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._known: dict[tuple[str, str], DecoderFile] = {}
+
+    def _path(self, digest: str, quantization: str) -> Path:
+        return self.directory / f"sam-decoder-{digest[:32]}-opset{self.opset}-{quantization}.onnx"
+
+    def known(self, digest: str, quantization: str) -> DecoderFile | None:
+        """The decoder if this process has it ready (no export, no disk read)."""
+        return self._known.get((digest, quantization))
+
+    def get(self, sam: Sam, digest: str, quantization: str) -> DecoderFile:
+        """The decoder of the model whose checkpoint has `digest`, exporting it if needed (blocking)."""
+        key = (digest, quantization)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            known = self._known.get(key)
+            if known is None:
+                path = self._path(digest, quantization)
+                if not path.is_file():
+                    self._build(sam, digest, quantization, path)
+                known = DecoderFile(path, digest, quantization, sha256_of(path), path.stat().st_size, self.opset)
+                self._known[key] = known
+        return known
+
+    def _build(self, sam: Sam, digest: str, quantization: str, path: Path) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if quantization == "int8":
+                source = self.get(sam, digest, "fp32").path
+                self._atomic(path, lambda tmp: quantize_decoder(source, tmp))
+            else:
+                self._atomic(path, lambda tmp: export_decoder(sam, tmp, self.opset))
+        except OSError as exc:
+            # The folder is the operator's: name the setting, not the path.
+            log.error("cannot write the ONNX decoder to %s: %s", path, exc)
+            raise FailedPrecondition(
+                "the ONNX decoder cannot be stored (DECODER_DIR is not writable); see the server log",
+                reason="DECODER_EXPORT_FAILED",
+            ) from exc
+        log.info("exported the %s ONNX decoder of checkpoint %s to %s", quantization, digest[:12], path)
+
+    def _atomic(self, path: Path, write: Callable[[Path], None]) -> None:
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}.", suffix=".part")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
