@@ -13,21 +13,19 @@ counts as a failure). Retries and backoff come from the Dramatiq actor that call
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import http.client
 import json
-import socket
 import ssl
-import threading
 import time
 from typing import Any
 
 from samsvc import __version__
 from samsvc.errors import Unavailable
 from samsvc.jobs.records import JobRecord
-from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
+from samsvc.outbound_http import bounded, pinned_connection
+from samsvc.validation.webhook_url import WebhookPolicy
 
 #: Seconds to connect and to wait for the receiver's answer.
 DEFAULT_TIMEOUT_S = 10.0
@@ -67,26 +65,6 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, target: WebhookTarget, timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=timeout)
-        self._address = target.address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, target: WebhookTarget, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(target.host, target.port, timeout=timeout, context=context)
-        self._address = target.address
-        self._context = context
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
-
-
 def deliver(
     url: str,
     payload: dict[str, Any],
@@ -112,38 +90,19 @@ def deliver(
     }
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
-    connection: http.client.HTTPConnection
-    if target.scheme == "https":
-        connection = _PinnedHTTPSConnection(target, timeout, ssl_context or ssl.create_default_context())
-    else:
-        connection = _PinnedHTTPConnection(target, timeout)
-    # The socket timeout bounds each read; this bounds the whole attempt.
-    expired = threading.Event()
-    watchdog = threading.Timer(timeout, _cut_off, args=(connection, expired))
-    watchdog.start()
-    try:
-        connection.request("POST", target.path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read(MAX_RESPONSE_BYTES)
-        status = response.status
-    except (OSError, http.client.HTTPException) as exc:
-        if expired.is_set():
-            raise Unavailable(
-                f"webhook {target.host} took longer than {timeout:g} s", reason="WEBHOOK_TIMEOUT"
-            ) from exc
-        raise Unavailable(f"webhook {target.host} unreachable: {exc}", reason="WEBHOOK_UNREACHABLE") from exc
-    finally:
-        watchdog.cancel()
-        connection.close()
+    connection = pinned_connection(target, timeout, ssl_context)
+    with bounded(connection, timeout) as expired:
+        try:
+            connection.request("POST", target.path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read(MAX_RESPONSE_BYTES)
+            status = response.status
+        except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set():
+                raise Unavailable(
+                    f"webhook {target.host} took longer than {timeout:g} s", reason="WEBHOOK_TIMEOUT"
+                ) from exc
+            raise Unavailable(f"webhook {target.host} unreachable: {exc}", reason="WEBHOOK_UNREACHABLE") from exc
     if not 200 <= status < 300:
         raise Unavailable(f"webhook {target.host} answered HTTP {status}", reason="WEBHOOK_REJECTED")
     return status
-
-
-def _cut_off(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
-    """End an attempt past its time: shutting the socket down wakes the blocked read."""
-    expired.set()
-    sock = connection.sock
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,97 @@
+"""HTTP connections to addresses checked by samsvc.validation.webhook_url: the connection goes
+to the vetted address (not to whatever the host resolves to a moment later), TLS still
+verifies the host's name, and one attempt is bounded in time however slowly the peer answers.
+Webhook deliveries (samsvc.jobs.webhooks) and the label-tool adapters' image fetches use it."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+
+from samsvc.errors import InvalidArgument, Unavailable
+from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, target: WebhookTarget, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._address = target.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, target: WebhookTarget, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        self._address = target.address
+        self._context = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def pinned_connection(
+    target: WebhookTarget, timeout: float, ssl_context: ssl.SSLContext | None = None
+) -> http.client.HTTPConnection:
+    if target.scheme == "https":
+        return _PinnedHTTPSConnection(target, timeout, ssl_context or ssl.create_default_context())
+    return _PinnedHTTPConnection(target, timeout)
+
+
+@contextlib.contextmanager
+def bounded(connection: http.client.HTTPConnection, timeout: float) -> Iterator[threading.Event]:
+    """Cut `connection` off `timeout` seconds from now (the socket timeout bounds each read;
+    this bounds the whole attempt); the event tells whether it was cut."""
+    expired = threading.Event()
+    watchdog = threading.Timer(timeout, _cut_off, args=(connection, expired))
+    watchdog.start()
+    try:
+        yield expired
+    finally:
+        watchdog.cancel()
+        connection.close()
+
+
+def _cut_off(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """End an attempt past its time: shutting the socket down wakes the blocked read."""
+    expired.set()
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def fetch(
+    url: str,
+    policy: WebhookPolicy,
+    *,
+    max_bytes: int,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    field: str = "url",
+) -> bytes:
+    """GET `url` (checked by `policy`) and return its body: INVALID_ARGUMENT when the policy
+    refuses it or the body passes `max_bytes`, UNAVAILABLE when the peer fails. Errors name the
+    host, never an address or path of this side."""
+    target = policy.check(url, field=field)
+    connection = pinned_connection(target, timeout)
+    with bounded(connection, timeout) as expired:
+        try:
+            connection.request("GET", target.path, headers=dict(headers or {}))
+            response = connection.getresponse()
+            body = response.read(max_bytes + 1)
+            status = response.status
+        except (OSError, http.client.HTTPException) as exc:
+            what = f"took longer than {timeout:g} s" if expired.is_set() else "was unreachable"
+            raise Unavailable(f"{field}: {target.host} {what}", reason="FETCH_FAILED") from exc
+    if not 200 <= status < 300:
+        raise Unavailable(f"{field}: {target.host} answered HTTP {status}", reason="FETCH_FAILED")
+    if len(body) > max_bytes:
+        raise InvalidArgument.for_field(field, f"is larger than {max_bytes} bytes", reason="IMAGE_TOO_LARGE")
+    return body
