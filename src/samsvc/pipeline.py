@@ -1,5 +1,6 @@
 """One image through decoding, the engine and the encodings: the unit of work that the
-synchronous Segment RPC runs (and that batch workers run per image).
+synchronous Segment RPC runs (and that batch workers run per image). Prompts and embeddings
+are samsvc.prompting's.
 
 Input arrives already checked by samsvc.validation except for the pixels themselves, whose
 decoding happens here, off the event loop.
@@ -30,9 +31,7 @@ from samsvc.encoding.masks import (
 )
 from samsvc.encoding.visualization import overlay_png
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks
-from samsvc.engine.embeddings import EmbeddingCache, embed
 from samsvc.engine.loader import ModelManager
-from samsvc.engine.prompts import PromptSpec, predict_prompts
 from samsvc.validation.image import ImageHeader, decode_image
 
 
@@ -132,82 +131,9 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
     )
 
 
-@dataclass(frozen=True)
-class PromptTask:
-    image: bytes
-    header: ImageHeader
-    model: str
-    prompts: list[PromptSpec]
-    multimask: bool
-    encoding: MaskEncoding
-    return_logits: bool
-
-
-@dataclass(frozen=True)
-class PromptedMask:
-    data: bytes | Rle | list[Polygon]
-    area: int
-    bbox: tuple[int, int, int, int]
-    score: float
-
-
-@dataclass(frozen=True)
-class PromptsOutcome:
-    results: list[tuple[list[PromptedMask], bytes]]
-    embedding_cache_hit: bool
-    width: int
-    height: int
-    model: str
-    processing_time_s: float
-
-
 def image_key(data: bytes) -> str:
     """Content hash of the image bytes, for cache keys."""
     return hashlib.sha256(data).hexdigest()
-
-
-def _box(mask: npt.NDArray[np.bool_]) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return (0, 0, 0, 0)
-    return (int(xs.min()), int(ys.min()), int(xs.max() - xs.min()), int(ys.max() - ys.min()))
-
-
-def run_prompts(
-    task: PromptTask, models: ModelManager, cache: EmbeddingCache | None, cancel: CancelToken | None = None
-) -> PromptsOutcome:
-    """Decode, embed (or reuse the cached embedding), predict every prompt, encode."""
-    started = time.perf_counter()
-    image = decode_image(task.image, task.header)
-    loaded = models.get(task.model)
-    key = f"{task.model}:{loaded.identity}:{image_key(task.image)}"
-    embedding = cache.get(key, loaded.device) if cache is not None else None
-    hit = embedding is not None
-    if cache is not None:
-        metrics.CACHE_REQUESTS.labels("embedding", "hit" if hit else "miss").inc()
-    if embedding is None:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        embedding = embed(loaded.sam, image, loaded.precision)
-        if cache is not None:
-            cache.put(key, embedding)
-    outputs = predict_prompts(loaded.sam, embedding, task.prompts, task.multimask, loaded.precision)
-    results = []
-    for output in outputs:
-        masks = [
-            PromptedMask(encode_pixels(m, task.encoding), int(m.sum()), _box(m), float(score))
-            for m, score in zip(output.masks, output.scores, strict=True)
-        ]
-        logits = output.low_res_logits.astype("<f4").tobytes() if task.return_logits else b""
-        results.append((masks, logits))
-    return PromptsOutcome(
-        results=results,
-        embedding_cache_hit=hit,
-        width=int(image.shape[1]),
-        height=int(image.shape[0]),
-        model=task.model,
-        processing_time_s=time.perf_counter() - started,
-    )
 
 
 def result_cache_key(task: SegmentTask, digest: str) -> str:

@@ -70,6 +70,8 @@ class _JobTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobType.Value
     """One synchronous Segment call."""
     JOB_TYPE_BATCH: _JobType.ValueType  # 2
     """A batch (SubmitBatch or SegmentBatch)."""
+    JOB_TYPE_EMBEDDING: _JobType.ValueType  # 3
+    """A batch of image embeddings (SubmitEmbeddingBatch)."""
 
 class JobType(_JobType, metaclass=_JobTypeEnumTypeWrapper):
     """What kind of request made a job."""
@@ -80,6 +82,8 @@ JOB_TYPE_SINGLE: JobType.ValueType  # 1
 """One synchronous Segment call."""
 JOB_TYPE_BATCH: JobType.ValueType  # 2
 """A batch (SubmitBatch or SegmentBatch)."""
+JOB_TYPE_EMBEDDING: JobType.ValueType  # 3
+"""A batch of image embeddings (SubmitEmbeddingBatch)."""
 Global___JobType: _TypeAlias = JobType  # noqa: Y015
 
 class _Priority:
@@ -215,6 +219,7 @@ class ImageResult(_message.Message):
     VISUALIZATION_FIELD_NUMBER: _builtins.int
     IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
     IMAGE_HEIGHT_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The image's position in the request, from 0."""
     processing_time: _builtins.float
@@ -225,6 +230,10 @@ class ImageResult(_message.Message):
     """Image width in pixels, after EXIF orientation; 0 when it failed before decoding."""
     image_height: _builtins.int
     """Image height in pixels, after EXIF orientation; 0 when it failed before decoding."""
+    image_id: _builtins.str
+    """For an embedding job: the image's session id (content hash plus model); its embedding is
+    read with GetImageEmbedding (job_image) or opened as a session with CreateImageSession.
+    """
     @_builtins.property
     def masks(self) -> _containers.RepeatedCompositeFieldContainer[_mask_pb2.Mask]:
         """The image's masks; empty when it failed."""
@@ -245,10 +254,11 @@ class ImageResult(_message.Message):
         visualization: _builtins.bytes = ...,
         image_width: _builtins.int = ...,
         image_height: _builtins.int = ...,
+        image_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "image_height", b"image_height", "image_width", b"image_width", "index", b"index", "masks", b"masks", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "image_height", b"image_height", "image_id", b"image_id", "image_width", b"image_width", "index", b"index", "masks", b"masks", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -407,9 +407,15 @@ class Prompt(_message.Message):
     POINTS_FIELD_NUMBER: _builtins.int
     BOX_FIELD_NUMBER: _builtins.int
     MASK_LOGITS_FIELD_NUMBER: _builtins.int
+    REFINE_PREVIOUS_FIELD_NUMBER: _builtins.int
     mask_logits: _builtins.bytes
     """Low-resolution mask logits from a previous answer (`PromptResult.low_res_logits`, one
     256x256 float32 little-endian mask), to refine it.
+    """
+    refine_previous: _builtins.bool
+    """With an image session: refine the session's previous answer to the prompt at this
+    position, using the low-resolution logits of its best mask (highest predicted IoU) as
+    `mask_logits`, without sending them. The first prompt on a session has none (ignored).
     """
     @_builtins.property
     def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___PointPrompt]:
@@ -425,10 +431,11 @@ class Prompt(_message.Message):
         points: _abc.Iterable[Global___PointPrompt] | None = ...,
         box: Global___BoxPrompt | None = ...,
         mask_logits: _builtins.bytes = ...,
+        refine_previous: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "mask_logits", b"mask_logits", "points", b"points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "mask_logits", b"mask_logits", "points", b"points", "refine_previous", b"refine_previous"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,6 +448,7 @@ class SegmentPromptsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGE_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
     MODEL_TYPE_FIELD_NUMBER: _builtins.int
     PROMPTS_FIELD_NUMBER: _builtins.int
     MULTIMASK_OUTPUT_FIELD_NUMBER: _builtins.int
@@ -448,6 +456,8 @@ class SegmentPromptsRequest(_message.Message):
     RETURN_LOGITS_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """The image: JPEG, PNG or WEBP (base64 in JSON)."""
+    image_id: _builtins.str
+    """An image session's id (CreateImageSession): the image is neither sent nor encoded again."""
     model_type: _builtins.str
     """The model to run; empty means the server's default model."""
     multimask_output: _builtins.bool
@@ -464,17 +474,20 @@ class SegmentPromptsRequest(_message.Message):
         self,
         *,
         image: _builtins.bytes = ...,
+        image_id: _builtins.str = ...,
         model_type: _builtins.str = ...,
         prompts: _abc.Iterable[Global___Prompt] | None = ...,
         multimask_output: _builtins.bool = ...,
         mask_format: _mask_pb2.MaskFormat.ValueType = ...,
         return_logits: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_id", b"image_id", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "mask_format", b"mask_format", "model_type", b"model_type", "multimask_output", b"multimask_output", "prompts", b"prompts", "return_logits", b"return_logits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_id", b"image_id", "mask_format", b"mask_format", "model_type", b"model_type", "multimask_output", b"multimask_output", "prompts", b"prompts", "return_logits", b"return_logits", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["image", "image_id"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
 Global___SegmentPromptsRequest: _TypeAlias = SegmentPromptsRequest  # noqa: Y015
 

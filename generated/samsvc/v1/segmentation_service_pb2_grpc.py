@@ -3,7 +3,9 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from samsvc.v1 import health_pb2 as samsvc_dot_v1_dot_health__pb2
+from samsvc.v1 import interactive_pb2 as samsvc_dot_v1_dot_interactive__pb2
 from samsvc.v1 import job_pb2 as samsvc_dot_v1_dot_job__pb2
 from samsvc.v1 import segmentation_service_pb2 as samsvc_dot_v1_dot_segmentation__service__pb2
 
@@ -56,6 +58,46 @@ class SegmentationServiceStub:
                 '/samsvc.v1.SegmentationService/SegmentPrompts',
                 request_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsRequest.SerializeToString,
                 response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsResponse.FromString,
+                _registered_method=True)
+        self.GetImageEmbedding = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/GetImageEmbedding',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.GetImageEmbeddingRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_interactive__pb2.ImageEmbedding.FromString,
+                _registered_method=True)
+        self.GetImageEmbeddingRaw = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/GetImageEmbeddingRaw',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.GetImageEmbeddingRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateImageSession = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/CreateImageSession',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.CreateImageSessionRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_interactive__pb2.ImageSession.FromString,
+                _registered_method=True)
+        self.GetImageSession = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/GetImageSession',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.GetImageSessionRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_interactive__pb2.ImageSession.FromString,
+                _registered_method=True)
+        self.DeleteImageSession = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/DeleteImageSession',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.DeleteImageSessionRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_interactive__pb2.DeleteImageSessionResponse.FromString,
+                _registered_method=True)
+        self.SubmitEmbeddingBatch = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/SubmitEmbeddingBatch',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.SubmitEmbeddingBatchRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
+        self.GetDecoder = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/GetDecoder',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.GetDecoderRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.GetDecoderInfo = channel.unary_unary(
+                '/samsvc.v1.SegmentationService/GetDecoderInfo',
+                request_serializer=samsvc_dot_v1_dot_interactive__pb2.GetDecoderRequest.SerializeToString,
+                response_deserializer=samsvc_dot_v1_dot_interactive__pb2.DecoderInfo.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/samsvc.v1.SegmentationService/ListModels',
@@ -134,6 +176,79 @@ class SegmentationServiceServicer:
         """Segments one image from prompts: points (foreground or background), a box and/or the
         low-resolution mask logits of a previous answer, several prompts per image. The image
         embedding is computed once per image and model and reused (cached) across calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImageEmbedding(self, request, context):
+        """An image's embedding (the image encoder's output) as raw tensors with the transform that
+        maps the image's pixels onto the model's input, from an uploaded image, an image
+        session or an embedding job; from the embedding cache when present. Through the
+        gateway, `Accept: application/octet-stream` returns the raw tensor instead
+        (GetImageEmbeddingRaw).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImageEmbeddingRaw(self, request, context):
+        """GetImageEmbedding's first tensor as the raw HTTP body (application/octet-stream: C
+        order, little-endian), described by `x-samsvc-*` response headers (gRPC: initial
+        metadata): tensor, shape, dtype, model, checkpoint-sha256, image-id, original-size,
+        resized-size, scale, input-size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateImageSession(self, request, context):
+        """Uploads and encodes an image once and returns its session's `image_id`: SegmentPrompts
+        then takes the id instead of the image (no re-upload, no encoder run), and can refine
+        the previous answer. Sessions expire after IMAGE_SESSION_TTL_S without use, or sooner
+        when IMAGE_SESSION_BYTES is full (least recently used first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImageSession(self, request, context):
+        """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteImageSession(self, request, context):
+        """Ends an image session now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitEmbeddingBatch(self, request, context):
+        """Accepts a batch of images whose embeddings the workers compute and keep for the job's
+        retention: progress streams through WatchJob like any job's, and each image's
+        embedding is then read with GetImageEmbedding (job_image) or opened as an image session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDecoder(self, request, context):
+        """A model's prompt decoder as ONNX (application/octet-stream), exported from the same
+        checkpoint by segment-anything's own export model (opset 17, dynamic number of points,
+        the best mask only), float32 or dynamically quantized to int8; built on the first
+        request and kept by checkpoint digest. Described by `x-samsvc-*` response headers (gRPC:
+        initial metadata) and an `etag` of its SHA-256; GetDecoderInfo says the same as JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDecoderInfo(self, request, context):
+        """What GetDecoder serves for the same request (digests, size, opset, input and output
+        names), without the file: exporting it first if needed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,6 +337,46 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
                     servicer.SegmentPrompts,
                     request_deserializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsRequest.FromString,
                     response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsResponse.SerializeToString,
+            ),
+            'GetImageEmbedding': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImageEmbedding,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.GetImageEmbeddingRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_interactive__pb2.ImageEmbedding.SerializeToString,
+            ),
+            'GetImageEmbeddingRaw': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImageEmbeddingRaw,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.GetImageEmbeddingRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateImageSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateImageSession,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.CreateImageSessionRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_interactive__pb2.ImageSession.SerializeToString,
+            ),
+            'GetImageSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImageSession,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.GetImageSessionRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_interactive__pb2.ImageSession.SerializeToString,
+            ),
+            'DeleteImageSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteImageSession,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.DeleteImageSessionRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_interactive__pb2.DeleteImageSessionResponse.SerializeToString,
+            ),
+            'SubmitEmbeddingBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitEmbeddingBatch,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.SubmitEmbeddingBatchRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'GetDecoder': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDecoder,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.GetDecoderRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'GetDecoderInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDecoderInfo,
+                    request_deserializer=samsvc_dot_v1_dot_interactive__pb2.GetDecoderRequest.FromString,
+                    response_serializer=samsvc_dot_v1_dot_interactive__pb2.DecoderInfo.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -356,6 +511,222 @@ class SegmentationService:
             '/samsvc.v1.SegmentationService/SegmentPrompts',
             samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsRequest.SerializeToString,
             samsvc_dot_v1_dot_segmentation__service__pb2.SegmentPromptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageEmbedding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/GetImageEmbedding',
+            samsvc_dot_v1_dot_interactive__pb2.GetImageEmbeddingRequest.SerializeToString,
+            samsvc_dot_v1_dot_interactive__pb2.ImageEmbedding.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageEmbeddingRaw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/GetImageEmbeddingRaw',
+            samsvc_dot_v1_dot_interactive__pb2.GetImageEmbeddingRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImageSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/CreateImageSession',
+            samsvc_dot_v1_dot_interactive__pb2.CreateImageSessionRequest.SerializeToString,
+            samsvc_dot_v1_dot_interactive__pb2.ImageSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/GetImageSession',
+            samsvc_dot_v1_dot_interactive__pb2.GetImageSessionRequest.SerializeToString,
+            samsvc_dot_v1_dot_interactive__pb2.ImageSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteImageSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/DeleteImageSession',
+            samsvc_dot_v1_dot_interactive__pb2.DeleteImageSessionRequest.SerializeToString,
+            samsvc_dot_v1_dot_interactive__pb2.DeleteImageSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitEmbeddingBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/SubmitEmbeddingBatch',
+            samsvc_dot_v1_dot_interactive__pb2.SubmitEmbeddingBatchRequest.SerializeToString,
+            samsvc_dot_v1_dot_segmentation__service__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDecoder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/GetDecoder',
+            samsvc_dot_v1_dot_interactive__pb2.GetDecoderRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDecoderInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/samsvc.v1.SegmentationService/GetDecoderInfo',
+            samsvc_dot_v1_dot_interactive__pb2.GetDecoderRequest.SerializeToString,
+            samsvc_dot_v1_dot_interactive__pb2.DecoderInfo.FromString,
             options,
             channel_credentials,
             insecure,

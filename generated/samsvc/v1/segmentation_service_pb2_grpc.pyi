@@ -4,8 +4,10 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
 from samsvc.v1 import health_pb2 as _health_pb2
+from samsvc.v1 import interactive_pb2 as _interactive_pb2
 from samsvc.v1 import job_pb2 as _job_pb2
 from samsvc.v1 import segmentation_service_pb2 as _segmentation_service_pb2
 import abc as _abc_1
@@ -54,6 +56,45 @@ class SegmentationServiceStub:
     """Segments one image from prompts: points (foreground or background), a box and/or the
     low-resolution mask logits of a previous answer, several prompts per image. The image
     embedding is computed once per image and model and reused (cached) across calls.
+    """
+    GetImageEmbedding: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetImageEmbeddingRequest, _interactive_pb2.ImageEmbedding]
+    """An image's embedding (the image encoder's output) as raw tensors with the transform that
+    maps the image's pixels onto the model's input, from an uploaded image, an image
+    session or an embedding job; from the embedding cache when present. Through the
+    gateway, `Accept: application/octet-stream` returns the raw tensor instead
+    (GetImageEmbeddingRaw).
+    """
+    GetImageEmbeddingRaw: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetImageEmbeddingRequest, _httpbody_pb2.HttpBody]
+    """GetImageEmbedding's first tensor as the raw HTTP body (application/octet-stream: C
+    order, little-endian), described by `x-samsvc-*` response headers (gRPC: initial
+    metadata): tensor, shape, dtype, model, checkpoint-sha256, image-id, original-size,
+    resized-size, scale, input-size.
+    """
+    CreateImageSession: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.CreateImageSessionRequest, _interactive_pb2.ImageSession]
+    """Uploads and encodes an image once and returns its session's `image_id`: SegmentPrompts
+    then takes the id instead of the image (no re-upload, no encoder run), and can refine
+    the previous answer. Sessions expire after IMAGE_SESSION_TTL_S without use, or sooner
+    when IMAGE_SESSION_BYTES is full (least recently used first).
+    """
+    GetImageSession: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetImageSessionRequest, _interactive_pb2.ImageSession]
+    """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone."""
+    DeleteImageSession: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.DeleteImageSessionRequest, _interactive_pb2.DeleteImageSessionResponse]
+    """Ends an image session now."""
+    SubmitEmbeddingBatch: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.SubmitEmbeddingBatchRequest, _segmentation_service_pb2.SubmitBatchResponse]
+    """Accepts a batch of images whose embeddings the workers compute and keep for the job's
+    retention: progress streams through WatchJob like any job's, and each image's
+    embedding is then read with GetImageEmbedding (job_image) or opened as an image session.
+    """
+    GetDecoder: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetDecoderRequest, _httpbody_pb2.HttpBody]
+    """A model's prompt decoder as ONNX (application/octet-stream), exported from the same
+    checkpoint by segment-anything's own export model (opset 17, dynamic number of points,
+    the best mask only), float32 or dynamically quantized to int8; built on the first
+    request and kept by checkpoint digest. Described by `x-samsvc-*` response headers (gRPC:
+    initial metadata) and an `etag` of its SHA-256; GetDecoderInfo says the same as JSON.
+    """
+    GetDecoderInfo: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetDecoderRequest, _interactive_pb2.DecoderInfo]
+    """What GetDecoder serves for the same request (digests, size, opset, input and output
+    names), without the file: exporting it first if needed.
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListModelsRequest, _segmentation_service_pb2.ListModelsResponse]
     """Lists the models this server can run and the state of their weights."""
@@ -104,6 +145,45 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     """Segments one image from prompts: points (foreground or background), a box and/or the
     low-resolution mask logits of a previous answer, several prompts per image. The image
     embedding is computed once per image and model and reused (cached) across calls.
+    """
+    GetImageEmbedding: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetImageEmbeddingRequest, _interactive_pb2.ImageEmbedding]  # type: ignore[assignment]
+    """An image's embedding (the image encoder's output) as raw tensors with the transform that
+    maps the image's pixels onto the model's input, from an uploaded image, an image
+    session or an embedding job; from the embedding cache when present. Through the
+    gateway, `Accept: application/octet-stream` returns the raw tensor instead
+    (GetImageEmbeddingRaw).
+    """
+    GetImageEmbeddingRaw: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetImageEmbeddingRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """GetImageEmbedding's first tensor as the raw HTTP body (application/octet-stream: C
+    order, little-endian), described by `x-samsvc-*` response headers (gRPC: initial
+    metadata): tensor, shape, dtype, model, checkpoint-sha256, image-id, original-size,
+    resized-size, scale, input-size.
+    """
+    CreateImageSession: _aio.UnaryUnaryMultiCallable[_interactive_pb2.CreateImageSessionRequest, _interactive_pb2.ImageSession]  # type: ignore[assignment]
+    """Uploads and encodes an image once and returns its session's `image_id`: SegmentPrompts
+    then takes the id instead of the image (no re-upload, no encoder run), and can refine
+    the previous answer. Sessions expire after IMAGE_SESSION_TTL_S without use, or sooner
+    when IMAGE_SESSION_BYTES is full (least recently used first).
+    """
+    GetImageSession: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetImageSessionRequest, _interactive_pb2.ImageSession]  # type: ignore[assignment]
+    """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone."""
+    DeleteImageSession: _aio.UnaryUnaryMultiCallable[_interactive_pb2.DeleteImageSessionRequest, _interactive_pb2.DeleteImageSessionResponse]  # type: ignore[assignment]
+    """Ends an image session now."""
+    SubmitEmbeddingBatch: _aio.UnaryUnaryMultiCallable[_interactive_pb2.SubmitEmbeddingBatchRequest, _segmentation_service_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """Accepts a batch of images whose embeddings the workers compute and keep for the job's
+    retention: progress streams through WatchJob like any job's, and each image's
+    embedding is then read with GetImageEmbedding (job_image) or opened as an image session.
+    """
+    GetDecoder: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetDecoderRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """A model's prompt decoder as ONNX (application/octet-stream), exported from the same
+    checkpoint by segment-anything's own export model (opset 17, dynamic number of points,
+    the best mask only), float32 or dynamically quantized to int8; built on the first
+    request and kept by checkpoint digest. Described by `x-samsvc-*` response headers (gRPC:
+    initial metadata) and an `etag` of its SHA-256; GetDecoderInfo says the same as JSON.
+    """
+    GetDecoderInfo: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetDecoderRequest, _interactive_pb2.DecoderInfo]  # type: ignore[assignment]
+    """What GetDecoder serves for the same request (digests, size, opset, input and output
+    names), without the file: exporting it first if needed.
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_segmentation_service_pb2.ListModelsRequest, _segmentation_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models this server can run and the state of their weights."""
@@ -169,6 +249,93 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Segments one image from prompts: points (foreground or background), a box and/or the
         low-resolution mask logits of a previous answer, several prompts per image. The image
         embedding is computed once per image and model and reused (cached) across calls.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImageEmbedding(
+        self,
+        request: _interactive_pb2.GetImageEmbeddingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interactive_pb2.ImageEmbedding, _abc.Awaitable[_interactive_pb2.ImageEmbedding]]:
+        """An image's embedding (the image encoder's output) as raw tensors with the transform that
+        maps the image's pixels onto the model's input, from an uploaded image, an image
+        session or an embedding job; from the embedding cache when present. Through the
+        gateway, `Accept: application/octet-stream` returns the raw tensor instead
+        (GetImageEmbeddingRaw).
+        """
+
+    @_abc_1.abstractmethod
+    def GetImageEmbeddingRaw(
+        self,
+        request: _interactive_pb2.GetImageEmbeddingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """GetImageEmbedding's first tensor as the raw HTTP body (application/octet-stream: C
+        order, little-endian), described by `x-samsvc-*` response headers (gRPC: initial
+        metadata): tensor, shape, dtype, model, checkpoint-sha256, image-id, original-size,
+        resized-size, scale, input-size.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateImageSession(
+        self,
+        request: _interactive_pb2.CreateImageSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interactive_pb2.ImageSession, _abc.Awaitable[_interactive_pb2.ImageSession]]:
+        """Uploads and encodes an image once and returns its session's `image_id`: SegmentPrompts
+        then takes the id instead of the image (no re-upload, no encoder run), and can refine
+        the previous answer. Sessions expire after IMAGE_SESSION_TTL_S without use, or sooner
+        when IMAGE_SESSION_BYTES is full (least recently used first).
+        """
+
+    @_abc_1.abstractmethod
+    def GetImageSession(
+        self,
+        request: _interactive_pb2.GetImageSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interactive_pb2.ImageSession, _abc.Awaitable[_interactive_pb2.ImageSession]]:
+        """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone."""
+
+    @_abc_1.abstractmethod
+    def DeleteImageSession(
+        self,
+        request: _interactive_pb2.DeleteImageSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interactive_pb2.DeleteImageSessionResponse, _abc.Awaitable[_interactive_pb2.DeleteImageSessionResponse]]:
+        """Ends an image session now."""
+
+    @_abc_1.abstractmethod
+    def SubmitEmbeddingBatch(
+        self,
+        request: _interactive_pb2.SubmitEmbeddingBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_service_pb2.SubmitBatchResponse, _abc.Awaitable[_segmentation_service_pb2.SubmitBatchResponse]]:
+        """Accepts a batch of images whose embeddings the workers compute and keep for the job's
+        retention: progress streams through WatchJob like any job's, and each image's
+        embedding is then read with GetImageEmbedding (job_image) or opened as an image session.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDecoder(
+        self,
+        request: _interactive_pb2.GetDecoderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """A model's prompt decoder as ONNX (application/octet-stream), exported from the same
+        checkpoint by segment-anything's own export model (opset 17, dynamic number of points,
+        the best mask only), float32 or dynamically quantized to int8; built on the first
+        request and kept by checkpoint digest. Described by `x-samsvc-*` response headers (gRPC:
+        initial metadata) and an `etag` of its SHA-256; GetDecoderInfo says the same as JSON.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDecoderInfo(
+        self,
+        request: _interactive_pb2.GetDecoderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interactive_pb2.DecoderInfo, _abc.Awaitable[_interactive_pb2.DecoderInfo]]:
+        """What GetDecoder serves for the same request (digests, size, opset, input and output
+        names), without the file: exporting it first if needed.
         """
 
     @_abc_1.abstractmethod

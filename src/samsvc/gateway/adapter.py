@@ -1,5 +1,6 @@
 """The small HTTP service behind Envoy for what its transcoder cannot do: the seed's
-multipart/form-data uploads, and the documentation pages.
+multipart/form-data uploads, the documentation pages, and other tools' protocols (Label
+Studio's ML backend, samsvc.gateway.label_studio; CVAT's SAM function, samsvc.gateway.cvat).
 
 A multipart request (its form fields, and its query parameters as further fields) becomes the
 same JSON the transcoder would have received, is parsed into the protobuf request by
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -23,11 +25,13 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2  # noqa: F401 (registers detail types for JSON)
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from samsvc.gateway import docs
+from samsvc.errors import ERROR_DOMAIN, InvalidArgument, Unavailable
+from samsvc.gateway import cvat, docs, label_studio
+from samsvc.gateway.label_studio import LabelStudioBackend
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc
 
@@ -57,6 +61,17 @@ HTTP_STATUS = {
 FORWARDED_HEADERS = ("x-request-id", "authorization", "x-api-key")
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """What the label-tool adapters need: where Label Studio serves task images (and its token),
+    hosts image fetches may reach although not public, and the largest image."""
+
+    label_studio_url: str = ""
+    label_studio_api_key: str = ""
+    allowed_hosts: tuple[str, ...] = ()
+    max_image_bytes: int = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -176,7 +191,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        if path == "/docs":
+        studio = label_studio.route(path)
+        if studio is not None and studio[1] in {"/", "/health"}:
+            self._send(200, json.dumps(LabelStudioBackend.health()).encode(), "application/json")
+        elif path == "/docs":
             self._send(200, docs.SWAGGER_PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/redoc":
             self._send(200, docs.REDOC_PAGE.encode(), "text/html; charset=utf-8")
@@ -188,9 +206,64 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._not_found()
 
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering 413 for one over the limit."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.server.max_body_bytes:
+            self.rfile.read(length)
+            message = f"request body is {length} bytes; the limit is {self.server.max_body_bytes}"
+            status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
+            self._send(413, _to_json(status), "application/json")
+            return None
+        return self.rfile.read(length)
+
+    def _tool_call(self, handler: Callable[[dict[str, Any], list[tuple[str, str]]], dict[str, Any]]) -> None:
+        """A label tool's JSON call: the answer as JSON, or the error as a google.rpc.Status."""
+        body = self._read_body()
+        if body is None:
+            return
+        metadata = [(h, v) for h in FORWARDED_HEADERS if (v := self.headers.get(h))]
+        try:
+            payload = json.loads(body or b"{}")
+            if not isinstance(payload, dict):
+                raise ValueError("the body must be a JSON object")
+            answer = handler(payload, metadata)
+        except ValueError as exc:
+            status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=f"body: {exc}")
+            self._send(400, _to_json(status), "application/json")
+        except (InvalidArgument, Unavailable) as exc:
+            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, InvalidArgument) else grpc.StatusCode.UNAVAILABLE
+            status = status_pb2.Status(code=code.value[0], message=exc.message)
+            info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN)
+            status.details.add().Pack(info)
+            self._send(HTTP_STATUS[code], _to_json(status), "application/json")
+        except grpc.RpcError as exc:
+            code = exc.code()
+            self._send(
+                HTTP_STATUS.get(code, 500),
+                _error_body(code, exc.details() or "", rpc_status.from_call(exc)),
+                "application/json",
+            )
+        else:
+            self._send(200, json.dumps(answer).encode(), "application/json")
+
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         path = url.path
+        studio = label_studio.route(path)
+        if studio is not None and studio[1] in {"/setup", "/predict"}:
+            model, endpoint = studio
+            backend = self.server.label_studio
+            if endpoint == "/setup":
+                self._tool_call(lambda body, _: backend.setup(body, model))
+            else:
+                self._tool_call(lambda body, metadata: backend.predict(body, model, metadata))
+            return
+        cvat_model = cvat.route(path)
+        if cvat_model is not None:
+            stub, timeout = self.server.stub, self.server.timeout_s
+            self._tool_call(lambda body, metadata: cvat.embedding_answer(stub, body, cvat_model, metadata, timeout))
+            return
         calls: dict[str, Callable[[dict[str, Any], list[tuple[str, str]]], Message]] = {
             "/api/v1/segment": self.server.segment,
             "/segment": self.server.segment,
@@ -201,14 +274,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if call is None:
             self._not_found()
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.server.max_body_bytes:
-            self.rfile.read(length)
-            message = f"request body is {length} bytes; the limit is {self.server.max_body_bytes}"
-            status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
-            self._send(413, _to_json(status), "application/json")
+        body = self._read_body()
+        if body is None:
             return
-        body = self.rfile.read(length)
         metadata = [(h, v) for h in FORWARDED_HEADERS if (v := self.headers.get(h))]
         try:
             upload = parse_multipart(self.headers.get("Content-Type", ""), body)
@@ -234,10 +302,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class AdapterServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], grpc_target: str, max_body_bytes: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        grpc_target: str,
+        max_body_bytes: int,
+        timeout_s: float,
+        tools: ToolSettings | None = None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
+        tools = tools or ToolSettings()
         self.channel = grpc.insecure_channel(
             grpc_target,
             options=[
@@ -246,6 +322,14 @@ class AdapterServer(http.server.ThreadingHTTPServer):
             ],
         )
         self.stub = segmentation_service_pb2_grpc.SegmentationServiceStub(self.channel)
+        self.label_studio = LabelStudioBackend(
+            self.stub,
+            timeout_s,
+            tools.max_image_bytes,
+            tools.label_studio_url,
+            tools.label_studio_api_key,
+            tools.allowed_hosts,
+        )
 
     def request_json(self, path: str, upload: Upload) -> dict[str, Any]:
         if path.endswith("/batch"):
@@ -267,8 +351,10 @@ class AdapterServer(http.server.ThreadingHTTPServer):
         self.channel.close()
 
 
-def start_adapter(host: str, grpc_target: str, max_body_bytes: int, timeout_s: float) -> tuple[AdapterServer, int]:
+def start_adapter(
+    host: str, grpc_target: str, max_body_bytes: int, timeout_s: float, tools: ToolSettings | None = None
+) -> tuple[AdapterServer, int]:
     """Serve the adapter on a free port in a background thread; returns it and its port."""
-    server = AdapterServer((host, 0), grpc_target, max_body_bytes, timeout_s)
+    server = AdapterServer((host, 0), grpc_target, max_body_bytes, timeout_s, tools)
     threading.Thread(target=server.serve_forever, name="samsvc-adapter", daemon=True).start()
     return server, int(server.server_address[1])

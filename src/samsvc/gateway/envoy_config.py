@@ -10,14 +10,7 @@ timeout, a whole request within the receive timeout; idle connections and stream
 an overload manager refuses new connections past the connection limit and sheds load as the
 heap nears its limit.
 
-Routing, in order:
-- /docs, /docs/*, /redoc, /openapi.json and multipart uploads go to the adapter, with the
-  transcoder off (the transcoder cannot parse multipart);
-- everything else is transcoded (or passed through when it already is gRPC) to the gRPC
-  server. After transcoding Envoy matches routes again on the gRPC path, so the timeouts sit
-  on `/samsvc.v1.SegmentationService/...` routes; streams have none.
-- a raw image body (Content-Type image/*) posted to /api/v1/segment or /segment is renamed by
-  a small Lua filter to the `:upload` route, whose request body is a google.api.HttpBody.
+Routes and the Lua rewrites are samsvc.gateway.envoy_routes'.
 """
 
 from __future__ import annotations
@@ -27,45 +20,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SERVICE = "samsvc.v1.SegmentationService"
-ADMIN_SERVICE = "samsvc.v1.AdminService"
-GRPC_CLUSTER = "samsvc_grpc"
-ADAPTER_CLUSTER = "samsvc_adapter"
-TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+from samsvc.gateway.envoy_routes import (
+    ADAPTER_CLUSTER,
+    ADMIN_SERVICE,
+    BUFFER,
+    GRPC_CLUSTER,
+    REWRITE_LUA,
+    SERVICE,
+    TRANSCODER,
+    routes,
+    typed,
+)
+
 CORS = "envoy.filters.http.cors"
 ROUTER = "envoy.filters.http.router"
-BUFFER = "envoy.filters.http.buffer"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
-#: Methods that stream: no route timeout may cut them.
-STREAMING_METHODS = ("SegmentBatch", "WatchJob")
-#: Methods whose request carries a batch of images (every other carries one at most).
-BATCH_METHODS = ("SubmitBatch", "SegmentBatch")
 #: Room for JSON around base64 image data.
 JSON_OVERHEAD_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 #: Bytes read from one connection before filters see them.
 CONNECTION_BUFFER_BYTES = 32 * 1024
-#: Seconds a stream (job events) may stay silent: images can take minutes each.
-STREAM_IDLE_TIMEOUT_S = 3600
 #: Seconds the gateway waits for the authorization check.
 AUTHZ_TIMEOUT_S = 5
 #: Heap fractions at which the overload manager shrinks the heap, stops keep-alive, refuses
 #: requests; from the first to the last it resets the streams holding the most memory.
 HEAP_SHRINK, HEAP_NO_KEEPALIVE, HEAP_REFUSE = 0.85, 0.90, 0.95
-
-_UPLOAD_LUA = """
-function envoy_on_request(handle)
-  local headers = handle:headers()
-  if headers:get(":method") ~= "POST" then return end
-  local kind = string.lower(headers:get("content-type") or "")
-  if string.sub(kind, 1, 6) ~= "image/" then return end
-  local path = headers:get(":path")
-  local base, query = string.match(path, "^([^?]*)(.*)$")
-  if base == "/api/v1/segment" or base == "/segment" then
-    headers:replace(":path", base .. ":upload" .. query)
-  end
-end
-"""
 
 
 @dataclass(frozen=True)
@@ -96,20 +75,6 @@ class GatewayConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _typed(type_name: str, **body: Any) -> dict[str, Any]:
-    return {"@type": f"type.googleapis.com/{type_name}", **body}
-
-
-def _disabled() -> dict[str, Any]:
-    return _typed("envoy.config.route.v3.FilterConfig", disabled=True)
-
-
-def _buffered(limit: int, **more: Any) -> dict[str, Any]:
-    """Per-route filter configs: buffer at most `limit` bytes of the request body."""
-    per_route = _typed("envoy.extensions.filters.http.buffer.v3.BufferPerRoute", buffer={"max_request_bytes": limit})
-    return {BUFFER: per_route, **more}
-
-
 def _cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
     protocol: dict[str, Any] = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
     return {
@@ -118,7 +83,7 @@ def _cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
         "connect_timeout": "5s",
         "dns_lookup_family": "V4_PREFERRED",
         "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", explicit_http_config=protocol
             )
         },
@@ -131,90 +96,9 @@ def _cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
     }
 
 
-def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
-    timeout = f"{config.request_timeout_s:g}s"
-    to_adapter = {"cluster": ADAPTER_CLUSTER, "timeout": timeout}
-    off = {TRANSCODER: _disabled()}
-    image, batch = config.image_request_bytes, config.batch_request_bytes
-    multipart = [
-        {"name": ":method", "string_match": {"exact": "POST"}},
-        {"name": "content-type", "string_match": {"prefix": "multipart/form-data", "ignore_case": True}},
-    ]
-    routes: list[dict[str, Any]] = [
-        {"match": {"path": path}, "route": to_adapter, "typed_per_filter_config": _buffered(image, **off)}
-        for path in ("/docs", "/redoc", "/openapi.json")
-    ]
-    routes += [
-        {
-            "match": {"prefix": "/docs/"},
-            "route": to_adapter,
-            "typed_per_filter_config": _buffered(image, **off),
-        },
-        {
-            "match": {"safe_regex": {"regex": "^/(api/v1/)?segment$"}, "headers": multipart},
-            "route": to_adapter,
-            "typed_per_filter_config": _buffered(image, **off),
-        },
-        {
-            "match": {"safe_regex": {"regex": "^/(api/v1/)?segment/batch$"}, "headers": multipart},
-            "route": to_adapter,
-            "typed_per_filter_config": _buffered(batch, **off),
-        },
-    ]
-    for method in STREAMING_METHODS:
-        routes.append(
-            {
-                "match": {"prefix": f"/{SERVICE}/{method}"},
-                "route": {"cluster": GRPC_CLUSTER, "timeout": "0s", "idle_timeout": f"{STREAM_IDLE_TIMEOUT_S}s"},
-                "typed_per_filter_config": _buffered(batch if method in BATCH_METHODS else image),
-            }
-        )
-    routes += [
-        {
-            "match": {"path": f"/{SERVICE}/{method}"},
-            "route": {"cluster": GRPC_CLUSTER, "timeout": timeout},
-            "typed_per_filter_config": _buffered(batch),
-        }
-        for method in BATCH_METHODS
-        if method not in STREAMING_METHODS
-    ]
-    routes += [
-        {
-            "match": {"prefix": f"/{service}/"},
-            "route": {"cluster": GRPC_CLUSTER, "timeout": timeout},
-            "typed_per_filter_config": _buffered(image),
-        }
-        for service in (SERVICE, ADMIN_SERVICE)
-    ]
-    routes += [
-        # Other native gRPC (reflection, health Watch) streams both ways: no timeout, no buffering.
-        {
-            "match": {
-                "prefix": "/",
-                "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}],
-            },
-            "route": {"cluster": GRPC_CLUSTER, "timeout": "0s"},
-            "typed_per_filter_config": {BUFFER: _disabled()},
-        },
-        # REST before transcoding (once transcoded, the routes above match on the gRPC path):
-        # batches buffer a batch, the rest one image.
-        {
-            "match": {"safe_regex": {"regex": "^/(api/v1/)?segment/batch(:stream)?$"}},
-            "route": {"cluster": GRPC_CLUSTER, "timeout": "0s"},
-            "typed_per_filter_config": _buffered(batch),
-        },
-        {
-            "match": {"prefix": "/"},
-            "route": {"cluster": GRPC_CLUSTER, "timeout": "0s"},
-            "typed_per_filter_config": _buffered(image),
-        },
-    ]
-    return routes
-
-
 def _ext_authz() -> dict[str, Any]:
     """The check before the body: the caller's credential headers only, no body."""
-    return _typed(
+    return typed(
         "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
         grpc_service={"envoy_grpc": {"cluster_name": GRPC_CLUSTER}, "timeout": f"{AUTHZ_TIMEOUT_S}s"},
         transport_api_version="V3",
@@ -231,7 +115,7 @@ def _ext_authz() -> dict[str, Any]:
 
 
 def _cors_policy(origins: tuple[str, ...]) -> dict[str, Any]:
-    return _typed(
+    return typed(
         "envoy.extensions.filters.http.cors.v3.CorsPolicy",
         allow_origin_string_match=[{"exact": origin} for origin in origins],
         allow_methods="GET, POST, DELETE, OPTIONS",
@@ -242,10 +126,10 @@ def _cors_policy(origins: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, Any]:
-    virtual_host: dict[str, Any] = {"name": "samsvc", "domains": ["*"], "routes": _routes(config)}
+    virtual_host: dict[str, Any] = {"name": "samsvc", "domains": ["*"], "routes": routes(config)}
     if config.cors_origins:
         virtual_host["typed_per_filter_config"] = {CORS: _cors_policy(config.cors_origins)}
-    transcoder = _typed(
+    transcoder = typed(
         "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         proto_descriptor=str(config.descriptor_set),
         services=[SERVICE, ADMIN_SERVICE],
@@ -261,7 +145,7 @@ def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, An
         max_request_body_size=max(config.image_request_bytes, config.batch_request_bytes),
         max_response_body_size=MAX_RESPONSE_BYTES,
     )
-    return _typed(
+    return typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=stat_prefix,
         codec_type="AUTO",
@@ -281,26 +165,26 @@ def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, An
         preserve_external_request_id=True,
         route_config={"name": "samsvc", "virtual_hosts": [virtual_host]},
         http_filters=[
-            {"name": CORS, "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors")},
+            {"name": CORS, "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors")},
             # Refuses callers without valid credentials before any body is read.
             {"name": EXT_AUTHZ, "typed_config": _ext_authz()},
             # Refuses bodies over their route's limit with 413 before anything else reads them.
             {
                 "name": BUFFER,
-                "typed_config": _typed(
+                "typed_config": typed(
                     "envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=config.image_request_bytes
                 ),
             },
             {
                 "name": "envoy.filters.http.lua",
-                "typed_config": _typed(
-                    "envoy.extensions.filters.http.lua.v3.Lua", default_source_code={"inline_string": _UPLOAD_LUA}
+                "typed_config": typed(
+                    "envoy.extensions.filters.http.lua.v3.Lua", default_source_code={"inline_string": REWRITE_LUA}
                 ),
             },
             {"name": TRANSCODER, "typed_config": transcoder},
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
+                "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
             },
         ],
     )
@@ -315,7 +199,7 @@ def _listener(config: GatewayConfig, name: str, port: int, tls: bool) -> dict[st
     if tls:
         chain["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
-            "typed_config": _typed(
+            "typed_config": typed(
                 "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                 common_tls_context={
                     "alpn_protocols": ["h2", "http/1.1"],
@@ -369,14 +253,14 @@ def _overload_manager(config: GatewayConfig) -> dict[str, Any]:
         "resource_monitors": [
             {
                 "name": heap,
-                "typed_config": _typed(
+                "typed_config": typed(
                     "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
                     max_heap_size_bytes=config.max_heap_bytes,
                 ),
             },
             {
                 "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": _typed(
+                "typed_config": typed(
                     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
                     max_active_downstream_connections=config.max_connections,
                 ),

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from samsvc.config import Settings
-from samsvc.gateway.adapter import AdapterServer, start_adapter
+from samsvc.gateway.adapter import AdapterServer, ToolSettings, start_adapter
 from samsvc.gateway.envoy_config import JSON_OVERHEAD_BYTES, GatewayConfig
 from samsvc.gateway.envoy_process import EnvoyProcess
 
@@ -47,8 +47,14 @@ class Gateway:
 
 def start_gateway(settings: Settings, grpc_host: str, grpc_port: int) -> Gateway:
     image, batch = body_limit(settings.max_image_bytes), body_limit(settings.max_batch_bytes)
+    tools = ToolSettings(
+        label_studio_url=settings.label_studio_url,
+        label_studio_api_key=settings.label_studio_api_key,
+        allowed_hosts=tuple(settings.webhook_allowed_hosts),
+        max_image_bytes=settings.max_image_bytes,
+    )
     adapter, adapter_port = start_adapter(
-        "127.0.0.1", f"{grpc_host}:{grpc_port}", max(image, batch), settings.rest_timeout_s
+        "127.0.0.1", f"{grpc_host}:{grpc_port}", max(image, batch), settings.rest_timeout_s, tools
     )
     config = GatewayConfig(
         descriptor_set=descriptor_set_path(),

@@ -49,13 +49,14 @@ from samsvc.jobs.broker import (
     delivery_token,
 )
 from samsvc.jobs.leases import new_token
-from samsvc.jobs.records import ImageError, ImageResult, JobRecord, Priority, now_ms
+from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobTask, Priority, now_ms
 from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
 from samsvc.logs import REQUEST_ID
 from samsvc.pipeline import SegmentTask, run_segment
-from samsvc.validation.image import ImageLimits, check_image_bytes
+from samsvc.prompting import embed_image
+from samsvc.validation.image import ImageHeader, ImageLimits, check_image_bytes
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,14 @@ def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, fail
         data = runtime.blobs.get(job_id, index)
         field = f"images[{index}]"
         header = check_image_bytes(data, ImageLimits(settings.max_image_bytes, settings.max_image_side), field)
-        fast = settings.amg_engine == "fast"
-        task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize, fast)
         deadline = time.monotonic() + settings.job_time_limit_s
         cancel = StoreCancelToken(runtime.store, job_id, settings.cancel_poll_interval_s, deadline)
-        outcome = run_segment(task, runtime.models, cancel)
-        result = ImageResult.from_outcome(index, outcome)
+        if spec.task is JobTask.EMBED:
+            result = _embed_image(runtime, job_id, index, data, header, spec.model, cancel)
+        else:
+            fast = settings.amg_engine == "fast"
+            task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize, fast)
+            result = ImageResult.from_outcome(index, run_segment(task, runtime.models, cancel))
     except Cancelled:
         log.info("job %s cancelled while image %d ran", job_id, index)
         runtime.durably(runtime.store.release_image, job_id, index, token, ended=True)
@@ -195,6 +198,20 @@ def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, fail
     )  # fmt: skip
     metrics.IMAGES.labels(spec.model, "succeeded" if result.succeeded else "failed").inc()
     return result
+
+
+def _embed_image(
+    runtime: JobRuntime, job_id: str, index: int, data: bytes, header: ImageHeader, model: str, cancel: CancelToken
+) -> ImageResult:
+    """An embedding job's image: its embedding kept as the job's output (with what it was
+    computed by), its result naming the image's session id."""
+    embedded = embed_image(data, header, model, runtime.models, None, cancel)
+    meta = {"model": model, "identity": embedded.identity, "digest": embedded.digest, "image_id": embedded.image_id}
+    runtime.blobs.put_output(job_id, index, embedded.embedding.to_bytes(meta))
+    height, width = embedded.embedding.original_size
+    return ImageResult(
+        index, processing_time_s=embedded.processing_time_s, width=width, height=height, image_id=embedded.image_id
+    )
 
 
 def record_image(runtime: JobRuntime, job_id: str, result: ImageResult, model: str) -> RecordOutcome:

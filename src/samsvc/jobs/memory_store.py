@@ -91,7 +91,7 @@ class MemoryJobStore:
         entry.record = entry.record.evolve(status=status, completed_at_ms=stamp, **changes)
         self._append(entry, EventKind.FINISHED, {"status": status.value})
         self._active.discard(entry.record.job_id)
-        if entry.record.job_type is JobType.BATCH:
+        if entry.record.job_type.queued:
             self._outbox[entry.record.job_id] = stamp + self.ending_grace_ms
 
     def create(
@@ -105,7 +105,7 @@ class MemoryJobStore:
             self._expire()
             if request_id and request_id in self._requests and self._requests[request_id] in self._jobs:
                 return self._jobs[self._requests[request_id]].record, False
-            if queued_limit and job.job_type is JobType.BATCH:
+            if queued_limit and job.job_type.queued:
                 queued = sum(
                     self._jobs[other].record.remaining_images
                     for other in self._active
@@ -120,7 +120,7 @@ class MemoryJobStore:
                 self._requests[request_id] = job.job_id
             if not job.status.final:  # created ended: a Segment call kept as its status only
                 self._append(entry, EventKind.ACCEPTED, {"total_images": job.total_images})
-            if job.job_type is JobType.BATCH:
+            if job.job_type.queued:
                 self._active.add(job.job_id)
             for result in early_results:
                 self._record(entry, result, job.spec.model)

@@ -37,6 +37,19 @@ FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CAN
 class JobType(Enum):
     SINGLE = "single"
     BATCH = "batch"
+    EMBEDDING = "embedding"
+
+    @property
+    def queued(self) -> bool:
+        """Whether its images run on the workers (every type but a Segment call kept as a job)."""
+        return self is not JobType.SINGLE
+
+
+class JobTask(Enum):
+    """What a job's workers do with each image."""
+
+    SEGMENT = "segment"
+    EMBED = "embed"
 
 
 class Priority(Enum):
@@ -51,12 +64,22 @@ def now_ms() -> int:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What every image of a job runs: model, options, encoding, visualization."""
+    """What every image of a job runs: model, options, encoding, visualization, and whether it
+    segments the image or keeps its embedding."""
 
     model: str
     options: AmgOptions
     encoding: MaskEncoding
     visualize: bool
+    task: JobTask = JobTask.SEGMENT
+
+    @classmethod
+    def embedding(cls, model: str) -> JobSpec:
+        return cls(model, AmgOptions(), MaskEncoding.PNG, visualize=False, task=JobTask.EMBED)
+
+    @property
+    def job_type(self) -> JobType:
+        return JobType.EMBEDDING if self.task is JobTask.EMBED else JobType.BATCH
 
     def to_json(self) -> str:
         return json.dumps(
@@ -65,6 +88,7 @@ class JobSpec:
                 "options": asdict(self.options),
                 "encoding": self.encoding.value,
                 "visualize": self.visualize,
+                "task": self.task.value,
             }
         )
 
@@ -76,6 +100,7 @@ class JobSpec:
             options=AmgOptions(**data["options"]),
             encoding=MaskEncoding(data["encoding"]),
             visualize=bool(data["visualize"]),
+            task=JobTask(data.get("task", JobTask.SEGMENT.value)),
         )
 
 
@@ -244,6 +269,8 @@ class ImageResult:
     visualization: bytes = b""
     width: int = 0
     height: int = 0
+    #: An embedding job's image: its session id (its embedding is the job's output blob).
+    image_id: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -278,6 +305,7 @@ class ImageResult:
                 "visualization": base64.b64encode(self.visualization).decode("ascii"),
                 "width": self.width,
                 "height": self.height,
+                "image_id": self.image_id,
             },
             separators=(",", ":"),
         )
@@ -302,6 +330,7 @@ class ImageResult:
             visualization=base64.b64decode(data.get("visualization", "")),
             width=int(data.get("width", 0)),
             height=int(data.get("height", 0)),
+            image_id=str(data.get("image_id", "")),
         )
 
 

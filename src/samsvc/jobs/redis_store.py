@@ -11,7 +11,7 @@ Keys (prefix `samsvc` by default); those of a job expire after the retention tim
     {p}:job:{id}:ledger     hash    "{index}:{lease|started|ended|failures|requeues|touched}"
     {p}:jobs                zset    job id by creation time (ms)
     {p}:owner:{name}:jobs   zset    the same, for one owner's jobs (ListJobs reads only these)
-    {p}:active              set     ids of batch jobs that have not ended
+    {p}:active              set     ids of queued jobs (batch, embedding) that have not ended
     {p}:active:{owner}      set     the same, for one owner (their images still to run are counted)
     {p}:retries             zset    "{job id}|{index}" by the time its retry is due (ms)
     {p}:outbox              zset    ended job ids whose clean-up or webhook is due (ms)

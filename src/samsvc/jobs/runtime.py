@@ -103,12 +103,13 @@ class JobRuntime:
             raise Unavailable("the job queue is unreachable; try again shortly", reason="QUEUE_UNAVAILABLE") from exc
 
     def job_ended(self, job: JobRecord, *, count: bool = True) -> None:
-        """Clean up after a job reached its end state: drop its images, send its webhook.
+        """Clean up after a job reached its end state: drop its images (its outputs stay for the
+        retention time), send its webhook.
         Idempotent: the reconciler calls it again (count False) for a job whose ending process
         died first; the job stays in the store's outbox until its webhook is settled."""
         if count:
             metrics.JOBS_ENDED.labels(job.status.value).inc()
-        self.blobs.delete_job(job.job_id)
+        self.blobs.delete_inputs(job.job_id)
         state = self.store.webhook_state(job.job_id)[0] if job.webhook_url else ""
         if job.webhook_url and state not in WEBHOOK_FINAL_STATES:
             self.store.defer_ending(job.job_id, now_ms() + self.webhook_patience_ms)

@@ -16,7 +16,7 @@ import redis
 from samsvc import failpoints, metrics
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
-from samsvc.errors import NotFound, SamsvcError, Unavailable
+from samsvc.errors import InvalidArgument, NotFound, SamsvcError, Unavailable
 from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
 from samsvc.jobs.embedded import start_embedded_workers
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
@@ -55,7 +55,7 @@ class JobsHealth:
 
 
 def new_job_id(kind: JobType) -> str:
-    return ("seg_" if kind is JobType.SINGLE else "job_") + uuid.uuid4().hex
+    return ("job_" if kind.queued else "seg_") + uuid.uuid4().hex
 
 
 @dataclass
@@ -153,7 +153,7 @@ class JobService:
         could not be queued now are queued by the reconciler after its grace time. With a
         `request_id` seen before, returns that job and False, storing nothing.
         """
-        job_id = new_job_id(JobType.BATCH)
+        job_id = new_job_id(spec.job_type)
         early = [ImageResult(i, error=img.error) for i, img in enumerate(images) if img.error is not None]
         queued = [(i, img.data) for i, img in enumerate(images) if img.data is not None]
         for index, data in queued:
@@ -161,7 +161,7 @@ class JobService:
         failpoints.hit("jobs.submit.after_blobs", job_id=job_id)
         record = JobRecord(
             job_id=job_id,
-            job_type=JobType.BATCH,
+            job_type=spec.job_type,
             status=JobStatus.QUEUED,
             total_images=len(images),
             spec=spec,
@@ -179,7 +179,7 @@ class JobService:
         if not created:
             self.runtime.blobs.delete_job(job_id)
             return job, False
-        metrics.JOBS_SUBMITTED.labels("batch").inc()
+        metrics.JOBS_SUBMITTED.labels(spec.job_type.value).inc()
         try:
             for index, _ in queued:
                 self.runtime.enqueue_image(job_id, index, priority)
@@ -301,6 +301,28 @@ class JobService:
             metrics.JOBS_ENDED.labels("cancelled").inc()
         log.info("job %s purged%s", job_id, " (cancelled first)" if cancelled else "")
         return cancelled
+
+    def embedding(self, job_id: str, index: int, owner: str | None = None) -> tuple[bytes, ImageResult]:
+        """An embedding job's stored embedding of image `index` (ImageEmbedding.to_bytes, with
+        the model, identity, digest and image id in its meta) and the image's result."""
+        job = self.get(job_id, owner)
+        if job.job_type is not JobType.EMBEDDING:
+            raise InvalidArgument.for_field(
+                "job_image.job_id", f"job {job_id!r} is not an embedding job", reason="NOT_AN_EMBEDDING_JOB"
+            )
+        if not 0 <= index < job.total_images:
+            raise InvalidArgument.for_field(
+                "job_image.index", f"must be in [0, {job.total_images - 1}]", reason="INVALID_PARAMETER"
+            )
+        result = self.store.result(job_id, index)
+        if result is None or not result.succeeded:
+            state = "has not finished" if result is None else f"failed ({result.error.reason if result.error else ''})"
+            raise NotFound(
+                f"image {index} of job {job_id!r} {state}: it has no embedding",
+                reason="EMBEDDING_NOT_FOUND",
+                metadata={"job_id": job_id, "index": str(index)},
+            )
+        return self.runtime.blobs.get_output(job_id, index), result
 
     def estimate(self, job: JobRecord) -> int:
         return self.runtime.estimate_seconds(job)

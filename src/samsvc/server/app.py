@@ -26,6 +26,7 @@ from samsvc.cache.backend import ByteCache
 from samsvc.cache.memory_cache import MemoryByteCache
 from samsvc.cache.redis_cache import RedisByteCache
 from samsvc.config import Settings
+from samsvc.engine.decoder_export import DecoderExports
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.jobs.service import JobService
@@ -41,6 +42,9 @@ from samsvc.server.memory_rate_limit import MemoryRateLimiter
 from samsvc.server.rate_limit import Limits, RateLimiter
 from samsvc.server.redis_rate_limit import RedisRateLimiter
 from samsvc.server.servicer import SegmentationServicer
+from samsvc.sessions.memory_sessions import MemorySessionStore
+from samsvc.sessions.redis_sessions import RedisSessionStore
+from samsvc.sessions.store import SessionStore
 from samsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, segmentation_service_pb2, segmentation_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -109,7 +113,10 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         admission,
         settings.max_inferences_per_key,
     )
-    servicer = SegmentationServicer(settings, models, health, jobs, calls, result_cache, embedding_cache)
+    decoders = DecoderExports(settings.decoder_dir or settings.model_dir / "onnx")
+    servicer = SegmentationServicer(
+        settings, models, health, jobs, calls, decoders, result_cache, embedding_cache, build_sessions(settings, models)
+    )
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(servicer, models), server)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(GatewayAuthServicer(authenticator), server)
@@ -189,6 +196,21 @@ def build_caches(settings: Settings) -> tuple[ByteCache | None, EmbeddingCache |
     elif settings.embedding_cache_bytes > 0:
         embeddings = EmbeddingCache(MemoryByteCache(settings.embedding_cache_bytes))
     return result, embeddings
+
+
+def build_sessions(settings: Settings, models: ModelManager) -> SessionStore | None:
+    """Image sessions: in Redis when configured (shared by replicas), else in memory; None when
+    IMAGE_SESSION_BYTES is 0."""
+    if settings.image_session_bytes <= 0:
+        return None
+    if settings.redis_url:
+        return RedisSessionStore(
+            connect(settings.redis_url, text=False),
+            models.device,
+            ttl_s=settings.image_session_ttl_s,
+            max_bytes=settings.image_session_bytes,
+        )
+    return MemorySessionStore(settings.image_session_bytes, settings.image_session_ttl_s)
 
 
 async def _sweep_images(jobs: JobService, io_executor: ThreadPoolExecutor) -> None:

@@ -1,7 +1,8 @@
 """Who is calling: API keys for every RPC and admin tokens (JWT) for AdminService, checked by a
 server interceptor so gRPC, REST (through Envoy) and grpcurl callers are treated alike.
 
-Keys are presented as `authorization: Bearer <key>` or `x-api-key: <key>` and stored only as
+Keys are presented as `authorization: Bearer <key>`, `x-api-key: <key>` or as the password of
+HTTP basic authentication (`authorization: Basic`, any user name), and stored only as
 SHA-256 digests (`name:hexdigest` lines in API_KEYS_FILE or the API_KEYS variable). With no key
 configured, authentication is off and every caller is the anonymous principal (""). Health
 (grpc.health.v1 and CheckHealth, so probes need no key) and reflection stay open unless
@@ -13,6 +14,8 @@ Admin tokens are JWTs in `authorization: Bearer <token>`, verified by PyJWT with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -121,10 +124,24 @@ def _bearer(name: str, value: Any) -> str:
     return text[7:].strip() if name == "authorization" and text.lower().startswith("bearer ") else ""
 
 
+def _basic_password(name: str, value: Any) -> str:
+    """The password of an `authorization: Basic <base64 user:password>` entry, else "" (tools
+    such as Label Studio can only send HTTP basic authentication: the key is the password)."""
+    text = str(value)
+    if name != "authorization" or not text.lower().startswith("basic "):
+        return ""
+    try:
+        decoded = base64.b64decode(text[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
+
+
 def presented_key(metadata: Iterable[tuple[str, Any]]) -> str:
-    """The API key of `x-api-key` or `authorization: Bearer`, whichever comes first."""
+    """The API key of `x-api-key`, `authorization: Bearer` or the password of `authorization:
+    Basic`, whichever comes first."""
     for name, value in metadata:
-        key = str(value) if name == "x-api-key" else _bearer(name, value)
+        key = str(value) if name == "x-api-key" else _bearer(name, value) or _basic_password(name, value)
         if key:
             return key
     return ""

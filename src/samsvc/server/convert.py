@@ -13,7 +13,7 @@ from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, Priority, StoredMask
-from samsvc.pipeline import PromptsOutcome
+from samsvc.prompting import PromptsOutcome
 from samsvc.server.error_boundary import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
 
@@ -160,7 +160,11 @@ _JOB_STATUSES = {
 _JOB_STATUS_FILTERS: dict[int, JobStatus | None] = {job_pb2.JOB_STATUS_UNSPECIFIED: None} | {
     v: k for k, v in _JOB_STATUSES.items()
 }
-_JOB_TYPES = {JobType.SINGLE: job_pb2.JOB_TYPE_SINGLE, JobType.BATCH: job_pb2.JOB_TYPE_BATCH}
+_JOB_TYPES = {
+    JobType.SINGLE: job_pb2.JOB_TYPE_SINGLE,
+    JobType.BATCH: job_pb2.JOB_TYPE_BATCH,
+    JobType.EMBEDDING: job_pb2.JOB_TYPE_EMBEDDING,
+}
 _JOB_TYPE_FILTERS: dict[int, JobType | None] = {job_pb2.JOB_TYPE_UNSPECIFIED: None} | {
     v: k for k, v in _JOB_TYPES.items()
 }
@@ -174,24 +178,24 @@ _PRIORITY_VALUES: dict[int, Priority] = {int(job_pb2.PRIORITY_UNSPECIFIED): Prio
 }
 
 
-def _enum_value(table: dict[int, Any], value: int, field: str) -> Any:
+def enum_value(table: dict[int, Any], value: int, field: str) -> Any:
     if value not in table:
         raise InvalidArgument.for_field(field, f"unknown value {value}", reason="INVALID_PARAMETER")
     return table[value]
 
 
 def priority(value: int, field: str = "priority") -> Priority:
-    result: Priority = _enum_value(_PRIORITY_VALUES, value, field)
+    result: Priority = enum_value(_PRIORITY_VALUES, value, field)
     return result
 
 
 def status_filter(value: int, field: str = "status") -> JobStatus | None:
-    result: JobStatus | None = _enum_value(_JOB_STATUS_FILTERS, value, field)
+    result: JobStatus | None = enum_value(_JOB_STATUS_FILTERS, value, field)
     return result
 
 
 def type_filter(value: int, field: str = "job_type") -> JobType | None:
-    result: JobType | None = _enum_value(_JOB_TYPE_FILTERS, value, field)
+    result: JobType | None = enum_value(_JOB_TYPE_FILTERS, value, field)
     return result
 
 
@@ -238,6 +242,7 @@ def image_result_to_proto(result: ImageResult) -> job_pb2.ImageResult:
         visualization=result.visualization,
         image_width=result.width,
         image_height=result.height,
+        image_id=result.image_id,
     )
     if result.error is not None:
         e = result.error

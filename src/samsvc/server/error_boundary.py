@@ -14,7 +14,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 from google.protobuf import any_pb2, duration_pb2
@@ -176,20 +176,41 @@ def request_id(context: ServicerContext) -> str:
     return ""
 
 
-async def echo_request_id(context: ServicerContext) -> None:
-    """Adopt the caller's correlation id (or make one) for this call's logs, jobs and
-    webhooks, and send it back in the response headers."""
+def _adopt_request_id(context: ServicerContext) -> str:
+    """Adopt the caller's correlation id (or make one) for this call's logs, jobs and webhooks."""
     rid = request_id(context) or new_request_id()
     REQUEST_ID.set(rid)
-    await context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+    return rid
+
+
+async def echo_request_id(context: ServicerContext) -> None:
+    """Adopt the caller's correlation id and send it back in the response headers."""
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, _adopt_request_id(context)),))
+
+
+async def send_headers(context: ServicerContext, headers: Sequence[tuple[str, str]]) -> None:
+    """The response headers of a `headers_boundary` method: the correlation id and `headers`
+    (through the gateway they become HTTP response headers). Call it once, before answering."""
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, REQUEST_ID.get()), *headers))
 
 
 def unary_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_Servicer, _Request, _Response]:
     """Wrap a unary servicer method so every exception leaves as a proper gRPC status."""
+    return _unary(method, echo=True)
 
+
+def headers_boundary(method: Handler[_Servicer, _Request, _Response]) -> Handler[_Servicer, _Request, _Response]:
+    """`unary_boundary` for a method that sends response headers of its own (`send_headers`)."""
+    return _unary(method, echo=False)
+
+
+def _unary(method: Handler[_Servicer, _Request, _Response], echo: bool) -> Handler[_Servicer, _Request, _Response]:
     @functools.wraps(method)
     async def wrapper(self: _Servicer, request: _Request, context: ServicerContext) -> _Response:
-        await echo_request_id(context)
+        if echo:
+            await echo_request_id(context)
+        else:
+            _adopt_request_id(context)
         with _observed(method.__name__) as observation:
             try:
                 return await method(self, request, context)

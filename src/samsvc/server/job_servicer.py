@@ -14,12 +14,13 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, Unavailable
-from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobSpec
+from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobSpec, Priority
 from samsvc.jobs.service import BatchImage, JobService
 from samsvc.jobs.store import ListCursor
 from samsvc.server import convert
@@ -36,7 +37,7 @@ from samsvc.server.paging import (
     encode_page_token,
     page_size,
 )
-from samsvc.v1 import job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
+from samsvc.v1 import interactive_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 from samsvc.validation.batch import check_batch_count, check_request_id
 from samsvc.validation.cursor import check_cursor
 from samsvc.validation.image import ImageLimits, check_image_bytes
@@ -49,6 +50,19 @@ log = logging.getLogger(__name__)
 FOLLOW_POLL_S = 1.0
 #: Seconds a job stream rides out an unreachable store before failing with UNAVAILABLE.
 STORE_OUTAGE_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A judged batch request, ready to submit."""
+
+    images: list[BatchImage]
+    spec: JobSpec
+    priority: Priority
+    webhook_url: str
+    request_id: str
+    #: The request field naming the model (for PERMISSION_DENIED).
+    model_field: str
 
 
 class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
@@ -64,9 +78,20 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
             settings.max_streams_per_key, "job streams", "MAX_STREAMS_PER_KEY", "TOO_MANY_STREAMS"
         )
 
-    def _check_batch(
-        self, request: segmentation_service_pb2.SubmitBatchRequest
-    ) -> tuple[list[BatchImage], JobSpec, Any, str, str]:
+    def _check_images(self, images: Any) -> list[BatchImage]:
+        """Each image's header: a bad one fails alone (its own error), the rest run."""
+        check_batch_count(len(images), self._settings.max_batch_images)
+        checked: list[BatchImage] = []
+        for index, data in enumerate(images):
+            try:
+                check_image_bytes(data, self._limits, field=f"images[{index}]")
+            except InvalidArgument as exc:
+                checked.append(BatchImage(None, ImageError.from_exception(exc)))
+            else:
+                checked.append(BatchImage(data))
+        return checked
+
+    def _check_batch(self, request: segmentation_service_pb2.SubmitBatchRequest) -> _Batch:
         """Judge a batch: the options and webhook (the whole request fails) and each image's
         header (only that image fails)."""
         settings = self._settings
@@ -75,35 +100,42 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         check_model_name(model, self._models.registry.names(), field="options.model_type")
         options = check_amg_options(given, prefix="options.")
         check_work(options, settings.max_prompts_per_image, prefix="options.")
+        spec = JobSpec(model, options, encoding, visualize)
+        return self._batch(request, spec, "options.model_type")
+
+    def _check_embedding_batch(self, request: interactive_pb2.SubmitEmbeddingBatchRequest) -> _Batch:
+        check_batch_count(len(request.images), self._settings.max_batch_images)
+        model = request.model_type or self._settings.default_model
+        check_model_name(model, self._models.registry.names())
+        return self._batch(request, JobSpec.embedding(model), "model_type")
+
+    def _batch(self, request: Any, spec: JobSpec, model_field: str) -> _Batch:
         priority = convert.priority(request.priority)
         request_id = check_request_id(request.request_id)
         if request.webhook_url:
-            WebhookPolicy(settings.webhook_allowed_hosts).check(request.webhook_url)
-        images: list[BatchImage] = []
-        for index, data in enumerate(request.images):
-            try:
-                check_image_bytes(data, self._limits, field=f"images[{index}]")
-            except InvalidArgument as exc:
-                images.append(BatchImage(None, ImageError.from_exception(exc)))
-            else:
-                images.append(BatchImage(data))
-        return images, JobSpec(model, options, encoding, visualize), priority, request.webhook_url, request_id
+            WebhookPolicy(self._settings.webhook_allowed_hosts).check(request.webhook_url)
+        images = self._check_images(request.images)
+        return _Batch(images, spec, priority, request.webhook_url, request_id, model_field)
 
-    async def _submit(
-        self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
-    ) -> JobRecord:
+    async def _submit(self, request: Any, context: ServicerContext) -> JobRecord:
         caller = await self.calls.caller(context, images=len(request.images))
-        images, spec, priority, webhook_url, request_id = await self.calls.run_blocking(self._check_batch, request)
-        caller.check_model(spec.model, field="options.model_type")
+        check = (
+            self._check_embedding_batch
+            if isinstance(request, interactive_pb2.SubmitEmbeddingBatchRequest)
+            else self._check_batch
+        )
+        batch = await self.calls.run_blocking(check, request)
+        caller.check_model(batch.spec.model, field=batch.model_field)
         # Idempotency keys are per caller: another key's request_id never returns this key's job.
+        request_id = batch.request_id
         scoped_request_id = f"{caller.name}/{request_id}" if request_id and caller.name else request_id
         job, _ = await self.calls.run_blocking(
             functools.partial(
                 self._jobs.submit,
-                images,
-                spec,
-                priority=priority,
-                webhook_url=webhook_url,
+                batch.images,
+                batch.spec,
+                priority=batch.priority,
+                webhook_url=batch.webhook_url,
                 request_id=scoped_request_id,
                 owner=caller.name,
             )
@@ -172,7 +204,15 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
     async def SubmitBatch(
         self, request: segmentation_service_pb2.SubmitBatchRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SubmitBatchResponse:
-        job = await self._submit(request, context)
+        return await self._accepted(await self._submit(request, context))
+
+    @unary_boundary
+    async def SubmitEmbeddingBatch(
+        self, request: interactive_pb2.SubmitEmbeddingBatchRequest, context: ServicerContext
+    ) -> segmentation_service_pb2.SubmitBatchResponse:
+        return await self._accepted(await self._submit(request, context))
+
+    async def _accepted(self, job: JobRecord) -> segmentation_service_pb2.SubmitBatchResponse:
         proto = await self._job_proto(job)
         return segmentation_service_pb2.SubmitBatchResponse(
             job_id=job.job_id, status=proto.status, total_images=job.total_images, estimated_time=proto.estimated_time

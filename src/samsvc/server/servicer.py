@@ -2,9 +2,10 @@
 
 Each RPC reads its request into domain values (convert), has them judged (validation), runs
 the work off the event loop under admission control (samsvc.server.calls), and converts the
-outcome back. Errors leave through the error boundary. This class holds the image RPCs
-(Segment, SegmentUpload, SegmentPrompts), ListModels and CheckHealth; the job RPCs are
-samsvc.server.job_servicer's, which it extends.
+outcome back. Errors leave through the error boundary. This class holds Segment,
+SegmentUpload, ListModels and CheckHealth; it extends samsvc.server.interactive_servicer's
+(prompts, embeddings, image sessions, decoders), which extends samsvc.server.job_servicer's
+(the job RPCs).
 """
 
 from __future__ import annotations
@@ -15,28 +16,29 @@ import time
 from samsvc import __version__, metrics
 from samsvc.cache.backend import ByteCache
 from samsvc.config import Settings
+from samsvc.engine.decoder_export import DecoderExports
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import Unavailable
 from samsvc.jobs.records import ImageResult, JobSpec, JobType
 from samsvc.jobs.service import JobService, new_job_id
-from samsvc.pipeline import PromptTask, SegmentOutcome, SegmentTask, result_cache_key, run_prompts, run_segment
+from samsvc.pipeline import SegmentOutcome, SegmentTask, result_cache_key, run_segment
 from samsvc.server import convert
 from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls
 from samsvc.server.error_boundary import ServicerContext, unary_boundary
 from samsvc.server.health import HealthService, ProcessProbe
-from samsvc.server.job_servicer import JobRpcs
+from samsvc.server.interactive_servicer import InteractiveRpcs
 from samsvc.server.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token, page_size
+from samsvc.sessions.store import SessionStore
 from samsvc.v1 import health_pb2, segmentation_service_pb2
 from samsvc.validation.image import check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name, check_work
-from samsvc.validation.prompts import check_prompts
 
 log = logging.getLogger(__name__)
 
 
-class SegmentationServicer(JobRpcs):
+class SegmentationServicer(InteractiveRpcs):
     def __init__(
         self,
         settings: Settings,
@@ -44,14 +46,15 @@ class SegmentationServicer(JobRpcs):
         health: HealthService,
         jobs: JobService,
         calls: Calls,
+        decoders: DecoderExports,
         result_cache: ByteCache | None = None,
         embedding_cache: EmbeddingCache | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
-        super().__init__(settings, models, jobs, calls)
+        super().__init__(settings, models, jobs, calls, embedding_cache, sessions, decoders)
         self._health = health
         self._admission = calls.admission
         self._result_cache = result_cache
-        self._embedding_cache = embedding_cache
         self._probe = ProcessProbe()
 
     def _check_segment(self, request: segmentation_service_pb2.SegmentRequest) -> tuple[SegmentTask, int]:
@@ -123,28 +126,6 @@ class SegmentationServicer(JobRpcs):
         )  # fmt: skip
         processing = elapsed if hit else result.processing_time_s
         return convert.segment_response(job_id, result, task.model, task.encoding, processing, cache_hit=hit)
-
-    @unary_boundary
-    async def SegmentPrompts(
-        self, request: segmentation_service_pb2.SegmentPromptsRequest, context: ServicerContext
-    ) -> segmentation_service_pb2.SegmentPromptsResponse:
-        caller = await self.calls.caller(context, images=1)
-        header = check_image_bytes(request.image, self._limits)
-        model = request.model_type or self._settings.default_model
-        check_model_name(model, self._models.registry.names())
-        caller.check_model(model)
-        prompts = check_prompts(request.prompts, self._settings.max_image_side)
-        task = PromptTask(
-            image=request.image,
-            header=header,
-            model=model,
-            prompts=prompts,
-            multimask=request.multimask_output,
-            encoding=convert.mask_encoding(request.mask_format),
-            return_logits=request.return_logits,
-        )
-        outcome = await self.calls.infer(caller, run_prompts, task, self._models, self._embedding_cache)
-        return convert.prompts_response(outcome)
 
     @unary_boundary
     async def ListModels(

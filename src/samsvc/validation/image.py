@@ -27,6 +27,10 @@ class ImageLimits:
     max_side: int
 
 
+#: EXIF orientations that turn the image a quarter (width and height swap once applied).
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     """What the header says, before decoding."""
@@ -34,6 +38,15 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    #: The EXIF orientation tag (1: as stored), applied when the image is decoded.
+    orientation: int = 1
+
+    @property
+    def oriented_size(self) -> tuple[int, int]:
+        """(width, height) of the decoded image, EXIF orientation applied."""
+        if self.orientation in _QUARTER_TURNS:
+            return self.height, self.width
+        return self.width, self.height
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -69,6 +82,8 @@ def check_image_bytes(data: bytes, limits: ImageLimits, field: str = "image") ->
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[sniffed]) as im:
                 width, height = im.size
+                tag = im.getexif().get(0x0112, 1)
+                orientation = tag if isinstance(tag, int) else 1
     except Image.DecompressionBombError:
         raise _bad(
             field, f"is larger than {limits.max_side} pixels a side (refused before decoding)", "IMAGE_TOO_LARGE"
@@ -83,7 +98,7 @@ def check_image_bytes(data: bytes, limits: ImageLimits, field: str = "image") ->
             f"is {width}x{height} pixels; the limit is {limits.max_side} pixels a side",
             "IMAGE_TOO_LARGE",
         )
-    return ImageHeader(format=sniffed, width=width, height=height)
+    return ImageHeader(format=sniffed, width=width, height=height, orientation=orientation)
 
 
 def decode_image(data: bytes, header: ImageHeader, field: str = "image") -> npt.NDArray[np.uint8]:

@@ -25,7 +25,7 @@ local function end_job(job, events, active, outbox, job_id, status, stamp, due)
   redis.call('XADD', events, '*', 'kind', 'finished', 'data', cjson.encode({status = status}))
   redis.call('SREM', active, job_id)
   redis.call('SREM', active .. ':' .. (redis.call('HGET', job, 'owner') or ''), job_id)
-  if redis.call('HGET', job, 'job_type') == 'batch' then redis.call('ZADD', outbox, due, job_id) end
+  if redis.call('HGET', job, 'job_type') ~= 'single' then redis.call('ZADD', outbox, due, job_id) end
 end
 
 -- Record one image's result once; returns 'ignored', 'recorded' or 'finished'.

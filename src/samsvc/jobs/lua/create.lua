@@ -13,7 +13,7 @@ end
 local fields = cjson.decode(ARGV[5])
 local owner_active = KEYS[10] .. ':' .. fields['owner']
 local limit = tonumber(ARGV[12])
-if limit > 0 and fields['job_type'] == 'batch' then
+if limit > 0 and fields['job_type'] ~= 'single' then
   local queued = 0
   for _, other in ipairs(redis.call('SMEMBERS', owner_active)) do
     local f = redis.call('HMGET', KEYS[5] .. other, 'total_images', 'succeeded_images', 'failed_images', 'status')
@@ -37,7 +37,7 @@ for _, index in ipairs({KEYS[3], KEYS[12]}) do
   redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[7])
 end
 if ARGV[1] ~= '' then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4]) end
-if fields['job_type'] == 'batch' and not is_final(fields['status']) then
+if fields['job_type'] ~= 'single' and not is_final(fields['status']) then
   redis.call('SADD', KEYS[10], ARGV[2])
   redis.call('SADD', owner_active, ARGV[2])
 end

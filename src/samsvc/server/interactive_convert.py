@@ -1,0 +1,123 @@
+"""Interactive messages (embeddings, image sessions, served decoders) to and from domain
+values, and the response headers of the raw answers. No judgement of input happens here."""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from samsvc.engine.decoder_export import INPUT_NAMES, OUTPUT_NAMES, DecoderFile
+from samsvc.prompting import EmbeddedImage
+from samsvc.server.convert import enum_value
+from samsvc.sessions.store import ImageSessionRecord
+from samsvc.v1 import interactive_pb2
+
+_DTYPES: dict[int, str] = {
+    interactive_pb2.TENSOR_DTYPE_UNSPECIFIED: "float32",
+    interactive_pb2.TENSOR_DTYPE_FLOAT32: "float32",
+    interactive_pb2.TENSOR_DTYPE_FLOAT16: "float16",
+}
+_DTYPE_VALUES = {"float32": interactive_pb2.TENSOR_DTYPE_FLOAT32, "float16": interactive_pb2.TENSOR_DTYPE_FLOAT16}
+_QUANTIZATIONS: dict[int, str] = {
+    interactive_pb2.DECODER_QUANTIZATION_UNSPECIFIED: "fp32",
+    interactive_pb2.DECODER_QUANTIZATION_FP32: "fp32",
+    interactive_pb2.DECODER_QUANTIZATION_INT8: "int8",
+}
+_QUANTIZATION_VALUES = {
+    "fp32": interactive_pb2.DECODER_QUANTIZATION_FP32,
+    "int8": interactive_pb2.DECODER_QUANTIZATION_INT8,
+}
+
+
+def tensor_dtype(value: int, field: str = "dtype") -> str:
+    result: str = enum_value(_DTYPES, value, field)
+    return result
+
+
+def decoder_quantization(value: int, field: str = "quantization") -> str:
+    result: str = enum_value(_QUANTIZATIONS, value, field)
+    return result
+
+
+def embedding_to_proto(embedded: EmbeddedImage, dtype: str) -> interactive_pb2.ImageEmbedding:
+    """An embedding with its tensors in `dtype`."""
+    embedding = embedded.embedding
+    t = embedding.transform()
+    (oh, ow), (rh, rw) = t.original_size, t.resized_size
+    return interactive_pb2.ImageEmbedding(
+        image_id=embedded.image_id,
+        model_type=embedded.model,
+        checkpoint_sha256=embedded.digest,
+        tensors=[
+            interactive_pb2.EmbeddingTensor(name=name, shape=list(shape), dtype=_DTYPE_VALUES[dtype], data=raw)
+            for name, shape, raw in embedding.tensors(dtype)
+        ],
+        transform=interactive_pb2.ImageTransform(
+            original_width=ow,
+            original_height=oh,
+            resized_width=rw,
+            resized_height=rh,
+            scale=t.scale,
+            input_size=t.input_size,
+            mask_input_size=t.mask_input_size,
+        ),
+        embedding_cache_hit=embedded.reused,
+        processing_time=embedded.processing_time_s,
+    )
+
+
+def embedding_headers(message: interactive_pb2.ImageEmbedding) -> list[tuple[str, str]]:
+    """The raw tensor's description as response headers (GetImageEmbeddingRaw)."""
+    tensor, t = message.tensors[0], message.transform
+    return [
+        ("x-samsvc-tensor", tensor.name),
+        ("x-samsvc-shape", ",".join(str(v) for v in tensor.shape)),
+        ("x-samsvc-dtype", "float16" if tensor.dtype == interactive_pb2.TENSOR_DTYPE_FLOAT16 else "float32"),
+        ("x-samsvc-model", message.model_type),
+        ("x-samsvc-checkpoint-sha256", message.checkpoint_sha256),
+        ("x-samsvc-image-id", message.image_id),
+        ("x-samsvc-original-size", f"{t.original_height},{t.original_width}"),
+        ("x-samsvc-resized-size", f"{t.resized_height},{t.resized_width}"),
+        ("x-samsvc-scale", repr(t.scale)),
+        ("x-samsvc-input-size", str(t.input_size)),
+    ]
+
+
+def session_to_proto(record: ImageSessionRecord, reused: bool, seconds: float) -> interactive_pb2.ImageSession:
+    height, width = record.embedding.original_size
+    expire = timestamp_pb2.Timestamp()
+    expire.FromMilliseconds(int(record.expires_at * 1000))
+    return interactive_pb2.ImageSession(
+        image_id=record.image_id,
+        model_type=record.model,
+        image_width=width,
+        image_height=height,
+        expire_time=expire,
+        embedding_cache_hit=reused,
+        processing_time=seconds,
+    )
+
+
+def decoder_info(decoder: DecoderFile, model: str) -> interactive_pb2.DecoderInfo:
+    return interactive_pb2.DecoderInfo(
+        model_type=model,
+        checkpoint_sha256=decoder.checkpoint_sha256,
+        quantization=_QUANTIZATION_VALUES[decoder.quantization],
+        onnx_sha256=decoder.sha256,
+        size_bytes=decoder.size_bytes,
+        opset=decoder.opset,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+    )
+
+
+def decoder_headers(info: interactive_pb2.DecoderInfo) -> list[tuple[str, str]]:
+    quantization = "int8" if info.quantization == interactive_pb2.DECODER_QUANTIZATION_INT8 else "fp32"
+    return [
+        ("x-samsvc-model", info.model_type),
+        ("x-samsvc-checkpoint-sha256", info.checkpoint_sha256),
+        ("x-samsvc-onnx-sha256", info.onnx_sha256),
+        ("x-samsvc-quantization", quantization),
+        ("x-samsvc-opset", str(info.opset)),
+        ("etag", f'"{info.onnx_sha256}"'),
+        ("content-disposition", f'attachment; filename="{info.model_type}-decoder-{quantization}.onnx"'),
+    ]

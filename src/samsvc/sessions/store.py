@@ -1,0 +1,94 @@
+"""The image session store interface and its record.
+
+A session holds one image's embedding (and the best low-resolution logits of its last answer,
+for refinement clicks) under `(owner, image_id)`: a session belongs to the API key that made
+it, and another key's lookup finds nothing. Sessions last `ttl_s` after their last use and
+all of a store's sessions hold at most `max_bytes` together, the least recently used going
+first. Backends: samsvc.sessions.memory_sessions (this process) and
+samsvc.sessions.redis_sessions (shared by every replica).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from samsvc.engine.embeddings import ImageEmbedding
+from samsvc.errors import InvalidArgument, NotFound
+
+#: Seconds a session lives after its last use.
+DEFAULT_TTL_S = 3600
+#: Bytes all sessions of a store may hold (an SAM embedding is 4 MiB).
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: An image id: `img_`, 32 hex digits of the image's SHA-256, `_`, the model's name.
+IMAGE_ID = re.compile(r"^img_([0-9a-f]{32})_([A-Za-z0-9_.-]{1,64})$")
+
+
+def image_id(data: bytes, model: str) -> str:
+    """The session id of an image and a model: the same bytes and model, the same id."""
+    return f"img_{hashlib.sha256(data).hexdigest()[:32]}_{model}"
+
+
+def check_image_id(value: str, field: str = "image_id") -> str:
+    """The image id's model name; INVALID_ARGUMENT (INVALID_IMAGE_ID) for anything else."""
+    match = IMAGE_ID.match(value)
+    if match is None:
+        raise InvalidArgument.for_field(
+            field, "must be an image id from CreateImageSession (img_<32 hex>_<model>)", reason="INVALID_IMAGE_ID"
+        )
+    return match.group(2)
+
+
+def session_expired(image_id: str) -> NotFound:
+    return NotFound(
+        f"image session {image_id!r} does not exist or has expired: create it again (CreateImageSession)",
+        reason="IMAGE_SESSION_EXPIRED",
+        metadata={"image_id": image_id},
+    )
+
+
+@dataclass(frozen=True)
+class ImageSessionRecord:
+    image_id: str
+    owner: str
+    model: str
+    #: LoadedModel.identity when the embedding was computed: a session of another
+    #: checkpoint or precision is never used.
+    identity: str
+    #: The checkpoint's SHA-256.
+    digest: str
+    embedding: ImageEmbedding
+    #: Per prompt of the session's last answer, the 1 x 256 x 256 logits of its best mask.
+    previous: tuple[npt.NDArray[np.float32], ...] = ()
+    #: Unix seconds when the session expires unless used (set by the store).
+    expires_at: float = field(default=0.0, compare=False)
+
+    @property
+    def nbytes(self) -> int:
+        return self.embedding.nbytes + sum(int(p.nbytes) for p in self.previous)
+
+    def evolve(self, **changes: object) -> ImageSessionRecord:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class SessionStore(Protocol):
+    ttl_s: float
+    max_bytes: int
+
+    def put(self, record: ImageSessionRecord) -> ImageSessionRecord:
+        """Store (or replace) the session; returns it with its expiry. A session larger than
+        the whole budget is refused (FAILED_PRECONDITION)."""
+
+    def get(self, owner: str, image_id: str) -> ImageSessionRecord | None:
+        """The session, renewed for another `ttl_s`; None when absent or expired."""
+
+    def set_previous(self, owner: str, image_id: str, previous: tuple[npt.NDArray[np.float32], ...]) -> bool:
+        """Keep the best logits of the session's latest answer; False when the session is gone."""
+
+    def delete(self, owner: str, image_id: str) -> bool:
+        """End the session; whether it existed."""
