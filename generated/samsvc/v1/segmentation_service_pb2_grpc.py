@@ -213,7 +213,8 @@ class SegmentationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetImageSession(self, request, context):
-        """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone.
+        """An image session's state and when it expires (looking does not renew it); NOT_FOUND
+        (IMAGE_SESSION_EXPIRED) once gone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

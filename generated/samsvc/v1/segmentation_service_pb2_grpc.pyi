@@ -77,7 +77,9 @@ class SegmentationServiceStub:
     when IMAGE_SESSION_BYTES is full (least recently used first).
     """
     GetImageSession: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetImageSessionRequest, _interactive_pb2.ImageSession]
-    """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone."""
+    """An image session's state and when it expires (looking does not renew it); NOT_FOUND
+    (IMAGE_SESSION_EXPIRED) once gone.
+    """
     DeleteImageSession: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.DeleteImageSessionRequest, _interactive_pb2.DeleteImageSessionResponse]
     """Ends an image session now."""
     SubmitEmbeddingBatch: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.SubmitEmbeddingBatchRequest, _segmentation_service_pb2.SubmitBatchResponse]
@@ -166,7 +168,9 @@ class SegmentationServiceAsyncStub(SegmentationServiceStub):
     when IMAGE_SESSION_BYTES is full (least recently used first).
     """
     GetImageSession: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetImageSessionRequest, _interactive_pb2.ImageSession]  # type: ignore[assignment]
-    """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone."""
+    """An image session's state and when it expires (looking does not renew it); NOT_FOUND
+    (IMAGE_SESSION_EXPIRED) once gone.
+    """
     DeleteImageSession: _aio.UnaryUnaryMultiCallable[_interactive_pb2.DeleteImageSessionRequest, _interactive_pb2.DeleteImageSessionResponse]  # type: ignore[assignment]
     """Ends an image session now."""
     SubmitEmbeddingBatch: _aio.UnaryUnaryMultiCallable[_interactive_pb2.SubmitEmbeddingBatchRequest, _segmentation_service_pb2.SubmitBatchResponse]  # type: ignore[assignment]
@@ -294,7 +298,9 @@ class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _interactive_pb2.GetImageSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_interactive_pb2.ImageSession, _abc.Awaitable[_interactive_pb2.ImageSession]]:
-        """An image session's state (and when it expires); NOT_FOUND (IMAGE_SESSION_EXPIRED) once gone."""
+        """An image session's state and when it expires (looking does not renew it); NOT_FOUND
+        (IMAGE_SESSION_EXPIRED) once gone.
+        """
 
     @_abc_1.abstractmethod
     def DeleteImageSession(

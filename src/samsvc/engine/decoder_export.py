@@ -2,7 +2,10 @@
 onnxruntime-web, CVAT's SAM plugin, Meta's demo).
 
 The graph is segment-anything's own export model (`SamOnnxModel`: prompt encoder, mask decoder
-and mask postprocessing) exported as its `scripts/export_onnx_model.py` does: opset 17, the
+and mask postprocessing) exported as its `scripts/export_onnx_model.py` does, with the one fix
+its repository made after the 1.0 release on PyPI (its PR #58): the crop of the padded masks is
+read from `orig_im_size` in the graph, not traced as the dummy input's constant (without it
+every image of another aspect ratio than 1500 x 2250 gets shifted, cut masks); then opset 17, the
 number of points dynamic, constant folding on, the best mask only (`--return-single-mask`, as
 the demo and CVAT run it). The int8 variant is onnxruntime's dynamic quantization of that graph
 with the script's settings (QUInt8 weights, per tensor, full range). Exports are built on first
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import onnx
 import torch
+import torch.nn.functional as F  # noqa: N812 (PyTorch's convention)
 from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
@@ -57,9 +61,22 @@ class DecoderFile:
         return self.path.read_bytes()
 
 
+class DynamicSizeOnnxModel(SamOnnxModel):  # type: ignore[misc]
+    """SamOnnxModel whose mask postprocessing crops by tensors, so the crop stays a function of
+    `orig_im_size` in the exported graph (the PyPI release's `int(...)` is traced as a constant)."""
+
+    def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        masks = F.interpolate(masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        resized = self.resize_longest_image_size(orig_im_size, self.img_size).to(torch.int64)
+        masks = masks[..., : resized[0], : resized[1]]
+        size = orig_im_size.to(torch.int64)
+        # Tensor sizes, not ints: traced as graph values, they follow each call's orig_im_size.
+        return F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)  # type: ignore[arg-type]
+
+
 def export_decoder(sam: Sam, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Write `sam`'s prompt decoder as ONNX to `path`, as segment-anything's export script does."""
-    model = SamOnnxModel(model=sam, return_single_mask=True)
+    model = DynamicSizeOnnxModel(model=sam, return_single_mask=True)
     device = next(sam.mask_decoder.parameters()).device
     embed_dim = sam.prompt_encoder.embed_dim
     embed_size = sam.prompt_encoder.image_embedding_size

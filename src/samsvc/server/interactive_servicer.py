@@ -77,10 +77,12 @@ class InteractiveRpcs(JobRpcs):
             )
         return model
 
-    async def _session(self, caller: Principal, image_id: str, requested_model: str) -> ImageSessionRecord:
+    async def _session(
+        self, caller: Principal, image_id: str, requested_model: str, renew: bool = True
+    ) -> ImageSessionRecord:
         model = self._session_model(image_id, requested_model)
         caller.check_model(model)
-        record = await self.calls.run_blocking(self._session_store().get, caller.name, image_id)
+        record = await self.calls.run_blocking(self._session_store().get, caller.name, image_id, renew)
         if record is None:
             raise session_expired(image_id)
         return record
@@ -180,7 +182,7 @@ class InteractiveRpcs(JobRpcs):
         self, request: interactive_pb2.GetImageSessionRequest, context: ServicerContext
     ) -> interactive_pb2.ImageSession:
         caller = await self.calls.caller(context)
-        record = await self._session(caller, request.image_id, "")
+        record = await self._session(caller, request.image_id, "", renew=False)
         return interactive_convert.session_to_proto(record, True, 0.0)
 
     @unary_boundary

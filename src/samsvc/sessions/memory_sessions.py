@@ -44,7 +44,7 @@ class MemorySessionStore:
                 self._drop(next(iter(self._sessions)))
         return stored
 
-    def get(self, owner: str, image_id: str) -> ImageSessionRecord | None:
+    def get(self, owner: str, image_id: str, renew: bool = True) -> ImageSessionRecord | None:
         key = (owner, image_id)
         with self._lock:
             record = self._sessions.get(key)
@@ -53,6 +53,8 @@ class MemorySessionStore:
             if record.expires_at <= time.time():
                 self._drop(key)
                 return None
+            if not renew:
+                return record
             record = record.evolve(expires_at=time.time() + self.ttl_s)
             self._sessions[key] = record
             self._sessions.move_to_end(key)

@@ -60,11 +60,17 @@ evict(redis.call('INCRBY', KEYS[4], size), budget, KEYS[1])
 return 1
 """
 )
-# KEYS: session, index. ARGV: ttl_ms, now_ms.
+# KEYS: session, index. ARGV: ttl_ms, now_ms, renew (1/0). Returns the fields and the ms left.
 _GET = """
-if redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1])) == 0 then return false end
-redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), KEYS[1])
-return redis.call('HMGET', KEYS[1], 'meta', 'emb', 'prev')
+if ARGV[3] == '1' then
+  if redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1])) == 0 then return false end
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), KEYS[1])
+end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then return false end
+local fields = redis.call('HMGET', KEYS[1], 'meta', 'emb', 'prev')
+table.insert(fields, left)
+return fields
 """
 # KEYS: session, index, sizes, total. ARGV: prev, ttl_ms, now_ms, budget.
 _SET_PREVIOUS = (
@@ -149,16 +155,16 @@ class RedisSessionStore:
             raise _unavailable() from exc
         return record.evolve(expires_at=now + self.ttl_s)
 
-    def get(self, owner: str, image_id: str) -> ImageSessionRecord | None:
+    def get(self, owner: str, image_id: str, renew: bool = True) -> ImageSessionRecord | None:
         keys = self._keys(owner, image_id)
         now = time.time()
         try:
-            found = self._get(keys=keys[:2], args=[self._ttl_ms, int(now * 1000)])
+            found = self._get(keys=keys[:2], args=[self._ttl_ms, int(now * 1000), "1" if renew else "0"])
         except redis.RedisError as exc:
             raise _unavailable() from exc
         if not found:
             return None
-        meta_raw, features, previous = found
+        meta_raw, features, previous, left_ms = found
         meta = json.loads(meta_raw)
         array = np.frombuffer(features, dtype="<f4").reshape(meta["shape"]).astype(np.float32)
         ih, iw = meta["input_size"]
@@ -172,7 +178,7 @@ class RedisSessionStore:
             digest=meta["digest"],
             embedding=embedding,
             previous=_split(previous or b""),
-            expires_at=now + self.ttl_s,
+            expires_at=now + int(left_ms) / 1000,
         )
 
     def set_previous(self, owner: str, image_id: str, previous: tuple[npt.NDArray[np.float32], ...]) -> bool:

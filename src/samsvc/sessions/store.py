@@ -84,8 +84,8 @@ class SessionStore(Protocol):
         """Store (or replace) the session; returns it with its expiry. A session larger than
         the whole budget is refused (FAILED_PRECONDITION)."""
 
-    def get(self, owner: str, image_id: str) -> ImageSessionRecord | None:
-        """The session, renewed for another `ttl_s`; None when absent or expired."""
+    def get(self, owner: str, image_id: str, renew: bool = True) -> ImageSessionRecord | None:
+        """The session (renewed for another `ttl_s` unless not `renew`); None when absent or expired."""
 
     def set_previous(self, owner: str, image_id: str, previous: tuple[npt.NDArray[np.float32], ...]) -> bool:
         """Keep the best logits of the session's latest answer; False when the session is gone."""
