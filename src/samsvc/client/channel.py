@@ -104,7 +104,7 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def _mask_format(name: str) -> int:
+def mask_format_value(name: str) -> int:
     if name not in MASK_FORMATS:
         raise InvalidArgumentError(
             code=grpc.StatusCode.INVALID_ARGUMENT,
@@ -120,7 +120,7 @@ def segment_request(
     return segmentation_service_pb2.SegmentRequest(
         image=image_bytes(image),
         model_type=model or "",
-        mask_format=_mask_format(mask_format),  # type: ignore[arg-type]
+        mask_format=mask_format_value(mask_format),  # type: ignore[arg-type]
         return_visualization=visualize,
         **_options(options),
     )
@@ -154,7 +154,7 @@ def batch_request(
         images=[image_bytes(image) for image in images],
         options=segmentation_service_pb2.SegmentOptions(
             model_type=model or "",
-            mask_format=_mask_format(mask_format),  # type: ignore[arg-type]
+            mask_format=mask_format_value(mask_format),  # type: ignore[arg-type]
             return_visualization=visualize,
             **_options(options),
         ),

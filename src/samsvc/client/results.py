@@ -187,6 +187,8 @@ class ImageOutcome:
     result: SegmentResult | None = None
     error: ClientError | None = None
     processing_time_s: float = 0.0
+    #: An embedding job's image: its session id.
+    image_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -206,7 +208,9 @@ class ImageOutcome:
             processing_time_s=image.processing_time,
             visualization=image.visualization,
         )
-        return cls(job_id, image.index, result=result, processing_time_s=image.processing_time)
+        return cls(
+            job_id, image.index, result=result, processing_time_s=image.processing_time, image_id=image.image_id
+        )
 
 
 @dataclass(frozen=True)

@@ -13,25 +13,36 @@ with Client("127.0.0.1:50051", api_key="sk_...") as client:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.api import httpbody_pb2
 
 from samsvc.client.channel import (
     DEFAULT_RESUME_DELAY_S,
     DEFAULT_RESUME_FOR_S,
     DEFAULT_RESUME_MAX_DELAY_S,
+    PRIORITIES,
     ChannelConfig,
     batch_request,
     list_jobs_request,
     segment_request,
 )
 from samsvc.client.errors import ClientError, UnavailableError, from_rpc_error
-from samsvc.client.images import ImageLike
+from samsvc.client.images import ImageLike, image_bytes
+from samsvc.client.interactive import Embedding, PromptAnswer, embedding_request, prompt_request
 from samsvc.client.results import ImageOutcome, JobUpdate, SegmentResult
-from samsvc.v1 import health_pb2, job_pb2, model_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
+from samsvc.v1 import (
+    health_pb2,
+    interactive_pb2,
+    job_pb2,
+    model_pb2,
+    segmentation_service_pb2,
+    segmentation_service_pb2_grpc,
+)
 
 T = TypeVar("T")
 
@@ -195,6 +206,94 @@ class Client:
                 delay = min(delay * 2, DEFAULT_RESUME_MAX_DELAY_S)
 
     # --- jobs --------------------------------------------------------------------------------
+
+    # --- interactive: sessions, clicks, embeddings, decoders ---------------------------------
+
+    def create_session(
+        self, image: ImageLike | None = None, *, job_id: str | None = None, index: int = 0, model: str | None = None
+    ) -> interactive_pb2.ImageSession:
+        """Upload and encode `image` once (or open image `index` of embedding job `job_id`); its
+        `image_id` then stands for it in `prompt` and `embedding`."""
+        request = interactive_pb2.CreateImageSessionRequest(model_type=model or "")
+        if job_id is not None:
+            request.job_image.CopyFrom(interactive_pb2.JobImage(job_id=job_id, index=index))
+        elif image is not None:
+            request.image = image_bytes(image)
+        else:
+            raise ValueError("give an image or a job_id")
+        session: interactive_pb2.ImageSession = self._call(self.stub.CreateImageSession, request)
+        return session
+
+    def delete_session(self, image_id: str) -> None:
+        request = interactive_pb2.DeleteImageSessionRequest(image_id=image_id)
+        self._call(self.stub.DeleteImageSession, request)
+
+    def prompt(
+        self,
+        image: ImageLike | None = None,
+        *,
+        image_id: str | None = None,
+        points: Sequence[tuple[float, float]] = (),
+        negative: Sequence[tuple[float, float]] = (),
+        box: tuple[float, float, float, float] | None = None,
+        multimask: bool = False,
+        refine: bool = False,
+        model: str | None = None,
+        mask_format: str = "png",
+        return_logits: bool = False,
+    ) -> PromptAnswer:
+        """Masks for clicks (`points` foreground, `negative` background) and/or a box, on `image`
+        or an image session's `image_id`; `refine` feeds the session's previous answer back."""
+        request = prompt_request(
+            image, image_id, points, negative, box, multimask, refine, model, mask_format, return_logits
+        )
+        return PromptAnswer(self._call(self.stub.SegmentPrompts, request))
+
+    def embedding(
+        self,
+        image: ImageLike | None = None,
+        *,
+        image_id: str | None = None,
+        job_id: str | None = None,
+        index: int = 0,
+        model: str | None = None,
+        dtype: str = "float32",
+    ) -> Embedding:
+        """The image's embedding (from `image`, a session's `image_id`, or image `index` of the
+        embedding job `job_id`) with the transform a decoder needs."""
+        request = embedding_request(image, image_id, job_id, index, model, dtype)
+        return Embedding(self._call(self.stub.GetImageEmbedding, request))
+
+    def decoder(self, model: str | None = None, *, int8: bool = False) -> tuple[bytes, interactive_pb2.DecoderInfo]:
+        """The model's ONNX prompt decoder (float32, or int8) and what it is (digests, inputs)."""
+        quantization = interactive_pb2.DECODER_QUANTIZATION_INT8 if int8 else interactive_pb2.DECODER_QUANTIZATION_FP32
+        request = interactive_pb2.GetDecoderRequest(model_type=model or "", quantization=quantization)
+        info: interactive_pb2.DecoderInfo = self._call(self.stub.GetDecoderInfo, request)
+        body: httpbody_pb2.HttpBody = self._call(self.stub.GetDecoder, request)
+        return body.data, info
+
+    def submit_embeddings(
+        self,
+        images: Iterable[ImageLike],
+        *,
+        model: str | None = None,
+        priority: str = "normal",
+        request_id: str | None = None,
+        webhook_url: str = "",
+    ) -> segmentation_service_pb2.SubmitBatchResponse:
+        """Queue an embedding job: the images' embeddings are kept for the job's retention, ready
+        for `embedding(job_id=...)` and `create_session(job_id=...)`; follow it with `watch`."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
+        request = interactive_pb2.SubmitEmbeddingBatchRequest(
+            images=[image_bytes(image) for image in images],
+            model_type=model or "",
+            priority=PRIORITIES[priority],  # type: ignore[arg-type]
+            request_id=request_id or uuid.uuid4().hex,
+            webhook_url=webhook_url,
+        )
+        response: segmentation_service_pb2.SubmitBatchResponse = self._call(self.stub.SubmitEmbeddingBatch, request)
+        return response
 
     def status(self, job_id: str) -> job_pb2.Job:
         job: job_pb2.Job = self._call(

@@ -1,4 +1,5 @@
-"""The client commands of `samsvc`: `segment`, `batch` and `jobs status|results|cancel|list`,
+"""The client commands of `samsvc`: `segment`, `batch`, `embed`, `decoder` and
+`jobs status|results|cancel|list`,
 one module each, with their shared flags (flags.py) and output (output.py).
 
 Human output by default, one JSON document (or JSON lines while a batch runs) with `--json`.
@@ -11,6 +12,7 @@ from typing import Any
 
 from samsvc.client.channel import JOB_STATUSES, PRIORITIES
 from samsvc.client.commands.batch import cmd_batch
+from samsvc.client.commands.embed import cmd_decoder, cmd_embed
 from samsvc.client.commands.flags import add_client_flags, add_option_flags
 from samsvc.client.commands.jobs import cmd_jobs
 from samsvc.client.commands.output import FILE_FORMATS
@@ -21,7 +23,7 @@ DEFAULT_LIST_LIMIT = 20
 
 
 def register(commands: Any) -> None:
-    """Add `segment`, `batch` and `jobs` to the `samsvc` command's subparsers."""
+    """Add `segment`, `batch`, `embed`, `decoder` and `jobs` to the `samsvc` command's subparsers."""
     segment = commands.add_parser("segment", help="segment images on a server; write masks and an overlay")
     segment.add_argument("images", nargs="+", help="image files")
     segment.add_argument("--out", default="out", help="output folder (a subfolder per image)")
@@ -39,6 +41,22 @@ def register(commands: Any) -> None:
     add_option_flags(batch)
     add_client_flags(batch)
     batch.set_defaults(client_handler=cmd_batch)
+
+    embed = commands.add_parser("embed", help="a folder's image embeddings as .npy files, by embedding jobs")
+    embed.add_argument("folder", help="folder of images (.jpg, .jpeg, .png, .webp; subfolders too)")
+    embed.add_argument("--out", default="embeddings", help="output folder (its embeddings.json indexes the files)")
+    embed.add_argument("--model", default=None, help="model name (server default when absent)")
+    embed.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    embed.add_argument("--priority", choices=tuple(PRIORITIES), default="normal")
+    add_client_flags(embed)
+    embed.set_defaults(client_handler=cmd_embed)
+
+    decoder = commands.add_parser("decoder", help="download a model's ONNX prompt decoder")
+    decoder.add_argument("--model", default=None, help="model name (server default when absent)")
+    decoder.add_argument("--int8", action="store_true", help="the int8-quantized decoder")
+    decoder.add_argument("--out", default="decoder.onnx", help="file to write")
+    add_client_flags(decoder)
+    decoder.set_defaults(client_handler=cmd_decoder)
 
     jobs = commands.add_parser("jobs", help="status, results, cancellation and listing of jobs")
     actions = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
