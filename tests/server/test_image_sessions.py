@@ -263,3 +263,32 @@ def test_sessions_expire_after_their_ttl_and_when_memory_is_full(
         assert time.monotonic() - started > 0.5  # it lived until its TTL, renewed by the last use
     finally:
         server.stop()
+
+
+def test_session_calls_are_charged_to_the_callers_rate_limit(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    key = new_key()
+    settings = base_settings.model_copy(
+        update={
+            "api_keys": [f"carol:{digest(key)}"],
+            "rate_limit_requests_per_minute": 4,
+            "data_dir": tmp_path_factory.mktemp("data"),
+        }
+    )
+    server = ServerThread(settings)
+    try:
+        metadata = [("x-api-key", key)]
+        image_id = server.stub.CreateImageSession(
+            ipb.CreateImageSessionRequest(image=encode(scene(64, 48, seed=38))), metadata=metadata
+        ).image_id
+        for _ in range(3):  # the session's own calls count like any other
+            server.stub.SegmentPrompts(click(image_id, 5, 5), metadata=metadata)
+        with pytest.raises(grpc.RpcError) as caught:
+            server.stub.SegmentPrompts(click(image_id, 5, 5), metadata=metadata)
+        assert code_reason(caught.value) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+        with pytest.raises(grpc.RpcError) as caught:
+            server.stub.GetImageEmbedding(ipb.GetImageEmbeddingRequest(image_id=image_id), metadata=metadata)
+        assert code_reason(caught.value) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    finally:
+        server.stop()

@@ -16,7 +16,8 @@ from samsvc.errors import FailedPrecondition, Unavailable
 from samsvc.redis_connection import connect
 from samsvc.sessions.memory_sessions import MemorySessionStore
 from samsvc.sessions.redis_sessions import RedisSessionStore
-from samsvc.sessions.store import ImageSessionRecord, SessionStore, check_image_id, image_id
+from samsvc.sessions.store import ImageSessionRecord, SessionStore, image_id
+from samsvc.validation.sessions import check_image_id
 from tests.support import RedisServer, wait_for
 
 MakeStore = Callable[..., SessionStore]

@@ -208,9 +208,7 @@ class ImageOutcome:
             processing_time_s=image.processing_time,
             visualization=image.visualization,
         )
-        return cls(
-            job_id, image.index, result=result, processing_time_s=image.processing_time, image_id=image.image_id
-        )
+        return cls(job_id, image.index, result=result, processing_time_s=image.processing_time, image_id=image.image_id)
 
 
 @dataclass(frozen=True)

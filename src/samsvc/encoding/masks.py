@@ -38,14 +38,20 @@ class Rle:
 Polygon = list[float]
 
 
+#: zlib level of mask PNGs: about PIL's default size in less than half its time.
+PNG_COMPRESSION = 3
+
+
 def encode_png(mask: BoolMask) -> bytes:
-    """A 1-bit PNG; rows are packed eight pixels a byte, most significant bit first."""
-    height, width = mask.shape
-    packed = np.packbits(mask.astype(np.uint8, copy=False), axis=1)
-    image = Image.frombytes("1", (width, height), packed.tobytes())
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    """A 1-bit grayscale PNG (OpenCV's bilevel writer)."""
+    ok, data = cv2.imencode(
+        ".png",
+        np.ascontiguousarray(mask, dtype=bool).view(np.uint8),
+        [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION],
+    )
+    if not ok:
+        raise ValueError(f"cannot encode a {mask.shape} mask as PNG")
+    return bytes(data)
 
 
 def decode_png(data: bytes) -> BoolMask:

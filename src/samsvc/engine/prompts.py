@@ -9,6 +9,8 @@ masks to the last pixels at the threshold); without it, SamPredictor.predict_tor
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -17,11 +19,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from segment_anything.modeling import Sam
+from segment_anything.modeling import PromptEncoder, Sam
 from segment_anything.predictor import SamPredictor
 
 from samsvc.engine import fast_decoder
 from samsvc.engine.embeddings import ImageEmbedding, predictor_for
+from samsvc.engine.fast_amg import upsample_masks
 
 #: SAM's low-resolution mask size.
 LOW_RES = 256
@@ -51,6 +54,19 @@ class PromptOutput:
         return self.low_res_logits[best : best + 1]
 
 
+_DENSE_PE: weakref.WeakKeyDictionary[PromptEncoder, torch.Tensor] = weakref.WeakKeyDictionary()
+
+
+def dense_pe(model: Sam) -> torch.Tensor:
+    """The prompt encoder's positional encoding of the embedding grid: the same for every call
+    on a model (its weights are read-only while served), so computed once per model."""
+    encoder = model.prompt_encoder
+    cached = _DENSE_PE.get(encoder)
+    if cached is None or cached.device != encoder.pe_layer.positional_encoding_gaussian_matrix.device:
+        cached = _DENSE_PE[encoder] = encoder.get_dense_pe()
+    return cached
+
+
 def _fast_predict(
     predictor: SamPredictor,
     coords: torch.Tensor | None,
@@ -63,13 +79,13 @@ def _fast_predict(
     model = predictor.model
     points = (coords, labels) if coords is not None and labels is not None else None
     sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=mask)
-    logits, iou = fast_decoder.predict_masks(
-        model.mask_decoder, predictor.features, model.prompt_encoder.get_dense_pe(), sparse, dense
-    )
+    decoded = fast_decoder.decode_prompts(model.mask_decoder, predictor.features, dense_pe(model), sparse, dense)
+    # Only the masks the answer keeps go through the hypernetwork product and the upsampling.
     chosen = slice(1, None) if multimask else slice(0, 1)
-    low_res, scores = logits[:, chosen], iou[:, chosen]
-    masks = model.postprocess_masks(low_res, predictor.input_size, predictor.original_size) > model.mask_threshold
-    return masks, scores, low_res
+    decoded = dataclasses.replace(decoded, hyper_in=decoded.hyper_in[:, chosen], iou_pred=decoded.iou_pred[:, chosen])
+    low_res = decoded.masks(model.mask_decoder)
+    masks = upsample_masks(model, low_res, predictor.input_size, predictor.original_size) > model.mask_threshold
+    return masks, decoded.iou_pred, low_res
 
 
 def predict_prompts(

@@ -304,6 +304,11 @@ def _operation(
                 "content": {"application/x-ndjson": {"schema": response}},
             }
         }
+    elif method.output_type == ".google.api.HttpBody":  # the raw body (a tensor, an ONNX file)
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        operation["responses"] = {
+            "200": {"description": "The raw bytes.", "content": {"application/octet-stream": binary}}
+        }
     else:
         operation["responses"] = {"200": {"description": "OK", "content": {"application/json": {"schema": response}}}}
     operation["responses"].update(errors)

@@ -30,11 +30,12 @@ from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls
 from samsvc.server.error_boundary import ServicerContext, headers_boundary, send_headers, unary_boundary
 from samsvc.server.job_servicer import JobRpcs
-from samsvc.sessions.store import ImageSessionRecord, SessionStore, check_image_id, session_expired
+from samsvc.sessions.store import ImageSessionRecord, SessionStore, session_expired
 from samsvc.v1 import interactive_pb2, segmentation_service_pb2
 from samsvc.validation.image import check_image_bytes
 from samsvc.validation.options import check_model_name
 from samsvc.validation.prompts import check_prompts
+from samsvc.validation.sessions import check_image_id
 
 OCTET_STREAM = "application/octet-stream"
 

@@ -11,7 +11,6 @@ samsvc.sessions.redis_sessions (shared by every replica).
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -19,29 +18,18 @@ import numpy as np
 import numpy.typing as npt
 
 from samsvc.engine.embeddings import ImageEmbedding
-from samsvc.errors import InvalidArgument, NotFound
+from samsvc.errors import NotFound
 
 #: Seconds a session lives after its last use.
 DEFAULT_TTL_S = 3600
 #: Bytes all sessions of a store may hold (an SAM embedding is 4 MiB).
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
-#: An image id: `img_`, 32 hex digits of the image's SHA-256, `_`, the model's name.
-IMAGE_ID = re.compile(r"^img_([0-9a-f]{32})_([A-Za-z0-9_.-]{1,64})$")
 
 
 def image_id(data: bytes, model: str) -> str:
-    """The session id of an image and a model: the same bytes and model, the same id."""
+    """The session id of an image and a model (samsvc.validation.sessions.IMAGE_ID): the same
+    bytes and model, the same id."""
     return f"img_{hashlib.sha256(data).hexdigest()[:32]}_{model}"
-
-
-def check_image_id(value: str, field: str = "image_id") -> str:
-    """The image id's model name; INVALID_ARGUMENT (INVALID_IMAGE_ID) for anything else."""
-    match = IMAGE_ID.match(value)
-    if match is None:
-        raise InvalidArgument.for_field(
-            field, "must be an image id from CreateImageSession (img_<32 hex>_<model>)", reason="INVALID_IMAGE_ID"
-        )
-    return match.group(2)
 
 
 def session_expired(image_id: str) -> NotFound:
