@@ -14,17 +14,14 @@ import time
 
 import redis
 
+from samsvc.redis_budget import DROP_LUA
+
 log = logging.getLogger(__name__)
 
-_PUT = """
+_PUT = (
+    DROP_LUA
+    + """
 local ttl, now, budget = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local function drop(key)
-  local bytes = tonumber(redis.call('HGET', KEYS[3], key) or '0')
-  redis.call('ZREM', KEYS[2], key)
-  redis.call('HDEL', KEYS[3], key)
-  redis.call('DEL', key)
-  return redis.call('DECRBY', KEYS[4], bytes)
-end
 if ttl > 0 then
   for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl * 1000)) do drop(key) end
 end
@@ -42,6 +39,7 @@ while total > budget do
 end
 return 1
 """
+)
 
 
 class RedisByteCache:

@@ -185,6 +185,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_rpc_error(self, error: grpc.RpcError) -> None:
+        """The gRPC service's error as the transcoder would have written it."""
+        code = error.code()
+        body = _error_body(code, error.details() or "", rpc_status.from_call(error))
+        self._send(HTTP_STATUS.get(code, 500), body, "application/json")
+
     def _not_found(self) -> None:
         status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message=f"no route {self.path}")
         self._send(404, _to_json(status), "application/json")
@@ -238,12 +244,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status.details.add().Pack(info)
             self._send(HTTP_STATUS[code], _to_json(status), "application/json")
         except grpc.RpcError as exc:
-            code = exc.code()
-            self._send(
-                HTTP_STATUS.get(code, 500),
-                _error_body(code, exc.details() or "", rpc_status.from_call(exc)),
-                "application/json",
-            )
+            self._send_rpc_error(exc)
         else:
             self._send(200, json.dumps(answer).encode(), "application/json")
 
@@ -289,12 +290,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(400, _to_json(status), "application/json")
             return
         except grpc.RpcError as exc:
-            code = exc.code()
-            self._send(
-                HTTP_STATUS.get(code, 500),
-                _error_body(code, exc.details() or "", rpc_status.from_call(exc)),
-                "application/json",
-            )
+            self._send_rpc_error(exc)
             return
         self._send(200, _to_json(response), "application/json")
 

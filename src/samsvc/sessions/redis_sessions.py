@@ -19,6 +19,7 @@ import torch
 
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.errors import Unavailable
+from samsvc.redis_budget import DROP_LUA
 from samsvc.sessions.memory_sessions import too_large
 from samsvc.sessions.store import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, ImageSessionRecord
 
@@ -26,14 +27,9 @@ DEFAULT_PREFIX = "samsvc:sessions"
 #: Bytes of one previous answer's logits (1 x 256 x 256 float32).
 _LOGITS_BYTES = 256 * 256 * 4
 
-_COMMON = """
-local function drop(key)
-  local bytes = tonumber(redis.call('HGET', KEYS[3], key) or '0')
-  redis.call('ZREM', KEYS[2], key)
-  redis.call('HDEL', KEYS[3], key)
-  redis.call('DEL', key)
-  return redis.call('DECRBY', KEYS[4], bytes)
-end
+_COMMON = (
+    DROP_LUA
+    + """
 local function evict(total, budget, keep)
   while total > budget do
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 1)
@@ -44,6 +40,7 @@ local function evict(total, budget, keep)
   end
 end
 """
+)
 # KEYS: session, index, sizes, total. ARGV: meta, emb, prev, ttl_ms, now_ms, budget.
 _PUT = (
     _COMMON
