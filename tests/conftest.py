@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from samsvc.config import Settings
-from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
+from samsvc.engine.checkpoints import (
+    TINY_ARCHITECTURE,
+    build_random_checkpoint,
+    build_random_sam2_checkpoint,
+    models_file_entry,
+    sam2_models_file_entry,
+)
 from tests.clients import KINDS
 from tests.support import ServerThread
 
@@ -49,6 +55,27 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     """A tiny SAM made by segment-anything's builder: (checkpoint path, sha256)."""
     path = tmp_path_factory.mktemp("checkpoints") / "tiny.pth"
     return path, build_random_checkpoint(path, TINY_ARCHITECTURE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A random-weight SAM 2.1 hiera-tiny made by sam2's builder from its config, saved as the
+    official checkpoints are ({"model": state dict}): (checkpoint path, sha256)."""
+    path = tmp_path_factory.mktemp("checkpoints") / "sam2_tiny.pt"
+    return path, build_random_sam2_checkpoint(path, seed=0)
+
+
+@pytest.fixture(scope="session")
+def sam2_models_file(
+    tiny_checkpoint: tuple[Path, str], sam2_checkpoint: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A MODELS_FILE registering the tiny SAM as `tiny` and the SAM 2.1 tiny as `tiny2`."""
+    models = tmp_path_factory.mktemp("config") / "models.toml"
+    models.write_text(
+        models_file_entry("tiny", *tiny_checkpoint) + "\n" + sam2_models_file_entry("tiny2", *sam2_checkpoint),
+        encoding="utf-8",
+    )
+    return models
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from samsvc.encoding.masks import (
     encode_rle_runs,
 )
 from samsvc.encoding.visualization import overlay_png
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks
+from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.loader import ModelManager
 from samsvc.validation.image import ImageHeader, decode_image
 
@@ -114,7 +114,7 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
         cancel.raise_if_cancelled()
     model = models.get(task.model)
     metrics.MODEL_LOAD_SECONDS.labels(task.model).set(model.load_time_s)
-    records = generate_masks(model.sam, image, task.options, cancel, fast=task.fast, precision=model.precision)
+    records = model.generate_masks(image, task.options, cancel, fast=task.fast)
     encoded = [encode_mask(record, task.encoding) for record in records]
     visualization = None
     if task.visualize:

@@ -18,9 +18,9 @@ import numpy.typing as npt
 from samsvc import metrics
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
 from samsvc.engine.amg import CancelToken
-from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding, embed
+from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import LoadedModel, ModelManager
-from samsvc.engine.prompts import PromptSpec, predict_prompts
+from samsvc.engine.prompts import PromptSpec
 from samsvc.pipeline import encode_pixels, image_key
 from samsvc.sessions.store import image_id, session_expired
 from samsvc.validation.image import ImageHeader, decode_image
@@ -66,7 +66,7 @@ def embed_image(
         image = decode_image(data, header)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        embedding = embed(loaded.sam, image, loaded.precision)
+        embedding = loaded.embed(image)
         if cache is not None:
             cache.put(key, embedding)
     return EmbeddedImage(
@@ -146,7 +146,7 @@ def run_prompts(
         loaded, embedding, hit = models.get(task.model), embedded.embedding, embedded.reused
     else:
         (loaded, embedding), hit = _session_model(task, models), True
-    outputs = predict_prompts(loaded.sam, embedding, task.prompts, task.multimask, loaded.precision, fast=task.fast)
+    outputs = loaded.predict_prompts(embedding, task.prompts, task.multimask, fast=task.fast)
     results = []
     for output in outputs:
         masks = [

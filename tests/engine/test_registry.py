@@ -18,8 +18,20 @@ def registry_from(tmp_path: Path, text: str) -> ModelRegistry:
 
 def test_builtins_have_official_urls_and_digests(tmp_path: Path) -> None:
     registry = ModelRegistry.from_settings(tmp_path, None)
-    assert registry.names() == ["vit_h", "vit_l", "vit_b"]
-    for spec in registry:
+    sam2 = ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]
+    assert registry.names() == ["vit_h", "vit_l", "vit_b", *sam2]
+    for name in sam2:
+        spec = registry.get(name)
+        assert spec is not None and spec.family == "sam2" and spec.architecture is None
+        assert spec.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{name}.pt"
+        assert spec.config == {
+            "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+            "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+            "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+            "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+        }[name]
+        assert spec.path == (tmp_path / f"{name}.pt").absolute()
+    for spec in (s for s in registry if s.family == "sam"):
         assert spec.url and spec.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_")
         assert spec.sha256 and len(spec.sha256) == 64
         assert spec.path.parent == tmp_path.absolute()
@@ -50,13 +62,40 @@ encoder_global_attn_indexes = [1]
     assert fine.architecture == BUILTIN_ARCHITECTURES["vit_b"] and fine.url is None
     assert remote.path == (tmp_path / "weights" / "remote_sam.pth").absolute()
     assert remote.sha256 == DIGEST
-    assert remote.architecture.encoder_global_attn_indexes == (1,)
+    assert remote.architecture is not None and remote.architecture.encoder_global_attn_indexes == (1,)
+    assert fine.family == remote.family == "sam"
+
+
+def test_registered_sam2_models_name_a_config(tmp_path: Path) -> None:
+    registry = registry_from(
+        tmp_path,
+        """
+[models.tuned]
+family = "sam2"
+checkpoint = "ckpt/tuned.pt"
+config = "configs/sam2.1/sam2.1_hiera_b+.yaml"
+
+[models.short]
+family = "sam2"
+checkpoint = "ckpt/short.pt"
+config = "sam2.1_hiera_t"
+""",
+    )
+    tuned, short = registry.get("tuned"), registry.get("short")
+    assert tuned is not None and short is not None
+    assert (tuned.family, tuned.config, tuned.architecture) == ("sam2", "configs/sam2.1/sam2.1_hiera_b+.yaml", None)
+    assert short.config == "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
 @pytest.mark.parametrize(
     "text,complaint",
     [
         ('[models.vit_b]\ncheckpoint = "x.pth"\narchitecture = "vit_b"', "taken by a built-in"),
+        ('[models."sam2.1_hiera_tiny"]\nfamily = "sam2"\ncheckpoint = "x.pt"\nconfig = "sam2.1_hiera_t"', "taken by a built-in"),
+        ('[models.a]\nfamily = "sam3"\ncheckpoint = "x.pt"', "family must be one of sam, sam2"),
+        ('[models.a]\nfamily = "sam2"\ncheckpoint = "x.pt"\nconfig = "mine.yaml"', "config must be one of"),
+        ('[models.a]\nfamily = "sam2"\ncheckpoint = "x.pt"\narchitecture = "vit_b"', "a sam2 model takes config"),
+        ('[models.a]\ncheckpoint = "x.pt"\narchitecture = "vit_b"\nconfig = "sam2.1_hiera_t"', "config is for family sam2"),
         ('[models.a]\narchitecture = "vit_b"', "exactly one of checkpoint"),
         ('[models.a]\nurl = "https://x/y.pth"\narchitecture = "vit_b"', "needs its sha256"),
         ('[models.a]\nurl = "ftp://x/y.pth"\narchitecture = "vit_b"\nsha256 = "' + DIGEST + '"', "http(s)"),

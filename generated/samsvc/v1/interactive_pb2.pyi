@@ -140,9 +140,10 @@ Global___EmbeddingTensor: _TypeAlias = EmbeddingTensor  # noqa: Y015
 @_typing.final
 class ImageTransform(_message.Message):
     """How an image's pixels map onto the model's input, so a client can place its clicks:
-    the image (after EXIF orientation) is resized so its longest side is `input_size`
-    (`scale` = input_size / longest side), then padded on the right and bottom to a square of
-    `input_size` pixels. A point (x, y) in image pixels is (x * scale, y * scale) in the
+    the image (after EXIF orientation) is resized to resized_width x resized_height, then
+    padded on the right and bottom to a square of `input_size` pixels. SAM keeps the aspect
+    ratio (its longest side becomes `input_size`); SAM 2 stretches the image to the whole
+    square (no padding). A point (x, y) in image pixels is (x * scale_x, y * scale_y) in the
     model's input; decoders such as SAM's ONNX export take it that way.
     """
 
@@ -155,6 +156,8 @@ class ImageTransform(_message.Message):
     SCALE_FIELD_NUMBER: _builtins.int
     INPUT_SIZE_FIELD_NUMBER: _builtins.int
     MASK_INPUT_SIZE_FIELD_NUMBER: _builtins.int
+    SCALE_X_FIELD_NUMBER: _builtins.int
+    SCALE_Y_FIELD_NUMBER: _builtins.int
     original_width: _builtins.int
     """Width of the original image, in pixels."""
     original_height: _builtins.int
@@ -164,11 +167,15 @@ class ImageTransform(_message.Message):
     resized_height: _builtins.int
     """Height after resizing, before padding."""
     scale: _builtins.float
-    """resized / original, the same on both axes."""
+    """input_size / the longest side: SAM's one scale (for SAM 2, use scale_x and scale_y)."""
     input_size: _builtins.int
     """Side of the square model input the resized image is padded into (1024 for SAM)."""
     mask_input_size: _builtins.int
     """Side of the low-resolution masks the decoder reads and writes (256 for SAM)."""
+    scale_x: _builtins.float
+    """resized_width / original_width."""
+    scale_y: _builtins.float
+    """resized_height / original_height."""
     def __init__(
         self,
         *,
@@ -179,10 +186,12 @@ class ImageTransform(_message.Message):
         scale: _builtins.float = ...,
         input_size: _builtins.int = ...,
         mask_input_size: _builtins.int = ...,
+        scale_x: _builtins.float = ...,
+        scale_y: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_size", b"input_size", "mask_input_size", b"mask_input_size", "original_height", b"original_height", "original_width", b"original_width", "resized_height", b"resized_height", "resized_width", b"resized_width", "scale", b"scale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_size", b"input_size", "mask_input_size", b"mask_input_size", "original_height", b"original_height", "original_width", b"original_width", "resized_height", b"resized_height", "resized_width", b"resized_width", "scale", b"scale", "scale_x", b"scale_x", "scale_y", b"scale_y"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -217,7 +226,9 @@ class ImageEmbedding(_message.Message):
     """Seconds the server spent on the request."""
     @_builtins.property
     def tensors(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmbeddingTensor]:
-        """The tensors: one ("image_embeddings") for SAM."""
+        """The tensors: one ("image_embeddings") for SAM; three for SAM 2 ("image_embed",
+        "high_res_feats_0" 1x32x256x256, "high_res_feats_1" 1x64x128x128).
+        """
 
     @_builtins.property
     def transform(self) -> Global___ImageTransform:

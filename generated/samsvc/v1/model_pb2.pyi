@@ -28,7 +28,7 @@ class _ModelSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelSour
     MODEL_SOURCE_UNSPECIFIED: _ModelSource.ValueType  # 0
     """Not set."""
     MODEL_SOURCE_BUILTIN: _ModelSource.ValueType  # 1
-    """One of the official SAM checkpoints (vit_h, vit_l, vit_b)."""
+    """One of the official checkpoints (SAM's vit_h, vit_l, vit_b; SAM 2.1's four)."""
     MODEL_SOURCE_REGISTERED: _ModelSource.ValueType  # 2
     """Registered by the operator in MODELS_FILE."""
 
@@ -38,10 +38,34 @@ class ModelSource(_ModelSource, metaclass=_ModelSourceEnumTypeWrapper):
 MODEL_SOURCE_UNSPECIFIED: ModelSource.ValueType  # 0
 """Not set."""
 MODEL_SOURCE_BUILTIN: ModelSource.ValueType  # 1
-"""One of the official SAM checkpoints (vit_h, vit_l, vit_b)."""
+"""One of the official checkpoints (SAM's vit_h, vit_l, vit_b; SAM 2.1's four)."""
 MODEL_SOURCE_REGISTERED: ModelSource.ValueType  # 2
 """Registered by the operator in MODELS_FILE."""
 Global___ModelSource: _TypeAlias = ModelSource  # noqa: Y015
+
+class _ModelFamily:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelFamilyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelFamily.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_FAMILY_UNSPECIFIED: _ModelFamily.ValueType  # 0
+    """Not set."""
+    MODEL_FAMILY_SAM: _ModelFamily.ValueType  # 1
+    """Segment Anything (segment-anything: ViT encoders)."""
+    MODEL_FAMILY_SAM2: _ModelFamily.ValueType  # 2
+    """Segment Anything 2 and 2.1 image models (the sam2 package: Hiera encoders)."""
+
+class ModelFamily(_ModelFamily, metaclass=_ModelFamilyEnumTypeWrapper):
+    """Which model family a model belongs to: its code, encoder and defaults."""
+
+MODEL_FAMILY_UNSPECIFIED: ModelFamily.ValueType  # 0
+"""Not set."""
+MODEL_FAMILY_SAM: ModelFamily.ValueType  # 1
+"""Segment Anything (segment-anything: ViT encoders)."""
+MODEL_FAMILY_SAM2: ModelFamily.ValueType  # 2
+"""Segment Anything 2 and 2.1 image models (the sam2 package: Hiera encoders)."""
+Global___ModelFamily: _TypeAlias = ModelFamily  # noqa: Y015
 
 @_typing.final
 class ModelArchitecture(_message.Message):
@@ -96,6 +120,8 @@ class Model(_message.Message):
     LOADED_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     LOAD_TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name requests use in `model_type` (for example "vit_h")."""
     source: Global___ModelSource.ValueType
@@ -116,9 +142,15 @@ class Model(_message.Message):
     """The device the model runs on once loaded ("cpu", "cuda", "cuda:1", ...)."""
     load_time_seconds: _builtins.float
     """Seconds the last load took; 0 when not loaded."""
+    family: Global___ModelFamily.ValueType
+    """The model's family."""
+    config: _builtins.str
+    """SAM 2 models: the sam2 package's config that builds them (for example
+    "configs/sam2.1/sam2.1_hiera_t.yaml"); empty for SAM.
+    """
     @_builtins.property
     def architecture(self) -> Global___ModelArchitecture:
-        """The encoder's shape."""
+        """The encoder's shape (SAM models; unset for SAM 2, whose shape is `config`)."""
 
     def __init__(
         self,
@@ -134,10 +166,12 @@ class Model(_message.Message):
         loaded: _builtins.bool = ...,
         device: _builtins.str = ...,
         load_time_seconds: _builtins.float = ...,
+        family: Global___ModelFamily.ValueType = ...,
+        config: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "device", b"device", "load_time_seconds", b"load_time_seconds", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "config", b"config", "device", b"device", "family", b"family", "load_time_seconds", b"load_time_seconds", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

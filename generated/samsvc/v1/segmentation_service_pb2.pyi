@@ -43,6 +43,7 @@ class SegmentRequest(_message.Message):
     CROP_OVERLAP_RATIO_FIELD_NUMBER: _builtins.int
     CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _builtins.int
     MIN_MASK_REGION_AREA_FIELD_NUMBER: _builtins.int
+    USE_M2M_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """The image: JPEG, PNG or WEBP, recognised by its content (base64 in JSON).
     At most MAX_IMAGE_BYTES (10 MiB by default) and MAX_IMAGE_SIDE pixels a side.
@@ -52,11 +53,11 @@ class SegmentRequest(_message.Message):
     Empty means the server's default model (vit_h unless configured otherwise).
     """
     points_per_side: _builtins.int
-    """Point prompts per side of the sampling grid (1 to 128); default 64."""
+    """Point prompts per side of the sampling grid (1 to 128); default 64 (SAM), 32 (SAM 2)."""
     pred_iou_thresh: _builtins.float
-    """Masks whose predicted IoU is not above this are dropped (0 to 1); default 0.90."""
+    """Masks whose predicted IoU is not above this are dropped (0 to 1); default 0.90 (SAM), 0.8 (SAM 2)."""
     stability_score_thresh: _builtins.float
-    """Masks whose stability score is below this are dropped (0 to 1); default 0.92."""
+    """Masks whose stability score is below this are dropped (0 to 1); default 0.92 (SAM), 0.95 (SAM 2)."""
     return_visualization: _builtins.bool
     """Whether to return a PNG of the masks overlaid on the image in `visualization`."""
     mask_format: _mask_pb2.MaskFormat.ValueType
@@ -85,6 +86,10 @@ class SegmentRequest(_message.Message):
     """Disconnected regions and holes smaller than this many pixels are removed (0 or more);
     default 0 (off).
     """
+    use_m2m: _builtins.bool
+    """SAM 2 models only: refine every mask by prompting the decoder with it (the sam2
+    generator's use_m2m); default false. INVALID_ARGUMENT for SAM models.
+    """
     def __init__(
         self,
         *,
@@ -103,10 +108,11 @@ class SegmentRequest(_message.Message):
         crop_overlap_ratio: _builtins.float | None = ...,
         crop_n_points_downscale_factor: _builtins.int | None = ...,
         min_mask_region_area: _builtins.int | None = ...,
+        use_m2m: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "image", b"image", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "image", b"image", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__box_nms_thresh: _TypeAlias = _typing.Literal["box_nms_thresh"]  # noqa: Y015
     _WhichOneofArgType__box_nms_thresh: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh"]  # noqa: Y015
@@ -130,6 +136,8 @@ class SegmentRequest(_message.Message):
     _WhichOneofArgType__stability_score_offset: _TypeAlias = _typing.Literal["_stability_score_offset", b"_stability_score_offset"]  # noqa: Y015
     _WhichOneofReturnType__stability_score_thresh: _TypeAlias = _typing.Literal["stability_score_thresh"]  # noqa: Y015
     _WhichOneofArgType__stability_score_thresh: _TypeAlias = _typing.Literal["_stability_score_thresh", b"_stability_score_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__use_m2m: _TypeAlias = _typing.Literal["use_m2m"]  # noqa: Y015
+    _WhichOneofArgType__use_m2m: _TypeAlias = _typing.Literal["_use_m2m", b"_use_m2m"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__box_nms_thresh) -> _WhichOneofReturnType__box_nms_thresh | None: ...
     @_typing.overload
@@ -152,6 +160,8 @@ class SegmentRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_offset) -> _WhichOneofReturnType__stability_score_offset | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_thresh) -> _WhichOneofReturnType__stability_score_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__use_m2m) -> _WhichOneofReturnType__use_m2m | None: ...
 
 Global___SegmentRequest: _TypeAlias = SegmentRequest  # noqa: Y015
 
@@ -176,6 +186,7 @@ class SegmentUploadRequest(_message.Message):
     CROP_OVERLAP_RATIO_FIELD_NUMBER: _builtins.int
     CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _builtins.int
     MIN_MASK_REGION_AREA_FIELD_NUMBER: _builtins.int
+    USE_M2M_FIELD_NUMBER: _builtins.int
     model_type: _builtins.str
     """As SegmentRequest.model_type."""
     points_per_side: _builtins.int
@@ -204,6 +215,8 @@ class SegmentUploadRequest(_message.Message):
     """As SegmentRequest.crop_n_points_downscale_factor."""
     min_mask_region_area: _builtins.int
     """As SegmentRequest.min_mask_region_area."""
+    use_m2m: _builtins.bool
+    """As SegmentRequest.use_m2m."""
     @_builtins.property
     def http_body(self) -> _httpbody_pb2.HttpBody:
         """The raw image (its content type is not trusted: the format is recognised by content)."""
@@ -226,10 +239,11 @@ class SegmentUploadRequest(_message.Message):
         crop_overlap_ratio: _builtins.float | None = ...,
         crop_n_points_downscale_factor: _builtins.int | None = ...,
         min_mask_region_area: _builtins.int | None = ...,
+        use_m2m: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "http_body", b"http_body", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "http_body", b"http_body", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "http_body", b"http_body", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "http_body", b"http_body", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__box_nms_thresh: _TypeAlias = _typing.Literal["box_nms_thresh"]  # noqa: Y015
     _WhichOneofArgType__box_nms_thresh: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh"]  # noqa: Y015
@@ -253,6 +267,8 @@ class SegmentUploadRequest(_message.Message):
     _WhichOneofArgType__stability_score_offset: _TypeAlias = _typing.Literal["_stability_score_offset", b"_stability_score_offset"]  # noqa: Y015
     _WhichOneofReturnType__stability_score_thresh: _TypeAlias = _typing.Literal["stability_score_thresh"]  # noqa: Y015
     _WhichOneofArgType__stability_score_thresh: _TypeAlias = _typing.Literal["_stability_score_thresh", b"_stability_score_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__use_m2m: _TypeAlias = _typing.Literal["use_m2m"]  # noqa: Y015
+    _WhichOneofArgType__use_m2m: _TypeAlias = _typing.Literal["_use_m2m", b"_use_m2m"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__box_nms_thresh) -> _WhichOneofReturnType__box_nms_thresh | None: ...
     @_typing.overload
@@ -275,6 +291,8 @@ class SegmentUploadRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_offset) -> _WhichOneofReturnType__stability_score_offset | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_thresh) -> _WhichOneofReturnType__stability_score_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__use_m2m) -> _WhichOneofReturnType__use_m2m | None: ...
 
 Global___SegmentUploadRequest: _TypeAlias = SegmentUploadRequest  # noqa: Y015
 
@@ -639,14 +657,15 @@ class SegmentOptions(_message.Message):
     CROP_OVERLAP_RATIO_FIELD_NUMBER: _builtins.int
     CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _builtins.int
     MIN_MASK_REGION_AREA_FIELD_NUMBER: _builtins.int
+    USE_M2M_FIELD_NUMBER: _builtins.int
     model_type: _builtins.str
     """The model to run; empty means the server's default model."""
     points_per_side: _builtins.int
-    """Point prompts per side of the sampling grid (1 to 128); default 64."""
+    """Point prompts per side of the sampling grid (1 to 128); default 64 (SAM), 32 (SAM 2)."""
     pred_iou_thresh: _builtins.float
-    """Masks whose predicted IoU is not above this are dropped (0 to 1); default 0.90."""
+    """Masks whose predicted IoU is not above this are dropped (0 to 1); default 0.90 (SAM), 0.8 (SAM 2)."""
     stability_score_thresh: _builtins.float
-    """Masks whose stability score is below this are dropped (0 to 1); default 0.92."""
+    """Masks whose stability score is below this are dropped (0 to 1); default 0.92 (SAM), 0.95 (SAM 2)."""
     return_visualization: _builtins.bool
     """Whether each image's result carries a PNG overlay."""
     mask_format: _mask_pb2.MaskFormat.ValueType
@@ -667,6 +686,8 @@ class SegmentOptions(_message.Message):
     """Points per side shrink by this factor per crop layer (1 to 8); default 1."""
     min_mask_region_area: _builtins.int
     """Regions and holes smaller than this many pixels are removed; default 0 (off)."""
+    use_m2m: _builtins.bool
+    """SAM 2 models only: refine every mask with the decoder (use_m2m); default false."""
     def __init__(
         self,
         *,
@@ -684,10 +705,11 @@ class SegmentOptions(_message.Message):
         crop_overlap_ratio: _builtins.float | None = ...,
         crop_n_points_downscale_factor: _builtins.int | None = ...,
         min_mask_region_area: _builtins.int | None = ...,
+        use_m2m: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__box_nms_thresh: _TypeAlias = _typing.Literal["box_nms_thresh"]  # noqa: Y015
     _WhichOneofArgType__box_nms_thresh: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh"]  # noqa: Y015
@@ -711,6 +733,8 @@ class SegmentOptions(_message.Message):
     _WhichOneofArgType__stability_score_offset: _TypeAlias = _typing.Literal["_stability_score_offset", b"_stability_score_offset"]  # noqa: Y015
     _WhichOneofReturnType__stability_score_thresh: _TypeAlias = _typing.Literal["stability_score_thresh"]  # noqa: Y015
     _WhichOneofArgType__stability_score_thresh: _TypeAlias = _typing.Literal["_stability_score_thresh", b"_stability_score_thresh"]  # noqa: Y015
+    _WhichOneofReturnType__use_m2m: _TypeAlias = _typing.Literal["use_m2m"]  # noqa: Y015
+    _WhichOneofArgType__use_m2m: _TypeAlias = _typing.Literal["_use_m2m", b"_use_m2m"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__box_nms_thresh) -> _WhichOneofReturnType__box_nms_thresh | None: ...
     @_typing.overload
@@ -733,6 +757,8 @@ class SegmentOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_offset) -> _WhichOneofReturnType__stability_score_offset | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability_score_thresh) -> _WhichOneofReturnType__stability_score_thresh | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__use_m2m) -> _WhichOneofReturnType__use_m2m | None: ...
 
 Global___SegmentOptions: _TypeAlias = SegmentOptions  # noqa: Y015
 

@@ -35,6 +35,8 @@ DEFAULT_CROP_NMS_THRESH = 0.7
 DEFAULT_CROP_OVERLAP_RATIO = 512 / 1500
 DEFAULT_CROP_N_POINTS_DOWNSCALE_FACTOR = 1
 DEFAULT_MIN_MASK_REGION_AREA = 0
+#: SAM 2's mask-to-mask refinement (its generator's use_m2m) is off unless asked for.
+DEFAULT_USE_M2M = False
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,11 @@ class AmgOptions:
     crop_overlap_ratio: float = DEFAULT_CROP_OVERLAP_RATIO
     crop_n_points_downscale_factor: int = DEFAULT_CROP_N_POINTS_DOWNSCALE_FACTOR
     min_mask_region_area: int = DEFAULT_MIN_MASK_REGION_AREA
+    #: SAM 2 only: refine each mask by prompting the decoder with it (SAM2AutomaticMaskGenerator).
+    use_m2m: bool = DEFAULT_USE_M2M
 
     def generator_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of SamAutomaticMaskGenerator for these options."""
+        """Keyword arguments of SamAutomaticMaskGenerator for these options (all but use_m2m)."""
         return {
             "points_per_side": self.points_per_side,
             "points_per_batch": self.points_per_batch,
@@ -184,10 +188,11 @@ def generate_masks(
     generator = _CancellableGenerator(model, cancel, **options.generator_kwargs())
     with torch.inference_mode():
         raw = generator.generate(image)
-    return [_record(item) for item in raw]
+    return [amg_record(item) for item in raw]
 
 
-def _record(item: dict[str, Any]) -> MaskRecord:
+def amg_record(item: dict[str, Any]) -> MaskRecord:
+    """A generator's mask dict (segment-anything's or sam2's: the same keys) as a record."""
     x, y, w, h = (int(v) for v in item["bbox"])
     cx, cy, cw, ch = (int(v) for v in item["crop_box"])
     return MaskRecord(

@@ -31,8 +31,10 @@ TENSOR_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16"
 
 @dataclass(frozen=True)
 class EmbeddingTransform:
-    """How an image's pixels map onto the model's input: resized so its longest side is
-    `input_size` (by `scale`), then padded right and bottom to an `input_size` square."""
+    """How an image's pixels map onto the model's input: resized to `resized_size` (SAM keeps
+    the aspect ratio, its longest side `input_size`; SAM 2 stretches to the full square), then
+    padded right and bottom to an `input_size` square. A pixel (x, y) is (x * scale_x,
+    y * scale_y) in the model's input."""
 
     original_size: tuple[int, int]  # (h, w)
     resized_size: tuple[int, int]  # (h, w), before padding
@@ -41,43 +43,66 @@ class EmbeddingTransform:
 
     @property
     def scale(self) -> float:
+        """The longest side's scale (SAM's single scale; SAM 2 scales the axes apart)."""
         return self.input_size / max(self.original_size)
+
+    @property
+    def scale_x(self) -> float:
+        return self.resized_size[1] / self.original_size[1]
+
+    @property
+    def scale_y(self) -> float:
+        return self.resized_size[0] / self.original_size[0]
 
 
 @dataclass(frozen=True)
 class ImageEmbedding:
+    """What the image encoder made of one image: the embedding its decoder reads (`features`,
+    named `name`), any further feature maps (SAM 2's high-resolution features, in `extra`) and
+    the sizes that place prompts on it."""
+
     features: torch.Tensor
     #: The resized image's (h, w) before padding (SamPredictor.input_size).
     input_size: tuple[int, int]
     original_size: tuple[int, int]
+    #: Further named feature maps the decoder reads, in order.
+    extra: tuple[tuple[str, torch.Tensor], ...] = ()
+    name: str = SAM_TENSOR_NAME
 
     def transform(self) -> EmbeddingTransform:
-        """SAM's: the encoder turns each 16 x 16 patch of its input into one embedding cell, and
-        the decoder's low-resolution masks have 4 x 4 cells per embedding cell."""
+        """The encoder turns each 16 x 16 patch of its input into one embedding cell, and the
+        decoder's low-resolution masks have 4 x 4 cells per embedding cell (SAM and SAM 2)."""
         grid = int(self.features.shape[-1])
         return EmbeddingTransform(self.original_size, self.input_size, grid * SAM_PATCH_SIZE, grid * 4)
 
+    def named(self) -> list[tuple[str, torch.Tensor]]:
+        return [(self.name, self.features), *self.extra]
+
     def tensors(self, dtype: str = "float32") -> list[tuple[str, tuple[int, ...], bytes]]:
         """(name, shape, C-order little-endian bytes) of each tensor, in `dtype`."""
-        array = self.features.detach().to("cpu", torch.float32).contiguous().numpy()
-        return [(SAM_TENSOR_NAME, tuple(array.shape), array.astype(TENSOR_DTYPES[dtype], copy=False).tobytes())]
+        out = []
+        for name, tensor in self.named():
+            array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+            out.append((name, tuple(array.shape), array.astype(TENSOR_DTYPES[dtype], copy=False).tobytes()))
+        return out
 
     @property
     def nbytes(self) -> int:
-        return int(self.features.numel() * 4)
+        return sum(int(tensor.numel() * 4) for _, tensor in self.named())
 
     def to_bytes(self, meta: dict[str, str] | None = None) -> bytes:
-        """A self-describing serialisation (shape, sizes and `meta` in a JSON header)."""
-        array = self.features.detach().to("cpu", torch.float32).contiguous().numpy()
+        """A self-describing serialisation (names, shapes, sizes and `meta` in a JSON header,
+        then each tensor's float32 bytes)."""
+        tensors = self.tensors("float32")
         header = json.dumps(
             {
-                "shape": list(array.shape),
+                "tensors": [{"name": name, "shape": list(shape)} for name, shape, _ in tensors],
                 "input_size": list(self.input_size),
                 "original_size": list(self.original_size),
                 "meta": meta or {},
             }
         ).encode()
-        return len(header).to_bytes(4, "little") + header + array.astype("<f4", copy=False).tobytes()
+        return len(header).to_bytes(4, "little") + header + b"".join(raw for _, _, raw in tensors)
 
     @classmethod
     def from_bytes(cls, data: bytes, device: torch.device) -> ImageEmbedding:
@@ -87,11 +112,19 @@ class ImageEmbedding:
     def from_bytes_with_meta(cls, data: bytes, device: torch.device) -> tuple[ImageEmbedding, dict[str, str]]:
         size = int.from_bytes(data[:4], "little")
         header = json.loads(data[4 : 4 + size])
-        array = np.frombuffer(data[4 + size :], dtype="<f4").reshape(header["shape"])
-        features = torch.from_numpy(array.astype(np.float32)).to(device)
+        offset = 4 + size
+        named = []
+        for described in header["tensors"]:
+            shape = [int(v) for v in described["shape"]]
+            count = int(np.prod(shape))
+            array = np.frombuffer(data, dtype="<f4", count=count, offset=offset).reshape(shape)
+            offset += count * 4
+            named.append((str(described["name"]), torch.from_numpy(array.astype(np.float32)).to(device)))
         ih, iw = header["input_size"]
         oh, ow = header["original_size"]
-        return cls(features, (ih, iw), (oh, ow)), dict(header.get("meta", {}))
+        (name, features), *extra = named
+        embedding = cls(features, (ih, iw), (oh, ow), extra=tuple(extra), name=name)
+        return embedding, dict(header.get("meta", {}))
 
 
 def embed(

@@ -1,9 +1,10 @@
-"""Loading checkpoints into SAM models: lazily or at start, once per process, safely under
+"""Loading checkpoints into models: lazily or at start, once per process, safely under
 concurrent requests, with the load time recorded.
 
-Every checkpoint, built-in or registered, takes the same path: the model is built from its
-architecture by segment-anything's builder, then the state dict is read on the CPU
-(`weights_only`) and loaded strictly, then moved to the device.
+Every checkpoint, built-in or registered, of either family, takes the same path: the model is
+built from its shape by its family's own builder (segment-anything's, or sam2's from its
+config), then the state dict is read on the CPU (`weights_only`) and loaded strictly, then
+moved to the device. A LoadedModel answers through its family (samsvc.engine.family).
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
-from segment_anything.build_sam import _build_sam
-from segment_anything.modeling import Sam
 
 from samsvc.config import Settings
+from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.download import download_model, sha256_of
-from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S, BatchingEncoder
-from samsvc.engine.registry import Architecture, ModelRegistry, ModelSpec
-from samsvc.errors import FailedPrecondition, NotFound
+from samsvc.engine.embeddings import ImageEmbedding
+from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S
+from samsvc.engine.family import ModelFamily, family_for
+from samsvc.engine.prompts import PromptOutput, PromptSpec
+from samsvc.engine.registry import ModelRegistry, ModelSpec
+from samsvc.errors import FailedPrecondition, FieldViolation, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +45,7 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def build_sam(architecture: Architecture) -> Sam:
-    """An untrained SAM of the given shape, from segment-anything's own builder."""
-    return _build_sam(
-        encoder_embed_dim=architecture.encoder_embed_dim,
-        encoder_depth=architecture.encoder_depth,
-        encoder_num_heads=architecture.encoder_num_heads,
-        encoder_global_attn_indexes=list(architecture.encoder_global_attn_indexes),
-        checkpoint=None,
-    )
-
-
-def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = True) -> Sam:
+def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = True) -> torch.nn.Module:
     """Build the model for `spec` and load its checkpoint; FailedPrecondition if it cannot be used."""
     path = spec.path
     if not path.is_file():
@@ -64,7 +58,7 @@ def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = Tru
                 reason="CHECKSUM_MISMATCH",
                 metadata={"model": spec.name},
             )
-    sam = build_sam(spec.architecture)
+    sam = family_for(spec.family).build(spec)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -91,20 +85,13 @@ def _weights_missing(spec: ModelSpec) -> FailedPrecondition:
     )
 
 
-def compile_model(sam: Sam) -> None:
-    """Wrap the image encoder (one input shape, 1024x1024) and the mask decoder (prompt batch
-    sizes vary, so shapes are dynamic) in torch.compile. Compilation happens on their first
-    call; attribute access passes through to the original modules."""
-    sam.image_encoder = torch.compile(sam.image_encoder)
-    sam.mask_decoder = torch.compile(sam.mask_decoder, dynamic=True)
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready to run, shared read-only by every request of the process."""
 
     spec: ModelSpec
-    sam: Sam
+    #: The network (segment-anything's Sam, or sam2's SAM2Base), read-only while served.
+    sam: Any
     device: torch.device
     load_time_s: float
     #: SHA-256 of the checkpoint: part of every cache key, so a cache never answers for
@@ -134,6 +121,36 @@ class LoadedModel:
             return contextlib.nullcontext()
         dtype = torch.float16 if self.dtype == "fp16" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @property
+    def family(self) -> ModelFamily:
+        return family_for(self.spec.family)
+
+    def generate_masks(
+        self, image: npt.NDArray[np.uint8], options: AmgOptions, cancel: CancelToken | None = None, *, fast: bool
+    ) -> list[MaskRecord]:
+        """Automatic masks, by the model's family, under its precision."""
+        return self.family.generate_masks(self.sam, image, options, cancel, fast=fast, precision=self.precision)
+
+    def embed(self, image: npt.NDArray[np.uint8]) -> ImageEmbedding:
+        return self.family.embed(self.sam, image, self.precision)
+
+    def predict_prompts(
+        self, embedding: ImageEmbedding, prompts: list[PromptSpec], multimask: bool, *, fast: bool
+    ) -> list[PromptOutput]:
+        return self.family.predict_prompts(self.sam, embedding, prompts, multimask, self.precision, fast=fast)
+
+    def exportable_decoder(self) -> Any:
+        """The network whose decoder segment-anything's ONNX export takes; FAILED_PRECONDITION
+        (DECODER_UNAVAILABLE) for families it does not apply to."""
+        if not self.family.exports_decoder:
+            raise FailedPrecondition(
+                f"model {self.spec.name!r} ({self.spec.family}) has no ONNX decoder here; "
+                "its prompts are decoded on the server (SegmentPrompts)",
+                reason="DECODER_UNAVAILABLE",
+                metadata={"model": self.spec.name},
+            )
+        return self.sam
 
 
 @dataclass(frozen=True)
@@ -217,11 +234,8 @@ class ModelManager:
             self._downloader(spec)
         started = time.perf_counter()
         sam = load_checkpoint(spec, self.device, verify=self._verify)
-        if self._compile:
-            compile_model(sam)
-        batch_size, wait_s = self._encoder_batch
-        if batch_size > 1:
-            sam.image_encoder = BatchingEncoder(sam.image_encoder, batch_size, wait_s)
+        family = family_for(spec.family)
+        batched = family.accelerate(sam, compile_model=self._compile, encoder_batch=self._encoder_batch)
         elapsed = time.perf_counter() - started
         digest = spec.sha256 if spec.sha256 and self._verify else sha256_of(spec.path)
         log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
@@ -234,7 +248,7 @@ class ModelManager:
             digest=digest,
             dtype=dtype,
             compiled=self._compile,
-            batched=batch_size > 1,
+            batched=batched,
         )
 
     def unload(self, name: str) -> bool:
@@ -250,6 +264,14 @@ class ModelManager:
             torch.cuda.empty_cache()
         log.info("unloaded model %s", name)
         return True
+
+    def amg_defaults(self, name: str) -> AmgOptions:
+        """The AMG options a request on model `name` gets where it sets none (its family's)."""
+        return family_for(self.spec(name).family).amg_defaults()
+
+    def option_violations(self, name: str, options: AmgOptions, prefix: str = "") -> list[FieldViolation]:
+        """Options model `name`'s family cannot honour, each named."""
+        return family_for(self.spec(name).family).option_violations(options, prefix)
 
     def preload(self, names: list[str]) -> None:
         """Load the named models now; `all` loads every model whose weights are present."""

@@ -1,5 +1,5 @@
-"""Which models exist: the three official SAM checkpoints plus those an operator registers
-in a TOML file (MODELS_FILE).
+"""Which models exist: the official SAM and SAM 2.1 checkpoints plus those an operator
+registers in a TOML file (MODELS_FILE).
 
 A MODELS_FILE looks like::
 
@@ -12,6 +12,11 @@ A MODELS_FILE looks like::
     # encoder_depth = 12
     # encoder_num_heads = 12
     # encoder_global_attn_indexes = [2, 5, 8, 11]
+
+    [models.my_sam2]
+    family = "sam2"                          # SAM 2 / 2.1 (default "sam")
+    checkpoint = "checkpoints/my_sam2.pt"
+    config = "configs/sam2.1/sam2.1_hiera_t.yaml"  # the sam2 package's config of its shape
 
 Registered models are served exactly like the built-ins.
 """
@@ -57,9 +62,32 @@ BUILTIN_ARCHITECTURES: Mapping[str, Architecture] = {
     "vit_b": Architecture(768, 12, 12, (2, 5, 8, 11)),
 }
 
+#: Model families: "sam" (segment-anything) and "sam2" (SAM 2 and 2.1, the sam2 package).
+FAMILIES = ("sam", "sam2")
+
+#: The sam2 package's configs of the official SAM 2.1 and SAM 2 image models, by shape.
+SAM2_CONFIGS: Mapping[str, str] = {
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
+}
+
 #: Inference precisions a model may run in.
 DTYPES = ("fp32", "fp16", "bf16")
 _OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+_OFFICIAL_SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+#: The SAM 2.1 built-ins (each downloaded as NAME.pt) and their configs' short names.
+_SAM2_OFFICIAL = {
+    "sam2.1_hiera_tiny": "sam2.1_hiera_t",
+    "sam2.1_hiera_small": "sam2.1_hiera_s",
+    "sam2.1_hiera_base_plus": "sam2.1_hiera_b+",
+    "sam2.1_hiera_large": "sam2.1_hiera_l",
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -74,7 +102,8 @@ class ModelSpec:
     """A servable model: where its weights are and what shape it has."""
 
     name: str
-    architecture: Architecture
+    #: The SAM image encoder's shape; None for SAM 2 models (their shape is `config`).
+    architecture: Architecture | None
     source: ModelSource
     #: Absolute path of the checkpoint on this machine (inside MODEL_DIR for downloads).
     path: Path
@@ -86,6 +115,10 @@ class ModelSpec:
     size_bytes: int | None = None
     #: Inference precision (fp32, fp16, bf16), or None for the server's default.
     dtype: str | None = None
+    #: "sam" or "sam2".
+    family: str = "sam"
+    #: For SAM 2 models, the sam2 package's config name (e.g. configs/sam2.1/sam2.1_hiera_t.yaml).
+    config: str | None = None
 
     @property
     def weights_present(self) -> bool:
@@ -94,6 +127,10 @@ class ModelSpec:
 
 def builtin_specs(model_dir: Path) -> list[ModelSpec]:
     """The official checkpoints, in MODEL_DIR."""
+    return _sam_specs(model_dir) + _sam2_specs(model_dir)
+
+
+def _sam_specs(model_dir: Path) -> list[ModelSpec]:
     official = [
         (
             "vit_h",
@@ -125,6 +162,25 @@ def builtin_specs(model_dir: Path) -> list[ModelSpec]:
             size_bytes=size,
         )
         for name, filename, digest, size in official
+    ]
+
+
+def _sam2_specs(model_dir: Path) -> list[ModelSpec]:
+    """Meta's SAM 2.1 image models (the 092824 release) with the sam2 package's configs. Their
+    digests and sizes are not published beside the files, so downloads are checked by TLS and
+    the server's answer only (MODELS_FILE entries with a `sha256` are checked like SAM's)."""
+    return [
+        ModelSpec(
+            name=name,
+            architecture=None,
+            source=ModelSource.BUILTIN,
+            path=(model_dir / filename).absolute(),
+            url=_OFFICIAL_SAM2_BASE + filename,
+            family="sam2",
+            config=SAM2_CONFIGS[shape],
+        )
+        for name, shape in _SAM2_OFFICIAL.items()
+        for filename in [name + ".pt"]
     ]
 
 
@@ -176,13 +232,14 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
     where = f"MODELS_FILE model {name!r}"
     if not _NAME.match(name):
         raise ConfigurationError(f"{where}: names are 1-64 letters, digits, '_', '-' or '.'")
-    if name in BUILTIN_ARCHITECTURES:
+    if name in BUILTIN_ARCHITECTURES or name in _SAM2_OFFICIAL:
         raise ConfigurationError(f"{where}: the name is taken by a built-in model")
     if not isinstance(entry, dict):
         raise ConfigurationError(f"{where}: must be a table")
     known = {
         "checkpoint", "url", "filename", "sha256", "size_bytes", "architecture",
         "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes", "dtype",
+        "family", "config",
     }  # fmt: skip
     unknown = sorted(set(entry) - known)
     if unknown:
@@ -220,16 +277,44 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise ConfigurationError(f"{where}: size_bytes must be a positive integer")
 
+    family = entry.get("family", "sam")
+    if family not in FAMILIES:
+        raise ConfigurationError(f"{where}: family must be one of {', '.join(FAMILIES)}")
+    architecture, config = None, None
+    if family == "sam":
+        if "config" in entry:
+            raise ConfigurationError(f"{where}: config is for family sam2; SAM models take architecture")
+        architecture = _parse_architecture(where, entry)
+    else:
+        config = _parse_sam2_config(where, entry)
+
     return ModelSpec(
         name=name,
-        architecture=_parse_architecture(where, entry),
+        architecture=architecture,
         source=ModelSource.REGISTERED,
         path=path,
         url=url,
         sha256=sha256,
         size_bytes=size,
         dtype=dtype,
+        family=family,
+        config=config,
     )
+
+
+def _parse_sam2_config(where: str, entry: Mapping[str, Any]) -> str:
+    """A SAM 2 model's shape: one of the sam2 package's image model configs, by path or short name."""
+    fields = ("architecture", "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes")
+    given = [f for f in fields if f in entry]
+    if given:
+        raise ConfigurationError(f"{where}: {', '.join(given)} describe SAM encoders; a sam2 model takes config")
+    config = entry.get("config")
+    known = sorted(SAM2_CONFIGS.values())
+    if isinstance(config, str) and config in SAM2_CONFIGS:
+        return SAM2_CONFIGS[config]
+    if config not in known:
+        raise ConfigurationError(f"{where}: config must be one of {', '.join(known)}")
+    return str(config)
 
 
 def _parse_architecture(where: str, entry: Mapping[str, Any]) -> Architecture:

@@ -125,18 +125,26 @@ def prompts_response(outcome: PromptsOutcome) -> segmentation_service_pb2.Segmen
     )
 
 
+_FAMILIES = {"sam": model_pb2.MODEL_FAMILY_SAM, "sam2": model_pb2.MODEL_FAMILY_SAM2}
+
+
 def model_to_proto(state: ModelState) -> model_pb2.Model:
     spec = state.spec
     arch = spec.architecture
-    return model_pb2.Model(
-        name=spec.name,
-        source=_SOURCES[spec.source],
-        architecture=model_pb2.ModelArchitecture(
+    architecture = None
+    if arch is not None:
+        architecture = model_pb2.ModelArchitecture(
             encoder_embed_dim=arch.encoder_embed_dim,
             encoder_depth=arch.encoder_depth,
             encoder_num_heads=arch.encoder_num_heads,
             encoder_global_attn_indexes=list(arch.encoder_global_attn_indexes),
-        ),
+        )
+    return model_pb2.Model(
+        name=spec.name,
+        source=_SOURCES[spec.source],
+        architecture=architecture,
+        family=_FAMILIES[spec.family],
+        config=spec.config or "",
         url=spec.url or "",
         checkpoint=spec.path.name if spec.url else str(spec.path),
         size_bytes=spec.size_bytes or 0,

@@ -59,6 +59,8 @@ def embedding_to_proto(embedded: EmbeddedImage, dtype: str) -> interactive_pb2.I
             scale=t.scale,
             input_size=t.input_size,
             mask_input_size=t.mask_input_size,
+            scale_x=t.scale_x,
+            scale_y=t.scale_y,
         ),
         embedding_cache_hit=embedded.reused,
         processing_time=embedded.processing_time_s,
@@ -66,18 +68,20 @@ def embedding_to_proto(embedded: EmbeddedImage, dtype: str) -> interactive_pb2.I
 
 
 def embedding_headers(message: interactive_pb2.ImageEmbedding) -> list[tuple[str, str]]:
-    """The raw tensor's description as response headers (GetImageEmbeddingRaw)."""
-    tensor, t = message.tensors[0], message.transform
+    """The raw tensors' description as response headers (GetImageEmbeddingRaw): names and
+    shapes of each tensor in body order, separated by ';' (SAM has one, SAM 2 three)."""
+    tensors, t = message.tensors, message.transform
     return [
-        ("x-samsvc-tensor", tensor.name),
-        ("x-samsvc-shape", ",".join(str(v) for v in tensor.shape)),
-        ("x-samsvc-dtype", "float16" if tensor.dtype == interactive_pb2.TENSOR_DTYPE_FLOAT16 else "float32"),
+        ("x-samsvc-tensor", ";".join(tensor.name for tensor in tensors)),
+        ("x-samsvc-shape", ";".join(",".join(str(v) for v in tensor.shape) for tensor in tensors)),
+        ("x-samsvc-dtype", "float16" if tensors[0].dtype == interactive_pb2.TENSOR_DTYPE_FLOAT16 else "float32"),
         ("x-samsvc-model", message.model_type),
         ("x-samsvc-checkpoint-sha256", message.checkpoint_sha256),
         ("x-samsvc-image-id", message.image_id),
         ("x-samsvc-original-size", f"{t.original_height},{t.original_width}"),
         ("x-samsvc-resized-size", f"{t.resized_height},{t.resized_width}"),
         ("x-samsvc-scale", repr(t.scale)),
+        ("x-samsvc-scale-xy", f"{t.scale_x!r},{t.scale_y!r}"),
         ("x-samsvc-input-size", str(t.input_size)),
     ]
 

@@ -154,7 +154,8 @@ class InteractiveRpcs(JobRpcs):
     ) -> httpbody_pb2.HttpBody:
         message = await self._embedding_message(request, context)
         await send_headers(context, interactive_convert.embedding_headers(message))
-        return httpbody_pb2.HttpBody(content_type=OCTET_STREAM, data=message.tensors[0].data)
+        body = b"".join(tensor.data for tensor in message.tensors)
+        return httpbody_pb2.HttpBody(content_type=OCTET_STREAM, data=body)
 
     # Image sessions.
 
@@ -243,7 +244,7 @@ class InteractiveRpcs(JobRpcs):
 
     def _decoder(self, model: str, quantization: str, cancel: CancelToken | None = None) -> DecoderFile:
         loaded = self._models.get(model)
-        return self._decoders.get(loaded.sam, loaded.digest, quantization)
+        return self._decoders.get(loaded.exportable_decoder(), loaded.digest, quantization)
 
     async def _decoder_file(
         self, request: interactive_pb2.GetDecoderRequest, context: ServicerContext

@@ -98,7 +98,12 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         check_batch_count(len(request.images), settings.max_batch_images)
         model, given, encoding, visualize = convert.job_spec(request.options, settings.default_model)
         check_model_name(model, self._models.registry.names(), field="options.model_type")
-        options = check_amg_options(given, prefix="options.")
+        options = check_amg_options(
+            given,
+            prefix="options.",
+            defaults=self._models.amg_defaults(model),
+            family_check=functools.partial(self._models.option_violations, model),
+        )
         check_work(options, settings.max_prompts_per_image, prefix="options.")
         spec = JobSpec(model, options, encoding, visualize)
         return self._batch(request, spec, "options.model_type")

@@ -10,6 +10,7 @@ SegmentUpload, ListModels and CheckHealth; it extends samsvc.server.interactive_
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -62,7 +63,11 @@ class SegmentationServicer(InteractiveRpcs):
         header = check_image_bytes(request.image, self._limits)
         model = request.model_type or self._settings.default_model
         check_model_name(model, self._models.registry.names())
-        options = check_amg_options(convert.amg_fields_set(request))
+        options = check_amg_options(
+            convert.amg_fields_set(request),
+            defaults=self._models.amg_defaults(model),
+            family_check=functools.partial(self._models.option_violations, model),
+        )
         prompts = check_work(options, self._settings.max_prompts_per_image)
         return SegmentTask(
             image=request.image,

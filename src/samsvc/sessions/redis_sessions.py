@@ -136,12 +136,9 @@ class RedisSessionStore:
                 "model": record.model,
                 "identity": record.identity,
                 "digest": record.digest,
-                "shape": list(embedding.features.shape),
-                "input_size": list(embedding.input_size),
-                "original_size": list(embedding.original_size),
             }
         )
-        features = embedding.features.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
+        features = embedding.to_bytes()
         now = time.time()
         try:
             self._put(
@@ -163,10 +160,7 @@ class RedisSessionStore:
             return None
         meta_raw, features, previous, left_ms = found
         meta = json.loads(meta_raw)
-        array = np.frombuffer(features, dtype="<f4").reshape(meta["shape"]).astype(np.float32)
-        ih, iw = meta["input_size"]
-        oh, ow = meta["original_size"]
-        embedding = ImageEmbedding(torch.from_numpy(array).to(self.device), (ih, iw), (oh, ow))
+        embedding = ImageEmbedding.from_bytes(features, self.device)
         return ImageSessionRecord(
             image_id=image_id,
             owner=owner,

@@ -5,7 +5,9 @@ All violations of a request are reported together, each naming its field.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +28,11 @@ class _Range:
     high: float
     integer: bool = False
     high_open: bool = False
+    boolean: bool = False
 
     def problem(self, value: Any) -> str | None:
+        if self.boolean:
+            return None if isinstance(value, bool) else "must be true or false"
         if self.integer:
             if isinstance(value, bool) or not isinstance(value, int):
                 return "must be an integer"
@@ -54,11 +59,19 @@ RANGES: dict[str, _Range] = {
     "crop_overlap_ratio": _Range(0.0, 1.0, high_open=True),
     "crop_n_points_downscale_factor": _Range(1, MAX_CROP_N_POINTS_DOWNSCALE_FACTOR, integer=True),
     "min_mask_region_area": _Range(0, 2**31 - 1, integer=True),
+    "use_m2m": _Range(0, 1, boolean=True),
 }
 
 
-def check_amg_options(given: dict[str, Any], prefix: str = "") -> AmgOptions:
-    """AmgOptions from the parameters a request set (unset ones are absent from `given`).
+def check_amg_options(
+    given: dict[str, Any],
+    prefix: str = "",
+    defaults: AmgOptions | None = None,
+    family_check: Callable[[AmgOptions, str], list[FieldViolation]] | None = None,
+) -> AmgOptions:
+    """AmgOptions from the parameters a request set (unset ones are absent from `given` and
+    take `defaults`: the model family's); `family_check` names options the model's family
+    cannot honour.
 
     Raises InvalidArgument listing every bad field (named `prefix + name`).
     """
@@ -73,7 +86,12 @@ def check_amg_options(given: dict[str, Any], prefix: str = "") -> AmgOptions:
             violations.append(FieldViolation(prefix + name, problem))
     if violations:
         raise invalid_parameters(violations)
-    return AmgOptions(**given)
+    options = dataclasses.replace(defaults or AmgOptions(), **given)
+    if family_check is not None:
+        violations = family_check(options, prefix)
+        if violations:
+            raise invalid_parameters(violations)
+    return options
 
 
 def check_work(options: AmgOptions, max_prompts: int, prefix: str = "") -> int:
