@@ -24,12 +24,15 @@ def test_builtins_have_official_urls_and_digests(tmp_path: Path) -> None:
         spec = registry.get(name)
         assert spec is not None and spec.family == "sam2" and spec.architecture is None
         assert spec.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{name}.pt"
-        assert spec.config == {
-            "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
-            "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
-            "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-            "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
-        }[name]
+        assert (
+            spec.config
+            == {
+                "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+                "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+                "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+                "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+            }[name]
+        )
         assert spec.path == (tmp_path / f"{name}.pt").absolute()
     for spec in (s for s in registry if s.family == "sam"):
         assert spec.url and spec.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_")
@@ -91,11 +94,11 @@ config = "sam2.1_hiera_t"
     "text,complaint",
     [
         ('[models.vit_b]\ncheckpoint = "x.pth"\narchitecture = "vit_b"', "taken by a built-in"),
-        ('[models."sam2.1_hiera_tiny"]\nfamily = "sam2"\ncheckpoint = "x.pt"\nconfig = "sam2.1_hiera_t"', "taken by a built-in"),
+        ('[models."sam2.1_hiera_tiny"]\nfamily = "sam2"\ncheckpoint = "x.pt"', "taken by a built-in"),
         ('[models.a]\nfamily = "sam3"\ncheckpoint = "x.pt"', "family must be one of sam, sam2"),
         ('[models.a]\nfamily = "sam2"\ncheckpoint = "x.pt"\nconfig = "mine.yaml"', "config must be one of"),
         ('[models.a]\nfamily = "sam2"\ncheckpoint = "x.pt"\narchitecture = "vit_b"', "a sam2 model takes config"),
-        ('[models.a]\ncheckpoint = "x.pt"\narchitecture = "vit_b"\nconfig = "sam2.1_hiera_t"', "config is for family sam2"),
+        ('[models.a]\ncheckpoint = "x.pt"\narchitecture = "vit_b"\nconfig = "x"', "config is for family sam2"),
         ('[models.a]\narchitecture = "vit_b"', "exactly one of checkpoint"),
         ('[models.a]\nurl = "https://x/y.pth"\narchitecture = "vit_b"', "needs its sha256"),
         ('[models.a]\nurl = "ftp://x/y.pth"\narchitecture = "vit_b"\nsha256 = "' + DIGEST + '"', "http(s)"),
