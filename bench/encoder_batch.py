@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from samsvc.engine.encoder_batching import BatchingEncoder
-from samsvc.engine.loader import build_sam
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES
+from samsvc.engine.sam_family import build_sam
 
 
 def main() -> int:

@@ -19,8 +19,8 @@ import time
 import torch
 
 from samsvc.engine.fast_encoder import encode
-from samsvc.engine.loader import build_sam
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES
+from samsvc.engine.sam_family import build_sam
 
 
 def peak_rss_mb(model: str, sliced: bool) -> float:
@@ -29,7 +29,7 @@ def peak_rss_mb(model: str, sliced: bool) -> float:
     code = (
         "import torch\n"
         "from samsvc.engine.fast_encoder import encode\n"
-        "from samsvc.engine.loader import build_sam\n"
+        "from samsvc.engine.sam_family import build_sam\n"
         "from samsvc.engine.registry import BUILTIN_ARCHITECTURES\n"
         f"encoder = build_sam(BUILTIN_ARCHITECTURES[{model!r}]).eval().image_encoder\n"
         "x = torch.randn(1, 3, 1024, 1024)\n"

@@ -1,8 +1,10 @@
 """For a GPU machine, in one go: automatic mask generation with vit_b and vit_h (random weights:
 time does not depend on them) at points_per_side 32 on 1024x768, segment-anything's reference
-against samsvc's fast engine, and the fast engine in fp32, fp16 and bf16 (autocast).
+against samsvc's fast engine, and the fast engine in fp32, fp16 and bf16 (autocast); and SAM 2.1
+models (sam2.1_hiera_tiny by default: sam2's own generator, the service's SAM 2 engine) in each
+precision beside them. `bench.sam2_vs_sam` adds encoder and click times on the same device.
 
-    uv run python -m bench.gpu_amg [--models vit_b,vit_h] [--points-per-side 32] [--batch 64,256] [--compile]
+    uv run python -m bench.gpu_amg [--models vit_b,vit_h,sam2.1_hiera_tiny] [--points-per-side 32] [--batch 64,256] [--compile]
 
 With --compile, the fast engine also runs on a torch.compile'd copy (TORCH_COMPILE) in each
 precision, after one warm-up call that pays for compilation.
@@ -18,14 +20,17 @@ import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from samsvc.engine.amg import AmgOptions, generate_masks
-from samsvc.engine.loader import build_sam, compile_model
-from samsvc.engine.registry import BUILTIN_ARCHITECTURES
+from samsvc.engine.family import family_for
+from samsvc.engine.registry import BUILTIN_ARCHITECTURES, ModelRegistry
+from samsvc.engine.sam2_family import build_sam2_model
+from samsvc.engine.sam_family import SamFamily, build_sam
 from tests.support import scene
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -49,9 +54,37 @@ def run(
     return {"seconds": seconds, "masks": len(masks), "peak_gpu_bytes": peak}
 
 
+def sam2_runs(name: str, config: str, image: np.ndarray, pps: int, device: torch.device) -> list[dict[str, Any]]:
+    """A SAM 2 model through the service's SAM 2 engine (sam2's generator) in each precision."""
+    model = build_sam2_model(config).to(device).eval()
+    family = family_for("sam2")
+    options = AmgOptions(points_per_side=pps, points_per_batch=64, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    records = []
+    for dtype, autocast in DTYPES.items():
+
+        def precision(autocast: Any = autocast) -> contextlib.AbstractContextManager[Any]:
+            if autocast is None:
+                return contextlib.nullcontext()
+            return torch.autocast(device.type, dtype=autocast)
+
+        family.generate_masks(model, image[:256, :256], options, None, fast=True, precision=precision)  # warm up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        masks = family.generate_masks(model, image, options, None, fast=True, precision=precision)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+        records.append({"model": name, "engine": "reference", "dtype": dtype, "batch": 64,
+                        "seconds": time.perf_counter() - started, "masks": len(masks), "peak_gpu_bytes": peak})  # fmt: skip
+    del model
+    return records
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="vit_b,vit_h")
+    parser.add_argument("--models", default="vit_b,vit_h,sam2.1_hiera_tiny")
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--batch", default="64,256", help="prompt batch sizes for the fast engine")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
@@ -59,7 +92,11 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     image = scene(1024, 768, seed=0)
     records = []
+    sam2_specs = {spec.name: spec for spec in ModelRegistry.from_settings(Path("."), None) if spec.family == "sam2"}
     for name in args.models.split(","):
+        if name in sam2_specs:
+            records += sam2_runs(name, str(sam2_specs[name].config), image, args.points_per_side, device)
+            continue
         sam = build_sam(BUILTIN_ARCHITECTURES[name]).to(device).eval()
         base = {"points_per_side": args.points_per_side, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
         records.append({"model": name, "engine": "reference", "dtype": "fp32", "batch": 64,
@@ -72,7 +109,7 @@ def main() -> int:
         if args.compile:
             compiled = build_sam(BUILTIN_ARCHITECTURES[name]).to(device).eval()
             compiled.load_state_dict(sam.state_dict())
-            compile_model(compiled)
+            SamFamily().accelerate(compiled, compile_model=True, encoder_batch=(1, 0.0))
             for dtype in DTYPES:
                 options = AmgOptions(points_per_batch=int(args.batch.split(",")[-1]), **base)
                 run(compiled, image, options, True, dtype, device)  # compile for this precision's shapes

@@ -38,9 +38,10 @@ from samsvc.engine import fast_encoder
 from samsvc.engine.amg import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.engine.embeddings import embed
-from samsvc.engine.loader import build_sam, load_checkpoint
+from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.prompts import PromptSpec, predict_prompts
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES, ModelSource, ModelSpec
+from samsvc.engine.sam_family import build_sam
 from samsvc.v1 import mask_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import ServerThread, encode, scene

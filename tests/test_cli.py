@@ -30,11 +30,15 @@ def samsvc(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def checkpoint_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
-    """A loopback HTTP server publishing one tiny checkpoint: (base url, file, sha256)."""
+def checkpoint_server(
+    tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: tuple[Path, str]
+) -> Iterator[tuple[str, Path, str]]:
+    """A loopback HTTP server publishing a tiny SAM checkpoint and a random-weight SAM 2.1 tiny
+    (as sam2.1_hiera_tiny.pt): (base url, SAM file, its sha256)."""
     root = tmp_path_factory.mktemp("published")
     path = root / "published.pth"
     digest = build_random_checkpoint(path, seed=3)
+    (root / "sam2.1_hiera_tiny.pt").symlink_to(sam2_checkpoint[0])
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -85,6 +89,33 @@ def test_models_download_verifies_and_places_the_file(checkpoint_server: tuple[s
     assert bad.returncode == 1
     assert "checksum mismatch" in bad.stderr
     assert not any((tmp_path / "other").iterdir())
+
+
+def test_a_sam2_checkpoint_downloads_verified_and_serves(
+    checkpoint_server: tuple[str, Path, str], sam2_checkpoint: tuple[Path, str], tmp_path: Path
+) -> None:
+    from samsvc.engine.loader import ModelManager
+
+    base, _, _ = checkpoint_server
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[models.remote2]\nfamily = "sam2"\nurl = "{base}/sam2.1_hiera_tiny.pt"\nsha256 = "{sam2_checkpoint[1]}"\n'
+        'config = "sam2.1_hiera_t"\n'
+        f'[models.tampered2]\nfamily = "sam2"\nurl = "{base}/sam2.1_hiera_tiny.pt"\nsha256 = "{"1" * 64}"\n'
+        'config = "sam2.1_hiera_t"\nfilename = "other.pt"\n',
+        encoding="utf-8",
+    )
+    weights = tmp_path / "weights"
+    env = {"MODEL_DIR": str(weights), "MODELS_FILE": str(models)}
+    ok = samsvc("models", "download", "remote2", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "sha256 verified" in ok.stdout
+    bad = samsvc("models", "download", "tampered2", env=env)
+    assert bad.returncode == 1 and "checksum mismatch" in bad.stderr
+    assert not (weights / "other.pt").exists()
+    manager = ModelManager(ModelRegistry.from_settings(weights, models), device="cpu")
+    loaded = manager.get("remote2")
+    assert loaded.spec.family == "sam2" and loaded.digest == sam2_checkpoint[1]
 
 
 def test_unknown_model_download(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
-    from samsvc.engine.download import download_model
+    from samsvc.engine.download import download_model, sha256_of
     from samsvc.engine.registry import ModelRegistry
 
     registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
@@ -169,7 +169,11 @@ def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         path = download_model(spec, progress=progress)
-    print(f"{spec.name}: saved to {path} (sha256 verified)" if spec.sha256 else f"{spec.name}: saved to {path}")
+    if spec.sha256:
+        print(f"{spec.name}: saved to {path} (sha256 verified)")
+    else:
+        # Nothing to check it against: say what arrived, so it can be pinned in MODELS_FILE.
+        print(f"{spec.name}: saved to {path} (sha256 {sha256_of(path)}, not checked: none is recorded)")
     return 0
 
 

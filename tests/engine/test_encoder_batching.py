@@ -13,8 +13,9 @@ import torch
 from samsvc.engine.amg import AmgOptions, generate_masks
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.encoder_batching import BatchingEncoder
-from samsvc.engine.loader import ModelManager, build_sam
+from samsvc.engine.loader import ModelManager
 from samsvc.engine.registry import ModelRegistry
+from samsvc.engine.sam_family import build_sam
 from tests.engine.test_fast_amg import assert_same_answer
 from tests.support import scene
 

@@ -167,8 +167,9 @@ def _sam_specs(model_dir: Path) -> list[ModelSpec]:
 
 def _sam2_specs(model_dir: Path) -> list[ModelSpec]:
     """Meta's SAM 2.1 image models (the 092824 release) with the sam2 package's configs. Their
-    digests and sizes are not published beside the files, so downloads are checked by TLS and
-    the server's answer only (MODELS_FILE entries with a `sha256` are checked like SAM's)."""
+    SHA-256 digests and sizes are not recorded yet (they could not be read off the files where
+    this was written): downloads are checked by TLS only, and MODELS_FILE entries with a
+    `sha256` are checked like SAM's."""
     return [
         ModelSpec(
             name=name,
