@@ -58,10 +58,11 @@ def test_models_list_shows_builtins_and_registered(models_file: Path, tmp_path: 
     result = samsvc("models", "list", "--model-dir", str(tmp_path), "--models-file", str(models_file))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["NAME", "SOURCE", "WEIGHTS"]
+    assert lines[0].split()[:4] == ["NAME", "SOURCE", "FAMILY", "WEIGHTS"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows["vit_h"][1:3] == ["builtin", "absent"]
-    assert rows["tiny"][1:3] == ["registered", "present"]
+    assert rows["vit_h"][1:4] == ["builtin", "sam", "absent"]
+    assert rows["sam2.1_hiera_base_plus"][1:4] == ["builtin", "sam2", "absent"]
+    assert rows["tiny"][1:4] == ["registered", "sam", "present"]
 
 
 def test_models_download_verifies_and_places_the_file(checkpoint_server: tuple[str, Path, str], tmp_path: Path) -> None:

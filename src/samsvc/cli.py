@@ -141,11 +141,11 @@ def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.engine.registry import ModelRegistry
 
     registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
-    print(f"{'NAME':<16} {'SOURCE':<11} {'WEIGHTS':<8} {'SIZE':>9}  CHECKPOINT")
+    print(f"{'NAME':<24} {'SOURCE':<11} {'FAMILY':<6} {'WEIGHTS':<8} {'SIZE':>9}  CHECKPOINT")
     for spec in registry:
         size = f"{spec.size_bytes / 1e6:.0f} MB" if spec.size_bytes else "-"
         weights = "present" if spec.weights_present else "absent"
-        print(f"{spec.name:<16} {spec.source.value:<11} {weights:<8} {size:>9}  {spec.path}")
+        print(f"{spec.name:<24} {spec.source.value:<11} {spec.family:<6} {weights:<8} {size:>9}  {spec.path}")
     return 0
 
 

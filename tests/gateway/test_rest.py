@@ -78,7 +78,8 @@ def test_read_routes(stack: Stack, path: str) -> None:
     assert status == 200
     data = json.loads(body)
     models = data["models"]
-    assert [m["name"] for m in models] == ["vit_h", "vit_l", "vit_b", "tiny"]
+    assert [m["name"] for m in models][:3] + [m["name"] for m in models][-1:] == ["vit_h", "vit_l", "vit_b", "tiny"]
+    assert {m["name"]: m["family"] for m in models}["sam2.1_hiera_tiny"] == "MODEL_FAMILY_SAM2"
     assert models[0]["loaded"] is False and models[0]["load_time_seconds"] == 0, "zeros are printed"
     assert models[0]["size_bytes"] == "2564550879", "int64 is a JSON string"
 
