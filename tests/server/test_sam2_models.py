@@ -156,3 +156,28 @@ def test_no_onnx_decoder_for_sam2(server: ServerThread) -> None:
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     _, details = rich_status(caught.value)
     assert details["ErrorInfo"].reason == "DECODER_UNAVAILABLE"
+
+
+def test_the_sdk_and_cli_flags_reach_sam2(server: ServerThread) -> None:
+    import argparse
+
+    from samsvc.client.commands.flags import add_option_flags, options_of
+    from samsvc.client.sync import Client
+
+    parser = argparse.ArgumentParser()
+    add_option_flags(parser)
+    args = parser.parse_args(["--use-m2m", "true", "--points-per-side", "3", "--model", "tiny2"])
+    options = options_of(args)
+    assert options["use_m2m"] is True and options["points_per_side"] == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--use-m2m", "maybe"])
+    client = Client(server.address)
+    try:
+        image = scene(64, 48, seed=25)
+        result = client.segment(image, model="tiny2", use_m2m=True, **PERMISSIVE)
+        direct = server.stub.Segment(
+            pb.SegmentRequest(image=encode(image), model_type="tiny2", use_m2m=True, **PERMISSIVE)
+        )
+        assert len(result.masks) == len(direct.masks) > 0
+    finally:
+        client.close()

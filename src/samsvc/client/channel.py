@@ -41,8 +41,9 @@ PRIORITIES = _short_names(job_pb2.Priority, "PRIORITY_")
 JOB_STATUSES = _short_names(job_pb2.JobStatus, "JOB_STATUS_")
 #: Mask generation options accepted as keyword arguments and CLI flags: the fields of
 #: SegmentOptions a caller may leave unset (proto3 `optional`), with their Python types.
+_PYTHON_TYPES: dict[int, type] = {FieldDescriptor.CPPTYPE_INT32: int, FieldDescriptor.CPPTYPE_BOOL: bool}
 OPTION_TYPES: dict[str, type] = {
-    field.name: int if field.cpp_type == FieldDescriptor.CPPTYPE_INT32 else float
+    field.name: _PYTHON_TYPES.get(field.cpp_type, float)
     for field in segmentation_service_pb2.SegmentOptions.DESCRIPTOR.fields
     if field.has_presence and field.message_type is None
 }

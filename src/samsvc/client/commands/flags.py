@@ -19,8 +19,19 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("mask generation (server defaults when absent)")
     for name, kind in OPTION_TYPES.items():
-        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+        parse = _boolean if kind is bool else kind
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=parse, default=None)
     group.add_argument("--model", default=None, help="model name (server default when absent)")
+
+
+def _boolean(text: str) -> bool:
+    """A true/false option's value (true, false, 1, 0, yes, no)."""
+    lowered = text.strip().lower()
+    if lowered in {"true", "1", "yes", "on"}:
+        return True
+    if lowered in {"false", "0", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def connect(args: argparse.Namespace) -> Client:
