@@ -22,6 +22,7 @@ STARTS = {
     "redis": ("RedisServer(", "redis_server", "redis_settings"),
     "envoy": ("start_gateway(", '"gateway": True', "gateway=True"),
     "browser": ("chromium",),
+    "s3": ("S3Server(",),
     "processes": ("WorkerProcess(", "ServeProcess(", "samsvc.cli"),
 }
 #: Modules slow for what they compute (torch.compile).

@@ -160,3 +160,20 @@ def test_keys_create_appends_only_the_digest(tmp_path: Path) -> None:
 def test_bad_setting_is_reported(tmp_path: Path) -> None:
     result = samsvc("models", "list", env={"GRPC_PORT": "70000"})
     assert result.returncode == 2 and "grpc_port" in result.stderr
+
+
+def test_a_data_dir_url_of_unknown_scheme_stops_start_up(tmp_path: Path) -> None:
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-m", "samsvc.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "DATA_DIR": "s3x://bucket/prefix", "GATEWAY": "false"},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "data_dir" in result.stderr and "DATA_DIR: unknown scheme 's3x'" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no folder named "s3x:"

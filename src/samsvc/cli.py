@@ -168,7 +168,7 @@ def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
                 bar.total = total
             bar.update(done - bar.n)
 
-        path = download_model(spec, progress=progress)
+        path = download_model(spec, progress=progress, s3=settings.s3_options())
     if spec.sha256:
         print(f"{spec.name}: saved to {path} (sha256 verified)")
     else:

@@ -11,6 +11,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from samsvc.errors import ConfigurationError
+from samsvc.object_storage import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_S, S3Options, parse_location
+
 #: 10 MiB: the seed's per-image limit.
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 #: Longest image side accepted, read from the header before decoding.
@@ -200,7 +203,30 @@ class Settings(BaseSettings):
     redis_password_file: Path | None = Field(
         None, description="File holding Redis's password (a compose or Kubernetes secret), added to REDIS_URL."
     )
-    data_dir: Path = Field(Path("./data"), description="Blob store for batch images, shared by servers and workers.")
+    data_dir: str = Field(
+        "./data",
+        description=(
+            "Blob store for batch images, shared by servers and workers: a folder, or s3://bucket/prefix "
+            "(S3_* settings; credentials from the standard AWS chain). Another URL scheme stops start-up."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 API endpoint (MinIO, another region's or a test server); unset uses AWS's."
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset takes the AWS chain's (AWS_REGION, profile).")
+    s3_timeout_s: float = Field(
+        DEFAULT_S3_TIMEOUT_S, gt=0, description="Seconds an S3 connect or read may take before it is retried."
+    )
+    s3_max_attempts: int = Field(
+        DEFAULT_S3_MAX_ATTEMPTS, ge=1, le=20, description="Attempts per S3 request (standard retry mode)."
+    )
+    s3_sse: Literal["", "AES256", "aws:kms"] = Field(
+        "", description="Server-side encryption of objects samsvc writes; empty leaves the bucket's default."
+    )
+    s3_sse_kms_key_id: str | None = Field(None, description="KMS key for S3_SSE=aws:kms; unset uses the default key.")
+    s3_storage_class: str = Field(
+        "", description="Storage class of objects samsvc writes (e.g. STANDARD_IA); empty for the bucket's default."
+    )
     max_batch_images: int = Field(DEFAULT_MAX_BATCH_IMAGES, ge=1, le=10_000, description="Most images in one batch.")
     max_batch_bytes: int = Field(
         DEFAULT_MAX_BATCH_BYTES, ge=1, description="Largest batch request in bytes (all images together)."
@@ -277,6 +303,29 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _check_data_dir(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            value = str(value)
+        if isinstance(value, str):
+            try:
+                parse_location(value, "DATA_DIR")
+            except ConfigurationError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    def s3_options(self) -> S3Options:
+        return S3Options(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            timeout_s=self.s3_timeout_s,
+            max_attempts=self.s3_max_attempts,
+            sse=self.s3_sse,
+            sse_kms_key_id=self.s3_sse_kms_key_id,
+            storage_class=self.s3_storage_class,
+        )
 
     @field_validator("device")
     @classmethod

@@ -1,5 +1,6 @@
-"""Checkpoint downloads: streamed, hashed while written, renamed into place only when the
-SHA-256 matches, and never leaving a partial file behind."""
+"""Checkpoint downloads over HTTP(S) or from S3-compatible storage (a model repository in a
+bucket): streamed, hashed while written, renamed into place only when the SHA-256 matches, and
+never leaving a partial file behind."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlparse
 
 from samsvc.engine.registry import ModelSpec
 from samsvc.errors import DownloadError
+from samsvc.object_storage import S3Options, is_missing, s3_client
 
 #: Bytes read per chunk while streaming.
 DEFAULT_CHUNK_BYTES = 1024 * 1024
@@ -40,8 +43,10 @@ def download_model(
     progress: Progress | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    s3: S3Options | None = None,
 ) -> Path:
-    """Fetch `spec.url` into `spec.path`, checking its SHA-256; returns the path.
+    """Fetch `spec.url` (http, https or s3://bucket/key, the latter through `s3`'s endpoint and
+    the standard AWS credential chain) into `spec.path`, checking its SHA-256; returns the path.
 
     Raises DownloadError for a model without a URL, network failures, short bodies and digest
     mismatches. The file appears at `spec.path` only complete and verified.
@@ -54,7 +59,10 @@ def download_model(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, received = _stream(spec.url, out, progress, timeout, chunk_bytes)
+            if urlparse(spec.url).scheme == "s3":
+                digest, received = _stream_s3(spec.url, out, progress, s3 or S3Options(), chunk_bytes)
+            else:
+                digest, received = _stream(spec.url, out, progress, timeout, chunk_bytes)
             out.flush()
             os.fsync(out.fileno())
         if spec.size_bytes is not None and received != spec.size_bytes:
@@ -116,4 +124,31 @@ def _stream(
         ) from exc
     except (OSError, http.client.HTTPException) as exc:
         raise DownloadError(f"download from {url} failed: {exc}", reason="DOWNLOAD_FAILED") from exc
+    return digest.hexdigest(), received
+
+
+def _stream_s3(url: str, out: BinaryIO, progress: Progress | None, s3: S3Options, chunk_bytes: int) -> tuple[str, int]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = urlparse(url)
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        response = s3_client(s3).get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        total = int(response["ContentLength"])
+        if progress:
+            progress(0, total)
+        for chunk in response["Body"].iter_chunks(chunk_bytes):
+            digest.update(chunk)
+            out.write(chunk)
+            received += len(chunk)
+            if progress:
+                progress(received, total)
+    except (BotoCoreError, ClientError) as exc:
+        what = "no such object" if is_missing(exc) else str(exc).splitlines()[0][:200]
+        raise DownloadError(f"download from {url} failed: {what}", reason="DOWNLOAD_FAILED") from exc
+    if received != total:
+        raise DownloadError(
+            f"download from {url} was interrupted after {received} of {total} bytes", reason="DOWNLOAD_INCOMPLETE"
+        )
     return digest.hexdigest(), received

@@ -10,6 +10,7 @@ moved to the device. A LoadedModel answers through its family (samsvc.engine.fam
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import pickle
@@ -207,6 +208,7 @@ class ModelManager:
             compile_models=settings.torch_compile,
             encoder_batch_size=settings.encoder_batch_size,
             encoder_batch_wait_s=settings.encoder_batch_wait_ms / 1000,
+            downloader=functools.partial(download_model, s3=settings.s3_options()),
         )
 
     def spec(self, name: str) -> ModelSpec:

@@ -5,7 +5,7 @@ A MODELS_FILE looks like::
 
     [models.my_sam]
     checkpoint = "checkpoints/my_sam.pth"   # a path (relative to this file) ...
-    # url = "https://example.org/my_sam.pth" # ... or a URL downloaded into MODEL_DIR
+    # url = "https://example.org/my_sam.pth" # ... or a URL (or s3://bucket/key) downloaded into MODEL_DIR
     sha256 = "9f2c..."                       # required with url, checked on load when given
     architecture = "vit_b"                   # a built-in shape, or the four fields below
     # encoder_embed_dim = 768
@@ -257,8 +257,8 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
     if (url is None) == (checkpoint is None):
         raise ConfigurationError(f"{where}: give exactly one of checkpoint (a path) or url")
     if url is not None:
-        if not isinstance(url, str) or urlparse(url).scheme not in {"http", "https"}:
-            raise ConfigurationError(f"{where}: url must be http(s)")
+        if not isinstance(url, str) or urlparse(url).scheme not in {"http", "https", "s3"}:
+            raise ConfigurationError(f"{where}: url must be http(s) or s3://bucket/key")
         if sha256 is None:
             raise ConfigurationError(f"{where}: a url needs its sha256")
         filename = entry.get("filename") or Path(urlparse(url).path).name

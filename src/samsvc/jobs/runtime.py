@@ -22,7 +22,7 @@ from samsvc import failpoints, metrics
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import Unavailable
-from samsvc.jobs.blobs import BlobStore, LocalBlobStore
+from samsvc.jobs.blobs import BlobStore, open_blob_store
 from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, build_broker, queue_depth
 from samsvc.jobs.leases import LeaseKeeper
 from samsvc.jobs.memory_store import MemoryJobStore
@@ -188,7 +188,7 @@ def build_runtime(
     runtime = JobRuntime(
         settings=settings,
         store=store,
-        blobs=LocalBlobStore(settings.data_dir),
+        blobs=open_blob_store(settings.data_dir, settings.s3_options()),
         broker=broker,
         models_factory=models_factory,
         leases=leases,
