@@ -210,16 +210,16 @@ class Settings(BaseSettings):
             "(S3_* settings; credentials from the standard AWS chain). Another URL scheme stops start-up."
         ),
     )
+    export_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders a batch's export_url may write into, comma separated; empty allows s3:// exports only.",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3 API endpoint (MinIO, another region's or a test server); unset uses AWS's."
     )
     s3_region: str | None = Field(None, description="S3 region; unset takes the AWS chain's (AWS_REGION, profile).")
-    s3_timeout_s: float = Field(
-        DEFAULT_S3_TIMEOUT_S, gt=0, description="Seconds an S3 connect or read may take before it is retried."
-    )
-    s3_max_attempts: int = Field(
-        DEFAULT_S3_MAX_ATTEMPTS, ge=1, le=20, description="Attempts per S3 request (standard retry mode)."
-    )
+    s3_timeout_s: float = Field(DEFAULT_S3_TIMEOUT_S, gt=0, description="Seconds an S3 connect or read may take.")
+    s3_max_attempts: int = Field(DEFAULT_S3_MAX_ATTEMPTS, ge=1, le=20, description="Attempts per S3 request.")
     s3_sse: Literal["", "AES256", "aws:kms"] = Field(
         "", description="Server-side encryption of objects samsvc writes; empty leaves the bucket's default."
     )
@@ -296,7 +296,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "preload", "webhook_allowed_hosts", "cors_origins", "api_keys", "admin_jwt_algorithms", mode="before"
+        "preload",
+        "webhook_allowed_hosts",
+        "cors_origins",
+        "api_keys",
+        "admin_jwt_algorithms",
+        "export_dirs",
+        mode="before",
     )
     @classmethod
     def _split_names(cls, value: Any) -> Any:

@@ -51,7 +51,14 @@ def _expand(value: str, env: dict[str, str]) -> str:
 def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp_path: Path) -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert set(services) == {"api", "worker", "envoy", "redis"}
+    assert set(services) == {"api", "worker", "envoy", "redis", "minio", "minio-bucket"}
+    # Object storage is optional: a profile, and the services reach it only when told to.
+    assert services["minio"]["profiles"] == services["minio-bucket"]["profiles"] == ["minio"]
+    assert "mc mb --ignore-existing local/samsvc" in services["minio-bucket"]["entrypoint"][-1]
+    for name in ("api", "worker", "envoy"):
+        env = services[name]["environment"]
+        assert (env["DATA_DIR"], env["S3_ENDPOINT_URL"]) == ("${DATA_DIR:-/data}", "${S3_ENDPOINT_URL:-}")
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/aws_credentials"
     assert "--appendonly yes --appendfsync always --requirepass" in services["redis"]["command"][-1]
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
@@ -76,6 +83,7 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     local = {
         "/run/secrets/api_keys": str(keys_file),
         "/run/secrets/redis_password": str(password_file),
+        "/run/secrets/aws_credentials": str(tmp_path / "secrets" / "aws_credentials"),
         "redis://redis:6379/0": redis_server.url,
         "/models": str(base_settings.model_dir),
         "/data": str(tmp_path / "data"),
@@ -212,6 +220,8 @@ def test_every_compose_service_is_hardened() -> None:
         assert "no-new-privileges:true" in service.get("security_opt", []), name
         assert service.get("mem_limit"), name
         assert service.get("user") and not service["user"].startswith("0"), name
+        if name.startswith("minio"):
+            continue  # object storage: no Redis
         assert "redis_password" in service.get("secrets", []), name
         if name != "redis":
             assert service["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name

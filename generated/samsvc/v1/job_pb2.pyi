@@ -136,6 +136,8 @@ class Job(_message.Message):
     ESTIMATED_TIME_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    EXPORT_URL_FIELD_NUMBER: _builtins.int
+    EXPORT_MANIFEST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's identifier."""
     job_type: Global___JobType.ValueType
@@ -165,6 +167,12 @@ class Job(_message.Message):
     owner: _builtins.str
     """Name of the API key that created the job (empty when the server runs without keys).
     Only that key sees the job; admins see every job.
+    """
+    export_url: _builtins.str
+    """Where the job's results are exported (SubmitBatchRequest.export_url); empty for none."""
+    export_manifest: _builtins.str
+    """The export's manifest, written when the job ends: every image's objects and export
+    errors (JSON); empty without an export.
     """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
@@ -197,10 +205,12 @@ class Job(_message.Message):
         estimated_time: _builtins.int = ...,
         webhook_url: _builtins.str = ...,
         owner: _builtins.str = ...,
+        export_url: _builtins.str = ...,
+        export_manifest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error_message", b"error_message", "estimated_time", b"estimated_time", "failed_images", b"failed_images", "job_id", b"job_id", "job_type", b"job_type", "model_type", b"model_type", "owner", b"owner", "priority", b"priority", "processed_images", b"processed_images", "processing_time", b"processing_time", "started_at", b"started_at", "status", b"status", "total_images", b"total_images", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error_message", b"error_message", "estimated_time", b"estimated_time", "export_manifest", b"export_manifest", "export_url", b"export_url", "failed_images", b"failed_images", "job_id", b"job_id", "job_type", b"job_type", "model_type", b"model_type", "owner", b"owner", "priority", b"priority", "processed_images", b"processed_images", "processing_time", b"processing_time", "started_at", b"started_at", "status", b"status", "total_images", b"total_images", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +230,8 @@ class ImageResult(_message.Message):
     IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
     IMAGE_HEIGHT_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
+    EXPORTED_OBJECTS_FIELD_NUMBER: _builtins.int
+    EXPORT_ERROR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The image's position in the request, from 0."""
     processing_time: _builtins.float
@@ -244,6 +256,14 @@ class ImageResult(_message.Message):
         unset when it succeeded.
         """
 
+    @_builtins.property
+    def exported_objects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The objects this image's export wrote (its COCO JSON and overlay PNG), as URLs or paths."""
+
+    @_builtins.property
+    def export_error(self) -> _status_pb2.Status:
+        """Why the export of this image failed (reason EXPORT_FAILED); its masks are still here."""
+
     def __init__(
         self,
         *,
@@ -255,10 +275,12 @@ class ImageResult(_message.Message):
         image_width: _builtins.int = ...,
         image_height: _builtins.int = ...,
         image_id: _builtins.str = ...,
+        exported_objects: _abc.Iterable[_builtins.str] | None = ...,
+        export_error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "export_error", b"export_error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "image_height", b"image_height", "image_id", b"image_id", "image_width", b"image_width", "index", b"index", "masks", b"masks", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "export_error", b"export_error", "exported_objects", b"exported_objects", "image_height", b"image_height", "image_id", b"image_id", "image_width", b"image_width", "index", b"index", "masks", b"masks", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

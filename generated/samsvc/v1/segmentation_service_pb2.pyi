@@ -773,6 +773,7 @@ class SubmitBatchRequest(_message.Message):
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPORT_URL_FIELD_NUMBER: _builtins.int
     webhook_url: _builtins.str
     """Where to POST the job summary when it ends (http or https; signed with HMAC-SHA256)."""
     priority: _job_pb2.Priority.ValueType
@@ -780,6 +781,12 @@ class SubmitBatchRequest(_message.Message):
     request_id: _builtins.str
     """A caller-chosen key (up to 128 characters): resubmitting with the same key returns the
     first submission's job instead of creating another.
+    """
+    export_url: _builtins.str
+    """Where each finished image's masks are also written, as COCO JSON (RLE) and an overlay
+    PNG under JOB_ID/: "s3://bucket/prefix" (credentials are the server's, never the
+    request's) or a folder inside one of EXPORT_DIRS. Empty: no export. A failed write is
+    the image's `export_error` (EXPORT_FAILED), not a failed image or job.
     """
     @_builtins.property
     def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
@@ -797,10 +804,11 @@ class SubmitBatchRequest(_message.Message):
         webhook_url: _builtins.str = ...,
         priority: _job_pb2.Priority.ValueType = ...,
         request_id: _builtins.str = ...,
+        export_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "options", b"options", "priority", b"priority", "request_id", b"request_id", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["export_url", b"export_url", "images", b"images", "options", b"options", "priority", b"priority", "request_id", b"request_id", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

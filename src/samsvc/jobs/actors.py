@@ -20,6 +20,7 @@ time), the reconciler (samsvc.jobs.reconciler) finds and finishes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -48,8 +49,9 @@ from samsvc.jobs.broker import (
     WEBHOOK_QUEUE,
     delivery_token,
 )
+from samsvc.jobs.export import ExportWriter, export_image
 from samsvc.jobs.leases import new_token
-from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobTask, Priority, now_ms
+from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobSpec, JobTask, Priority, now_ms
 from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
@@ -152,6 +154,31 @@ def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
         runtime.leases.forget(token)
 
 
+def _segment_image(
+    runtime: JobRuntime, job_id: str, index: int, data: bytes, header: ImageHeader, spec: JobSpec, cancel: CancelToken
+) -> ImageResult:
+    """The image's masks; with an export, also written where the batch asked (the overlay is
+    drawn for it even when the result carries none)."""
+    fast = runtime.settings.amg_engine == "fast"
+    visualize = spec.visualize or bool(spec.export_url)
+    task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, visualize, fast)
+    outcome = run_segment(task, runtime.models, cancel)
+    result = ImageResult.from_outcome(index, outcome)
+    if not spec.visualize:
+        result = dataclasses.replace(result, visualization=b"")
+    if not spec.export_url:
+        return result
+    writer = ExportWriter(spec.export_url, runtime.settings.s3_options())
+    records = [m.record for m in outcome.masks]
+    try:
+        exported = export_image(
+            writer, job_id, index, outcome.width, outcome.height, records, outcome.visualization or b""
+        )
+    except Unavailable as exc:
+        return dataclasses.replace(result, export_error=ImageError.from_exception(exc))
+    return dataclasses.replace(result, exported=exported)
+
+
 def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, failures: int) -> ImageResult | None:
     """The image's result, or None when it needs no record now (cancelled; retry scheduled)."""
     settings = runtime.settings
@@ -168,9 +195,7 @@ def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, fail
         if spec.task is JobTask.EMBED:
             result = _embed_image(runtime, job_id, index, data, header, spec.model, cancel)
         else:
-            fast = settings.amg_engine == "fast"
-            task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, spec.visualize, fast)
-            result = ImageResult.from_outcome(index, run_segment(task, runtime.models, cancel))
+            result = _segment_image(runtime, job_id, index, data, header, spec, cancel)
     except Cancelled:
         log.info("job %s cancelled while image %d ran", job_id, index)
         runtime.durably(runtime.store.release_image, job_id, index, token, ended=True)

@@ -72,6 +72,8 @@ class JobSpec:
     encoding: MaskEncoding
     visualize: bool
     task: JobTask = JobTask.SEGMENT
+    #: Where each image's masks are exported (s3://bucket/prefix or a checked folder); "" for none.
+    export_url: str = ""
 
     @classmethod
     def embedding(cls, model: str) -> JobSpec:
@@ -89,6 +91,7 @@ class JobSpec:
                 "encoding": self.encoding.value,
                 "visualize": self.visualize,
                 "task": self.task.value,
+                "export_url": self.export_url,
             }
         )
 
@@ -101,6 +104,7 @@ class JobSpec:
             encoding=MaskEncoding(data["encoding"]),
             visualize=bool(data["visualize"]),
             task=JobTask(data.get("task", JobTask.SEGMENT.value)),
+            export_url=str(data.get("export_url", "")),
         )
 
 
@@ -271,6 +275,10 @@ class ImageResult:
     height: int = 0
     #: An embedding job's image: its session id (its embedding is the job's output blob).
     image_id: str = ""
+    #: The objects the image's export wrote (URLs or paths).
+    exported: tuple[str, ...] = ()
+    #: Why its export failed (EXPORT_FAILED); the masks are kept all the same.
+    export_error: ImageError | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -288,24 +296,18 @@ class ImageResult:
         )
 
     def to_json(self) -> str:
-        error = None
-        if self.error is not None:
-            error = {
-                "kind": self.error.kind,
-                "reason": self.error.reason,
-                "message": self.error.message,
-                "violations": [[v.field, v.description] for v in self.error.violations],
-            }
         return json.dumps(
             {
                 "index": self.index,
                 "masks": [m.to_dict() for m in self.masks],
-                "error": error,
+                "error": _error_dict(self.error),
                 "processing_time_s": self.processing_time_s,
                 "visualization": base64.b64encode(self.visualization).decode("ascii"),
                 "width": self.width,
                 "height": self.height,
                 "image_id": self.image_id,
+                "exported": list(self.exported),
+                "export_error": _error_dict(self.export_error),
             },
             separators=(",", ":"),
         )
@@ -313,19 +315,12 @@ class ImageResult:
     @classmethod
     def from_json(cls, text: str) -> ImageResult:
         data = json.loads(text)
-        error = None
-        if data.get("error"):
-            e = data["error"]
-            error = ImageError(
-                kind=e["kind"],
-                reason=e["reason"],
-                message=e["message"],
-                violations=tuple(FieldViolation(f, d) for f, d in e.get("violations", [])),
-            )
         return cls(
             index=int(data["index"]),
             masks=tuple(StoredMask.from_dict(m) for m in data["masks"]),
-            error=error,
+            error=_error_of(data.get("error")),
+            exported=tuple(str(v) for v in data.get("exported", ())),
+            export_error=_error_of(data.get("export_error")),
             processing_time_s=float(data["processing_time_s"]),
             visualization=base64.b64decode(data.get("visualization", "")),
             width=int(data.get("width", 0)),
@@ -349,3 +344,25 @@ class JobEvent:
     cursor: str
     kind: EventKind
     data: str
+
+
+def _error_dict(error: ImageError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {
+        "kind": error.kind,
+        "reason": error.reason,
+        "message": error.message,
+        "violations": [[v.field, v.description] for v in error.violations],
+    }
+
+
+def _error_of(data: dict[str, Any] | None) -> ImageError | None:
+    if not data:
+        return None
+    return ImageError(
+        kind=data["kind"],
+        reason=data["reason"],
+        message=data["message"],
+        violations=tuple(FieldViolation(f, d) for f, d in data.get("violations", [])),
+    )

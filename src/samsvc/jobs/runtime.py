@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -24,10 +24,11 @@ from samsvc.engine.loader import ModelManager
 from samsvc.errors import Unavailable
 from samsvc.jobs.blobs import BlobStore, open_blob_store
 from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, build_broker, queue_depth
+from samsvc.jobs.export import DEFAULT_MANIFEST_PAGE, ExportWriter, write_manifest
 from samsvc.jobs.leases import LeaseKeeper
 from samsvc.jobs.memory_store import MemoryJobStore
 from samsvc.jobs.presence import WorkerPresence, live_worker_threads
-from samsvc.jobs.records import JobRecord, Priority, now_ms
+from samsvc.jobs.records import ImageResult, JobRecord, Priority, now_ms
 from samsvc.jobs.redis_base import DEFAULT_PREFIX
 from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.store import JobStore
@@ -109,6 +110,8 @@ class JobRuntime:
         died first; the job stays in the store's outbox until its webhook is settled."""
         if count:
             metrics.JOBS_ENDED.labels(job.status.value).inc()
+        if job.spec.export_url:
+            self._write_manifest(job)
         self.blobs.delete_inputs(job.job_id)
         state = self.store.webhook_state(job.job_id)[0] if job.webhook_url else ""
         if job.webhook_url and state not in WEBHOOK_FINAL_STATES:
@@ -116,6 +119,22 @@ class JobRuntime:
             self.enqueue_webhook(job.job_id)
         else:
             self.store.ending_done(job.job_id)
+
+    def _write_manifest(self, job: JobRecord) -> None:
+        """The export's manifest (every image's objects); written again if the job's ending is
+        repeated, with the same content."""
+
+        def results() -> Iterator[ImageResult]:
+            start = 0
+            while True:
+                page, more = self.store.results(job.job_id, start, DEFAULT_MANIFEST_PAGE)
+                yield from page
+                if not more or not page:
+                    return
+                start = page[-1].index + 1
+
+        writer = ExportWriter(job.spec.export_url, self.settings.s3_options())
+        write_manifest(writer, job.job_id, job.status.value, results())
 
     @property
     def webhook_patience_ms(self) -> int:

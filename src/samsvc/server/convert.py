@@ -12,6 +12,7 @@ from samsvc.engine.amg import AmgOptions
 from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument
+from samsvc.jobs.export import manifest_url
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, Priority, StoredMask
 from samsvc.prompting import PromptsOutcome
 from samsvc.server.error_boundary import error_by_kind, to_status
@@ -230,6 +231,8 @@ def job_to_proto(job: JobRecord, estimated_time: int = 0) -> job_pb2.Job:
         estimated_time=estimated_time,
         webhook_url=job.webhook_url,
         owner=job.owner,
+        export_url=job.spec.export_url,
+        export_manifest=manifest_url(job.spec.export_url, job.job_id),
     )
     for name, ms in (
         ("created_at", job.created_at_ms),
@@ -251,10 +254,12 @@ def image_result_to_proto(result: ImageResult) -> job_pb2.ImageResult:
         image_width=result.width,
         image_height=result.height,
         image_id=result.image_id,
+        exported_objects=list(result.exported),
     )
-    if result.error is not None:
-        e = result.error
-        message.error.CopyFrom(to_status(error_by_kind(e.kind, e.message, e.reason, list(e.violations))))
+    for field, error in (("error", result.error), ("export_error", result.export_error)):
+        if error is not None:
+            status = to_status(error_by_kind(error.kind, error.message, error.reason, list(error.violations)))
+            getattr(message, field).CopyFrom(status)
     return message
 
 

@@ -40,6 +40,7 @@ from samsvc.server.paging import (
 from samsvc.v1 import interactive_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
 from samsvc.validation.batch import check_batch_count, check_request_id
 from samsvc.validation.cursor import check_cursor
+from samsvc.validation.export import check_export_url
 from samsvc.validation.image import ImageLimits, check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name, check_work
 from samsvc.validation.webhook_url import WebhookPolicy
@@ -105,7 +106,8 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
             family_check=functools.partial(self._models.option_violations, model),
         )
         check_work(options, settings.max_prompts_per_image, prefix="options.")
-        spec = JobSpec(model, options, encoding, visualize)
+        export_url = check_export_url(request.export_url, settings.export_dirs)
+        spec = JobSpec(model, options, encoding, visualize, export_url=export_url)
         return self._batch(request, spec, "options.model_type")
 
     def _check_embedding_batch(self, request: interactive_pb2.SubmitEmbeddingBatchRequest) -> _Batch:

@@ -1,0 +1,137 @@
+"""Result export: a batch naming export_url gets each image's masks written there as COCO JSON
+(RLE) plus an overlay PNG, and a manifest when it ends, to a real S3 API server (moto) or to a
+folder EXPORT_DIRS allows; any other folder is refused before anything is accepted, and a
+write that fails is that image's EXPORT_FAILED, never a failed image or job."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from samsvc.config import Settings
+from samsvc.v1 import job_pb2
+from samsvc.v1 import segmentation_service_pb2 as pb
+from tests.support import S3Server, ServerThread, encode, rich_status, scene
+
+FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def export_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="module")
+def server(base_settings: Settings, s3: S3Server, export_root: Path) -> Iterator[ServerThread]:
+    settings = base_settings.model_copy(update={"s3_endpoint_url": s3.url, "export_dirs": [export_root]})
+    running = ServerThread(settings)
+    yield running
+    running.stop()
+
+
+def run_batch(server: ServerThread, export_url: str, count: int = 2) -> tuple[job_pb2.Job, list[job_pb2.ImageResult]]:
+    images = [encode(scene(64, 48, seed=90 + i)) for i in range(count)]
+    submitted = server.stub.SubmitBatch(pb.SubmitBatchRequest(images=images, options=FAST, export_url=export_url))
+    events = list(server.stub.WatchJob(pb.WatchJobRequest(job_id=submitted.job_id), timeout=120))
+    job = server.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=submitted.job_id))
+    results = server.stub.GetJobResults(pb.GetJobResultsRequest(job_id=submitted.job_id)).results
+    assert events[-1].finished.job.status == job_pb2.JOB_STATUS_COMPLETED
+    return job, sorted(results, key=lambda r: r.index)
+
+
+def assert_coco_matches(document: dict[str, object], result: job_pb2.ImageResult) -> None:
+    annotations = document["annotations"]
+    assert isinstance(annotations, list) and len(annotations) == len(result.masks) > 0
+    for annotation, mask in zip(annotations, result.masks, strict=True):
+        rle = annotation["segmentation"]
+        pixels = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+        expected = np.array(Image.open(io.BytesIO(mask.segmentation))) > 0
+        assert np.array_equal(pixels, expected)
+        assert annotation["area"] == mask.area and annotation["bbox"] == list(mask.bbox)
+        assert annotation["predicted_iou"] == pytest.approx(mask.predicted_iou)
+
+
+def test_export_to_a_bucket(server: ServerThread, s3: S3Server) -> None:
+    job, results = run_batch(server, f"s3://{s3.bucket}/exports/run1")
+    prefix = f"exports/run1/{job.job_id}/"
+    assert s3.keys(prefix) == [
+        prefix + "image_00000.json", prefix + "image_00000.png",
+        prefix + "image_00001.json", prefix + "image_00001.png",
+        prefix + "manifest.json",
+    ]  # fmt: skip
+    assert job.export_manifest == f"s3://{s3.bucket}/{prefix}manifest.json"
+    client = s3.client()
+    for result in results:
+        stem = f"s3://{s3.bucket}/{prefix}image_{result.index:05d}"
+        assert list(result.exported_objects) == [stem + ".json", stem + ".png"]
+        assert not result.HasField("export_error") and not result.visualization  # none was asked for
+        body = client.get_object(Bucket=s3.bucket, Key=f"{prefix}image_{result.index:05d}.json")["Body"].read()
+        assert_coco_matches(json.loads(body), result)
+        overlay = client.get_object(Bucket=s3.bucket, Key=f"{prefix}image_{result.index:05d}.png")["Body"].read()
+        assert Image.open(io.BytesIO(overlay)).size == (64, 48)
+    manifest = json.loads(client.get_object(Bucket=s3.bucket, Key=prefix + "manifest.json")["Body"].read())
+    assert manifest["status"] == "completed"
+    assert [image["objects"] for image in manifest["images"]] == [list(r.exported_objects) for r in results]
+
+
+def test_export_to_an_allowed_folder(server: ServerThread, export_root: Path) -> None:
+    target = export_root / "team-a"
+    job, results = run_batch(server, str(target), count=1)
+    folder = target / job.job_id
+    assert sorted(p.name for p in folder.iterdir()) == ["image_00000.json", "image_00000.png", "manifest.json"]
+    assert_coco_matches(json.loads((folder / "image_00000.json").read_text()), results[0])
+    assert list(results[0].exported_objects) == [str(folder / "image_00000.json"), str(folder / "image_00000.png")]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("/etc/samsvc", "EXPORT_DIR_FORBIDDEN"),
+        ("{root}/../escape", "EXPORT_DIR_FORBIDDEN"),
+        ("relative/folder", "BAD_EXPORT_URL"),
+        ("gs://bucket/prefix", "BAD_EXPORT_URL"),
+        ("s3:///no-bucket", "BAD_EXPORT_URL"),
+    ],
+)
+def test_other_places_are_refused_before_anything_is_accepted(
+    server: ServerThread, export_root: Path, url: str, reason: str
+) -> None:
+    before = len(server.stub.ListJobs(pb.ListJobsRequest(page_size=100)).jobs)
+    request = pb.SubmitBatchRequest(
+        images=[encode(scene(32, 32))], options=FAST, export_url=url.format(root=export_root)
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        server.stub.SubmitBatch(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, details = rich_status(caught.value)
+    assert details["ErrorInfo"].reason == reason
+    assert [v.field for v in details["BadRequest"].field_violations] == ["export_url"]
+    assert len(server.stub.ListJobs(pb.ListJobsRequest(page_size=100)).jobs) == before
+    assert not (export_root.parent / "escape").exists()
+
+
+def test_a_failed_write_is_the_images_export_error_not_a_failed_job(server: ServerThread) -> None:
+    # The bucket does not exist: every write fails.
+    job, results = run_batch(server, "s3://no-such-bucket-here/exports")
+    assert job.status == job_pb2.JOB_STATUS_COMPLETED and job.failed_images == 0
+    for result in results:
+        assert len(result.masks) > 0 and not result.HasField("error")
+        assert result.export_error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert "EXPORT_FAILED" in str(result.export_error.details[0].value)
+        assert "no-such-bucket" not in result.export_error.message
+        assert list(result.exported_objects) == []
