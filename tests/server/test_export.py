@@ -135,3 +135,25 @@ def test_a_failed_write_is_the_images_export_error_not_a_failed_job(server: Serv
         assert "EXPORT_FAILED" in str(result.export_error.details[0].value)
         assert "no-such-bucket" not in result.export_error.message
         assert list(result.exported_objects) == []
+
+
+def test_the_sdk_exports_and_reports_each_images_objects(server: ServerThread, s3: S3Server) -> None:
+    from samsvc.client.sync import Client
+
+    client = Client(server.address)
+    try:
+        outcomes = list(
+            client.segment_batch(
+                [scene(48, 40, seed=99)], export_url=f"s3://{s3.bucket}/sdk", points_per_side=2, pred_iou_thresh=0.0
+            )
+        )
+        failed = list(
+            client.segment_batch([scene(48, 40, seed=98)], export_url="s3://no-such-bucket-here/x", points_per_side=2)
+        )
+    finally:
+        client.close()
+    (outcome,) = outcomes
+    assert outcome.ok and outcome.export_error is None
+    assert [url.rsplit("/", 1)[1] for url in outcome.exported_objects] == ["image_00000.json", "image_00000.png"]
+    (broken,) = failed
+    assert broken.ok and broken.export_error is not None and broken.export_error.reason == "EXPORT_FAILED"

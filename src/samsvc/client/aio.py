@@ -111,10 +111,14 @@ class AsyncClient:
         priority: str = "normal",
         request_id: str | None = None,
         webhook_url: str = "",
+        export_url: str = "",
         **options: Any,
     ) -> segmentation_service_pb2.SubmitBatchResponse:
-        """Queue a batch and return at once (job id, status, estimate)."""
-        request = batch_request(images, model, mask_format, visualize, priority, request_id, webhook_url, options)
+        """Queue a batch and return at once (job id, status, estimate); with `export_url`
+        (s3://bucket/prefix or a folder the server allows) each image is also exported there."""
+        request = batch_request(
+            images, model, mask_format, visualize, priority, request_id, webhook_url, options, export_url
+        )
         response: segmentation_service_pb2.SubmitBatchResponse = await self._call(self.stub.SubmitBatch, request)
         return response
 
@@ -128,6 +132,7 @@ class AsyncClient:
         priority: str = "normal",
         request_id: str | None = None,
         resume_for_s: float = DEFAULT_RESUME_FOR_S,
+        export_url: str = "",
         **options: Any,
     ) -> AsyncIterator[ImageOutcome]:
         """Submit a batch and yield each image's outcome as it finishes (completion order); a
@@ -140,6 +145,7 @@ class AsyncClient:
             priority=priority,
             request_id=request_id,
             resume_for_s=resume_for_s,
+            export_url=export_url,
             **options,
         ):
             if update.image is not None:
@@ -155,10 +161,11 @@ class AsyncClient:
         priority: str = "normal",
         request_id: str | None = None,
         resume_for_s: float = DEFAULT_RESUME_FOR_S,
+        export_url: str = "",
         **options: Any,
     ) -> AsyncIterator[JobUpdate]:
         """Like segment_batch, yielding every event (accepted, image, progress, finished)."""
-        request = batch_request(images, model, mask_format, visualize, priority, request_id, "", options)
+        request = batch_request(images, model, mask_format, visualize, priority, request_id, "", options, export_url)
         stream = self.stub.SegmentBatch(request, metadata=self.config.metadata())
         job_id, cursor = "", ""
         try:

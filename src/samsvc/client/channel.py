@@ -146,6 +146,7 @@ def batch_request(
     request_id: str | None,
     webhook_url: str,
     options: dict[str, Any],
+    export_url: str = "",
 ) -> segmentation_service_pb2.SubmitBatchRequest:
     """A batch request; a request_id is made when none is given, so a retried submit never
     creates a second job."""
@@ -162,4 +163,5 @@ def batch_request(
         priority=PRIORITIES[priority],  # type: ignore[arg-type]
         request_id=request_id or uuid.uuid4().hex,
         webhook_url=webhook_url,
+        export_url=export_url,
     )

@@ -189,6 +189,10 @@ class ImageOutcome:
     processing_time_s: float = 0.0
     #: An embedding job's image: its session id.
     image_id: str = ""
+    #: Objects the batch's export wrote for this image (URLs or paths).
+    exported_objects: tuple[str, ...] = ()
+    #: Why the export of this image failed (its masks are in `result` all the same).
+    export_error: ClientError | None = None
 
     @property
     def ok(self) -> bool:
@@ -208,7 +212,15 @@ class ImageOutcome:
             processing_time_s=image.processing_time,
             visualization=image.visualization,
         )
-        return cls(job_id, image.index, result=result, processing_time_s=image.processing_time, image_id=image.image_id)
+        return cls(
+            job_id,
+            image.index,
+            result=result,
+            processing_time_s=image.processing_time,
+            image_id=image.image_id,
+            exported_objects=tuple(image.exported_objects),
+            export_error=from_status(image.export_error) if image.HasField("export_error") else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ def register(commands: Any) -> None:
     batch.add_argument("--out", default="out", help="output folder; holds the progress file for resuming")
     batch.add_argument("--format", choices=FILE_FORMATS, default="png", help="a PNG per mask, or one COCO JSON")
     batch.add_argument("--priority", choices=tuple(PRIORITIES), default="normal")
+    batch.add_argument(
+        "--export-url", default="", help="also export each image (COCO JSON, overlay) to s3://bucket/prefix or a folder"
+    )
     batch.add_argument("--chunk", type=int, default=0, help="images per job (default: the server's batch limit)")
     add_option_flags(batch)
     add_client_flags(batch)

@@ -139,6 +139,7 @@ class BatchRun:
                 model=self.args.model,
                 priority=self.args.priority,
                 request_id=f"samsvc-batch-{digest}",
+                export_url=getattr(self.args, "export_url", ""),
                 **options_of(self.args),
             )
             self.state.pending.append(PendingJob(response.job_id, group))
