@@ -23,6 +23,7 @@ from typing import Any
 
 from samsvc import __version__
 from samsvc.errors import Unavailable
+from samsvc.jobs.export import manifest_url
 from samsvc.jobs.records import JobRecord
 from samsvc.outbound_http import bounded, pinned_connection
 from samsvc.validation.webhook_url import WebhookPolicy
@@ -57,6 +58,8 @@ def webhook_payload(job: JobRecord) -> dict[str, Any]:
         "processing_time": job.processing_time_s(),
         "error_message": job.error_message,
         "model_type": job.spec.model,
+        "export_url": job.spec.export_url,
+        "export_manifest": manifest_url(job.spec.export_url, job.job_id),
     }
 
 
