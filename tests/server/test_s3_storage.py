@@ -7,6 +7,9 @@ repository, checked by SHA-256."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +141,13 @@ def test_checkpoints_come_from_a_bucket_checked_by_sha256(
             manager.get(name)
         assert caught.value.reason == reason
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["tiny.pth"]  # no partial files
+
+    # The command an operator runs, with its progress bar, into another MODEL_DIR.
+    env = {**os.environ, "MODEL_DIR": str(tmp_path / "cli"), "MODELS_FILE": str(models), "S3_ENDPOINT_URL": s3.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "samsvc.cli", "models", "download", "bucketed"],
+        capture_output=True, text=True, env=env, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "sha256 verified" in done.stdout and "100%" in done.stderr
+    assert (tmp_path / "cli" / "tiny.pth").read_bytes() == path.read_bytes()
