@@ -31,6 +31,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from samsvc.errors import ERROR_DOMAIN, InvalidArgument, Unavailable
 from samsvc.gateway import cvat, docs, label_studio
+from samsvc.gateway.console_assets import CONSOLE_PREFIX, SECURITY_HEADERS, console_file
 from samsvc.gateway.label_studio import LabelStudioBackend
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc
@@ -209,8 +210,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path.startswith(docs.ASSETS_PREFIX) and (found := docs.asset(path[len(docs.ASSETS_PREFIX) :])):
             content, kind = found
             self._send(200, content, kind, {"Cache-Control": "public, max-age=86400"})
+        elif path in {"/", "/console", CONSOLE_PREFIX}:
+            self._send_console("index.html")
+        elif path.startswith(CONSOLE_PREFIX) and console_file(path[len(CONSOLE_PREFIX) :]) is not None:
+            self._send_console(path[len(CONSOLE_PREFIX) :])
         else:
             self._not_found()
+
+    def _send_console(self, name: str) -> None:
+        found = console_file(name)
+        if found is None:
+            self._not_found()
+            return
+        content, kind = found
+        self._send(200, content, kind, SECURITY_HEADERS)
 
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering 413 for one over the limit."""

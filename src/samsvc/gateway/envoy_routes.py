@@ -2,7 +2,8 @@
 renders the rest).
 
 Routing, in order:
-- /docs, /docs/*, /redoc, /openapi.json, multipart uploads and the label-tool adapters go to
+- / and /console/* (the web console), /docs, /docs/*, /redoc, /openapi.json, multipart uploads
+  and the label-tool adapters go to
   the adapter, with the transcoder off (the transcoder cannot parse multipart, and the tools
   speak their own protocols);
 - everything else is transcoded (or passed through when it already is gRPC) to the gRPC
@@ -91,14 +92,13 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
     ]
     table: list[dict[str, Any]] = [
         {"match": {"path": path}, "route": to_adapter, "typed_per_filter_config": buffered(image, **off)}
-        for path in ("/docs", "/redoc", "/openapi.json")
+        for path in ("/docs", "/redoc", "/openapi.json", "/", "/console")
     ]
     table += [
-        {
-            "match": {"prefix": "/docs/"},
-            "route": to_adapter,
-            "typed_per_filter_config": buffered(image, **off),
-        },
+        *(
+            {"match": {"prefix": prefix}, "route": to_adapter, "typed_per_filter_config": buffered(image, **off)}
+            for prefix in ("/docs/", "/console/")
+        ),
         *(
             {"match": {"prefix": prefix}, "route": to_adapter, "typed_per_filter_config": buffered(image, **off)}
             for prefix in ADAPTER_PREFIXES

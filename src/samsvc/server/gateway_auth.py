@@ -34,8 +34,9 @@ from samsvc.server.error_boundary import ServicerContext, to_status
 
 log = logging.getLogger(__name__)
 
-#: Pages the gateway serves without a key (the documentation of the API).
-OPEN_PAGES = re.compile(r"/(docs|docs/.*|redoc|openapi\.json)")
+#: Pages the gateway serves without a key: the documentation of the API and the web console's
+#: static files (the console itself calls the API with the key its user enters).
+OPEN_PAGES = re.compile(r"/(docs|docs/.*|redoc|openapi\.json|console|console/[A-Za-z0-9_.-]+)?")
 
 
 @dataclass(frozen=True)
