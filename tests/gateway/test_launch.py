@@ -84,7 +84,7 @@ def test_gateway_command_fronts_a_remote_server(base_settings: Settings) -> None
         line = gateway.stdout.readline()  # type: ignore[union-attr]
         assert re.search(rf":{rest_port}\b", line), line
         with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/models", timeout=30) as response:
-            assert len(json.loads(response.read())["models"]) == 4
+            assert len(json.loads(response.read())["models"]) == 8  # 3 SAM, 4 SAM 2.1, tiny
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(timeout=30) == 0
     finally:

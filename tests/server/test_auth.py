@@ -92,7 +92,7 @@ def test_rest_gets_401_then_200_with_a_key(key_and_server: tuple[str, ServerThre
         assert json.loads(caught.value.read())["details"][0]["reason"] == "API_KEY_MISSING"
         request = urllib.request.Request(f"{base}/models", headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200 and len(json.loads(response.read())["models"]) == 4
+            assert response.status == 200 and len(json.loads(response.read())["models"]) == 8
     finally:
         gateway.stop()
 
