@@ -145,25 +145,33 @@ class CancelToken:
             raise Cancelled("segmentation was cancelled", reason="REQUEST_CANCELLED")
 
 
-class _CancellableGenerator(SamAutomaticMaskGenerator):  # type: ignore[misc]
+class CancellableGeneration:
+    """Mixed into a family's automatic mask generator (segment-anything's or sam2's: the same
+    structure): stop between prompt batches when `_cancel` fires, and keep crop layers that
+    find no mask from failing."""
+
+    _cancel: CancelToken | None
+
+    def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
+        if self._cancel is not None:
+            self._cancel.raise_if_cancelled()
+        return super()._process_batch(*args, **kwargs)  # type: ignore[misc]
+
+    def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
+        data = super()._process_crop(*args, **kwargs)  # type: ignore[misc]
+        if len(data["rles"]) == 0:
+            # The generators make a crop without masks a 1-D empty tensor of crop boxes, which
+            # their crop NMS cannot index when no crop has masks (IndexError on a valid request).
+            data["crop_boxes"] = torch.zeros((0, 4), dtype=torch.int64)
+        return data
+
+
+class _CancellableGenerator(CancellableGeneration, SamAutomaticMaskGenerator):  # type: ignore[misc]
     """The reference generator, stopping between prompt batches when its token is cancelled."""
 
     def __init__(self, model: Sam, cancel: CancelToken | None, **kwargs: Any) -> None:
         super().__init__(model, output_mode="uncompressed_rle", **kwargs)
         self._cancel = cancel
-
-    def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
-        if self._cancel is not None:
-            self._cancel.raise_if_cancelled()
-        return super()._process_batch(*args, **kwargs)
-
-    def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
-        data = super()._process_crop(*args, **kwargs)
-        if len(data["rles"]) == 0:
-            # The reference makes a crop without masks a 1-D empty tensor of crop boxes, which its
-            # crop NMS cannot index when no crop has masks (IndexError on a valid request).
-            data["crop_boxes"] = torch.zeros((0, 4), dtype=torch.int64)
-        return data
 
 
 def generate_masks(

@@ -27,6 +27,7 @@ from samsvc.engine.amg import (
     DEFAULT_POINTS_PER_BATCH,
     DEFAULT_STABILITY_SCORE_OFFSET,
     AmgOptions,
+    CancellableGeneration,
     CancelToken,
     MaskRecord,
     amg_record,
@@ -60,25 +61,12 @@ def build_sam2_model(config: str) -> torch.nn.Module:
     return model
 
 
-class _CancellableGenerator(SAM2AutomaticMaskGenerator):  # type: ignore[misc]
+class _CancellableGenerator(CancellableGeneration, SAM2AutomaticMaskGenerator):  # type: ignore[misc]
     """sam2's generator, stopping between prompt batches when its token is cancelled."""
 
-    def __init__(self, model: Any, cancel: CancelToken | None, **kwargs: Any) -> None:
+    def __init__(self, model: torch.nn.Module, cancel: CancelToken | None, **kwargs: Any) -> None:
         super().__init__(model, output_mode="uncompressed_rle", **kwargs)
         self._cancel = cancel
-
-    def _process_batch(self, *args: Any, **kwargs: Any) -> Any:
-        if self._cancel is not None:
-            self._cancel.raise_if_cancelled()
-        return super()._process_batch(*args, **kwargs)
-
-    def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
-        data = super()._process_crop(*args, **kwargs)
-        if len(data["rles"]) == 0:
-            # As segment-anything's: a crop without masks gets a 1-D empty tensor of crop
-            # boxes, which the crop NMS cannot index when no crop has masks.
-            data["crop_boxes"] = torch.zeros((0, 4), dtype=torch.int64)
-        return data
 
 
 def _predictor(model: Any, embedding: ImageEmbedding) -> SAM2ImagePredictor:

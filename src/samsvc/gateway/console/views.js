@@ -7,6 +7,16 @@ import { cocoDocument, colour, decodeRle, drawMasks, loadImage } from "./masks.j
 const $ = (id) => document.getElementById(id);
 const RLE = "MASK_FORMAT_RLE";
 
+// The generation options set under Segment (batches use them too).
+function generationOptions() {
+  return {
+    points_per_side: Number($("pps").value),
+    pred_iou_thresh: Number($("iou").value),
+    stability_score_thresh: Number($("stability").value),
+    box_nms_thresh: Number($("nms").value),
+  };
+}
+
 function withPixels(masks) {
   return masks.map((m) => ({ ...m, area: Number(m.area), decoded: decodeRle(m.rle) }));
 }
@@ -52,10 +62,7 @@ export function segmentView(app) {
         image: await fileBase64(app.file),
         model_type: app.model(),
         mask_format: RLE,
-        points_per_side: Number($("pps").value),
-        pred_iou_thresh: Number($("iou").value),
-        stability_score_thresh: Number($("stability").value),
-        box_nms_thresh: Number($("nms").value),
+        ...generationOptions(),
       });
       masks = withPixels(answer.masks);
       visible = masks.map(() => true);
@@ -335,10 +342,7 @@ export function batchView(app) {
         options: {
           model_type: app.model(),
           mask_format: RLE,
-          points_per_side: Number($("pps").value),
-          pred_iou_thresh: Number($("iou").value),
-          stability_score_thresh: Number($("stability").value),
-          box_nms_thresh: Number($("nms").value),
+          ...generationOptions(),
         },
         priority: $("priority").value,
       };
