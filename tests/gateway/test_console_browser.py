@@ -212,6 +212,7 @@ def test_a_batch_streams_three_results_resumes_after_reload_and_lists(
     page.wait_for_selector(f"#jobs tbody tr:has-text('{job_id}')", timeout=30_000)
     page.locator(f"#jobs tbody tr:has-text('{job_id}') button").click()
     page.wait_for_function("document.querySelectorAll('#job-results li').length === 3", timeout=30_000)
+    assert page.locator("#more-results").is_hidden()  # one page holds them all
     page.select_option("#job-filter", "JOB_STATUS_FAILED")
     page.wait_for_function(f"!document.querySelector('#jobs tbody').innerText.includes('{job_id}')", timeout=30_000)
     shoot(page, "jobs.png")

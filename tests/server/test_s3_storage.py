@@ -22,7 +22,16 @@ from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
-from tests.support import S3Server, ServerThread, encode, rich_status, scene, wait_for
+from tests.support import (
+    RedisServer,
+    S3Server,
+    ServerThread,
+    WorkerProcess,
+    encode,
+    rich_status,
+    scene,
+    wait_for,
+)
 
 FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
@@ -51,6 +60,25 @@ def server(base_settings: Settings, s3: S3Server) -> Iterator[ServerThread]:
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_mode(
+    base_settings: Settings, s3: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """The Redis runtime: a real `samsvc worker` process reads the images from the bucket."""
+    redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
+    settings = base_settings.model_copy(
+        update={"data_dir": f"s3://{s3.bucket}/redis-mode", "s3_endpoint_url": s3.url, "redis_url": redis_server.url}
+    )
+    worker = WorkerProcess(settings)
+    running = ServerThread(settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+        worker.stop()
+        redis_server.stop()
+
+
 def images(count: int) -> list[bytes]:
     return [encode(scene(64, 48, seed=70 + i)) for i in range(count)]
 
@@ -61,6 +89,14 @@ def test_a_batch_keeps_its_images_in_the_bucket_until_it_ends(server: ServerThre
     assert events[-1].finished.job.status == job_pb2.JOB_STATUS_COMPLETED
     assert events[-1].finished.job.failed_images == 0
     wait_for(lambda: s3.keys(f"data/{submitted.job_id}/") == [], what="the job's objects to go")
+
+
+def test_a_worker_process_reads_the_bucket_in_the_redis_mode(redis_mode: ServerThread, s3: S3Server) -> None:
+    submitted = redis_mode.stub.SubmitBatch(pb.SubmitBatchRequest(images=images(2), options=FAST))
+    events = list(redis_mode.stub.WatchJob(pb.WatchJobRequest(job_id=submitted.job_id), timeout=180))
+    job = events[-1].finished.job
+    assert job.status == job_pb2.JOB_STATUS_COMPLETED and (job.processed_images, job.failed_images) == (2, 0)
+    wait_for(lambda: s3.keys(f"redis-mode/{submitted.job_id}/") == [], what="the job's objects to go")
 
 
 def test_a_submit_while_storage_is_down_accepts_nothing(server: ServerThread, s3: S3Server) -> None:

@@ -416,15 +416,27 @@ export function jobsView(app) {
     return tr;
   }
 
-  async function results(jobId) {
+  let shownJob = "";
+  let moreResults = "";
+
+  async function results(jobId, token = "") {
+    const query = new URLSearchParams({ page_size: "50" });
+    if (token) query.set("page_token", token);
     try {
-      const page = await call("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}/results?page_size=50`);
-      $("job-results").replaceChildren(...(page.results || []).map((r) => resultItem(r, null)));
+      const page = await call("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}/results?${query}`);
+      const items = (page.results || []).map((r) => resultItem(r, null));
+      if (token) $("job-results").append(...items);
+      else $("job-results").replaceChildren(...items);
+      shownJob = jobId;
+      moreResults = page.next_page_token || "";
+      $("more-results").hidden = !moreResults;
+      $("job-results-status").textContent = `job ${jobId}: ${$("job-results").children.length} result(s) shown`;
     } catch (error) {
       app.notify(error);
     }
   }
 
+  $("more-results").addEventListener("click", () => results(shownJob, moreResults));
   $("refresh-jobs").addEventListener("click", () => load(""));
   $("job-filter").addEventListener("change", () => load(""));
   $("next-jobs").addEventListener("click", () => load(next));
