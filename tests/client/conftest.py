@@ -28,13 +28,13 @@ def target(
 ) -> Iterator[Target]:
     data = tmp_path_factory.mktemp("data")
     if request.param == "embedded":
-        server = ServerThread(base_settings.model_copy(update={"data_dir": data}))
+        server = ServerThread(base_settings.model_copy(update={"data_dir": str(data)}))
         yield Target("embedded", server)
         server.stop()
         return
     redis_dir: Path = tmp_path_factory.mktemp("redis")
     redis_server = RedisServer(redis_dir)
-    settings = base_settings.model_copy(update={"data_dir": data, "redis_url": redis_server.url})
+    settings = base_settings.model_copy(update={"data_dir": str(data), "redis_url": redis_server.url})
     worker = WorkerProcess(settings)
     server = ServerThread(settings)
     yield Target("redis", server)

@@ -22,4 +22,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def redis_settings(base_settings: Settings, redis_server: RedisServer, tmp_path: Path) -> tuple[Settings, RedisServer]:
     """Redis-mode settings on that server."""
-    return base_settings.model_copy(update={"redis_url": redis_server.url, "data_dir": tmp_path / "data"}), redis_server
+    return base_settings.model_copy(
+        update={"redis_url": redis_server.url, "data_dir": str(tmp_path / "data")}
+    ), redis_server

@@ -131,7 +131,7 @@ def test_worker_killed_between_recording_the_last_image_and_ending_the_job(
         headers, body = receiver.received[0][0], json.loads(receiver.received[0][1])
         assert body["job_id"] == job_id and body["status"] == "completed"
         assert headers["X-Samsvc-Delivery"] == body["delivery_id"] == f"{job_id}.ended"
-        wait_for(lambda: not (settings.data_dir / job_id).exists(), timeout=30, what="the job's images removed")
+        wait_for(lambda: not (Path(settings.data_dir) / job_id).exists(), timeout=30, what="the job's images removed")
     finally:
         server.stop()
         worker.stop()

@@ -33,7 +33,7 @@ def test_segment_survives_redis_outage_and_batches_recover(
     base_settings: Settings, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     settings = base_settings.model_copy(
-        update={"redis_url": redis_server.url, "data_dir": tmp_path / "data", "result_cache_ttl_s": 600}
+        update={"redis_url": redis_server.url, "data_dir": str(tmp_path / "data"), "result_cache_ttl_s": 600}
     )
     server = ServeProcess(settings, "--no-gateway")
     worker = WorkerProcess(settings)
@@ -89,7 +89,7 @@ def test_rate_limit_is_shared_by_two_servers_and_fails_closed(
     settings = base_settings.model_copy(
         update={
             "redis_url": redis_server.url,
-            "data_dir": tmp_path / "data",
+            "data_dir": str(tmp_path / "data"),
             "api_keys": [f"labeler:{digest(key)}"],
             "rate_limit_requests_per_minute": 4,
         }

@@ -50,7 +50,7 @@ def stack(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     cert, key = self_signed(tmp)
     settings = base_settings.model_copy(
         update={
-            "data_dir": tmp / "data",
+            "data_dir": str(tmp / "data"),
             "rest_port": 0,
             "envoy_admin_port": 0,
             "cors_origins": [ALLOWED_ORIGIN],

@@ -33,7 +33,7 @@ OPTIONS = {"pps": "4", "iou": "0", "stability": "0", "nms": "1"}
 def base(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = base_settings.model_copy(
         update={
-            "data_dir": tmp_path_factory.mktemp("data"),
+            "data_dir": str(tmp_path_factory.mktemp("data")),
             "rest_port": 0,
             "envoy_admin_port": 0,
             "api_keys": [f"console:{digest(KEY)}"],

@@ -100,7 +100,7 @@ def tools(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
             "api_keys": [f"labelstudio:{digest(KEY)}"],
             "label_studio_url": files.url,
             "label_studio_api_key": TOKEN,
-            "data_dir": tmp_path_factory.mktemp("data"),
+            "data_dir": str(tmp_path_factory.mktemp("data")),
             "envoy_admin_port": 0,
         }
     )

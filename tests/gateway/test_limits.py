@@ -41,7 +41,7 @@ def start_gated(base_settings: Settings, data_dir: Path, **limits: Any) -> Gated
     """A server with API keys on and Envoy in front of it, with these gateway limits."""
     settings = base_settings.model_copy(
         update={
-            "data_dir": data_dir,
+            "data_dir": str(data_dir),
             "rest_port": 0,
             "envoy_admin_port": 0,
             "api_keys": [f"caller:{digest(KEY)}"],

@@ -269,7 +269,7 @@ def test_overload_is_429(stack: Stack, base_settings: Any, tmp_path_factory: pyt
             "max_queue": 0,
             "rest_port": 0,
             "envoy_admin_port": 0,
-            "data_dir": tmp_path_factory.mktemp("d"),
+            "data_dir": str(tmp_path_factory.mktemp("d")),
         }
     )
     server = ServerThread(settings)

@@ -14,7 +14,7 @@ import pytest
 
 from samsvc.config import Settings
 from samsvc.errors import Unavailable
-from samsvc.jobs.webhooks import MAX_RESPONSE_BYTES, deliver
+from samsvc.jobs.webhooks import deliver
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.validation.webhook_url import WebhookPolicy
@@ -80,6 +80,7 @@ def test_only_the_start_of_a_huge_answer_is_read() -> None:
 
     class Huge(http.server.BaseHTTPRequestHandler):
         written = 0
+        cut_off = threading.Event()  # the deliverer closed the connection before the answer's end
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
@@ -91,7 +92,7 @@ def test_only_the_start_of_a_huge_answer_is_read() -> None:
                     self.wfile.write(b"x" * 65536)
                     type(self).written += 65536
             except OSError:
-                return
+                type(self).cut_off.set()
 
         def log_message(self, format: str, *args: object) -> None:
             return
@@ -101,8 +102,11 @@ def test_only_the_start_of_a_huge_answer_is_read() -> None:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         assert deliver(url, {"job_id": "job_x"}, secret="", policy=POLICY, timeout=10.0) == 200
-        wait_for(lambda: Huge.written < (1 << 30), what="the receiver to stop writing")
-        assert Huge.written < 64 * MAX_RESPONSE_BYTES, "the answer was not read to its end"
+        # What the receiver manages to write beyond MAX_RESPONSE_BYTES is what the loopback socket
+        # buffers hold (several MiB, set by the kernel), so the bound is the connection being closed
+        # long before the 1 GiB announced, not a byte count near MAX_RESPONSE_BYTES.
+        wait_for(Huge.cut_off.is_set, what="the deliverer to close the connection")
+        assert Huge.written < (1 << 30) // 16, "the answer was read far beyond its start"
     finally:
         server.shutdown()
         server.server_close()
@@ -112,7 +116,7 @@ def test_only_the_start_of_a_huge_answer_is_read() -> None:
 def settings(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     settings = base_settings.model_copy(
         update={
-            "data_dir": tmp_path / "data",
+            "data_dir": str(tmp_path / "data"),
             "worker_threads": 1,
             "webhook_allowed_hosts": ["127.0.0.1"],
             "webhook_timeout_s": 60.0,

@@ -69,7 +69,7 @@ def setup(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         update={
             "api_keys": [f"alice:{digest(alice)}", f"bob:{digest(bob)}"],
             "admin_jwt_key": ADMIN_SECRET,
-            "data_dir": tmp_path_factory.mktemp("data"),
+            "data_dir": str(tmp_path_factory.mktemp("data")),
         }
     )
     server = ServerThread(settings)
@@ -217,7 +217,7 @@ def test_rate_limits_per_key_in_memory(base_settings: Settings, tmp_path: Path) 
             "api_keys": [f"alice:{digest(alice)}", f"bob:{digest(bob)}"],
             "rate_limit_requests_per_minute": 3,
             "rate_limit_images_per_minute": 2,
-            "data_dir": tmp_path,
+            "data_dir": str(tmp_path),
         }
     )
     server = ServerThread(settings)

@@ -34,7 +34,9 @@ def key_and_server(
     assert entry.startswith("labeler:") and key not in entry, "only the digest is stored"
     keys_file = tmp_path_factory.mktemp("keys") / "api_keys"
     keys_file.write_text(f"# samsvc keys\n{entry}\n")
-    settings = base_settings.model_copy(update={"api_keys_file": keys_file, "data_dir": tmp_path_factory.mktemp("d")})
+    settings = base_settings.model_copy(
+        update={"api_keys_file": keys_file, "data_dir": str(tmp_path_factory.mktemp("d"))}
+    )
     server = ServerThread(settings)
     yield key, server
     server.stop()

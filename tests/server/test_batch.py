@@ -46,12 +46,12 @@ def batch_server(
         }
     )
     if request.param == "embedded":
-        running = ServerThread(base_settings.model_copy(update={"data_dir": data_dir}))
+        running = ServerThread(base_settings.model_copy(update={"data_dir": str(data_dir)}))
         yield running
         running.stop()
         return
     redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
-    settings = base_settings.model_copy(update={"data_dir": data_dir, "redis_url": redis_server.url})
+    settings = base_settings.model_copy(update={"data_dir": str(data_dir), "redis_url": redis_server.url})
     worker = WorkerProcess(settings)
     running = ServerThread(settings)
     try:

@@ -27,7 +27,7 @@ def server(
 ) -> Iterator[ServerThread]:
     settings = base_settings.model_copy(
         update={
-            "data_dir": tmp_path_factory.mktemp("data"),
+            "data_dir": str(tmp_path_factory.mktemp("data")),
             "api_keys": [f"alice:{digest(ALICE)}", f"bob:{digest(BOB)}"],
         }
     )

@@ -31,7 +31,7 @@ def server(base_settings: Settings, tmp_path: Path) -> Iterator[ServerThread]:
     settings = base_settings.model_copy(
         update={
             "redis_url": redis_server.url,
-            "data_dir": tmp_path / "data",
+            "data_dir": str(tmp_path / "data"),
             "api_keys": [f"alice:{digest(ALICE)}", f"bob:{digest(BOB)}", f"lab:{digest(TINY_ONLY)}:tiny"],
             "max_workers": 1,
             "max_queue": 8,

@@ -41,7 +41,7 @@ def keyed(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     settings = base_settings.model_copy(
         update={
             "api_keys": [f"alice:{digest(alice)}", f"carol:{digest(carol)}", f"bob:{digest(bob)}:vit_b"],
-            "data_dir": tmp_path_factory.mktemp("data"),
+            "data_dir": str(tmp_path_factory.mktemp("data")),
         }
     )
     server = ServerThread(settings)
@@ -237,7 +237,11 @@ def test_sessions_expire_after_their_ttl_and_when_memory_is_full(
 ) -> None:
     one_session = 256 * 64 * 64 * 4 + 3 * 256 * 256 * 4  # an embedding and a few logits
     settings = base_settings.model_copy(
-        update={"image_session_ttl_s": 2, "image_session_bytes": one_session, "data_dir": tmp_path_factory.mktemp("d")}
+        update={
+            "image_session_ttl_s": 2,
+            "image_session_bytes": one_session,
+            "data_dir": str(tmp_path_factory.mktemp("d")),
+        }
     )
     server = ServerThread(settings)
     try:
@@ -273,7 +277,7 @@ def test_session_calls_are_charged_to_the_callers_rate_limit(
         update={
             "api_keys": [f"carol:{digest(key)}"],
             "rate_limit_requests_per_minute": 4,
-            "data_dir": tmp_path_factory.mktemp("data"),
+            "data_dir": str(tmp_path_factory.mktemp("data")),
         }
     )
     server = ServerThread(settings)

@@ -33,7 +33,7 @@ def no_failpoints_left() -> Iterator[None]:
 
 @pytest.fixture
 def settings(base_settings: Settings, tmp_path: Path) -> Settings:
-    return fast(base_settings, data_dir=tmp_path / "data", worker_threads=2)
+    return fast(base_settings, data_dir=str(tmp_path / "data"), worker_threads=2)
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_a_job_whose_ending_was_interrupted_still_sends_its_webhook(settings: Se
         wait_for(lambda: receiver.received, timeout=60, what="the webhook")
         headers, body = receiver.received[0][0], json.loads(receiver.received[0][1])
         assert headers["X-Samsvc-Delivery"] == body["delivery_id"] == f"{job_id}.ended"
-        wait_for(lambda: not (settings.data_dir / job_id).exists(), timeout=30, what="the job's images removed")
+        wait_for(lambda: not (Path(settings.data_dir) / job_id).exists(), timeout=30, what="the job's images removed")
     finally:
         server.stop()
         receiver.close()

@@ -30,7 +30,9 @@ RLE = mask_pb2.MASK_FORMAT_RLE
 
 @pytest.fixture(scope="module")
 def server(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    settings = base_settings.model_copy(update={"result_cache_ttl_s": 600, "data_dir": tmp_path_factory.mktemp("data")})
+    settings = base_settings.model_copy(
+        update={"result_cache_ttl_s": 600, "data_dir": str(tmp_path_factory.mktemp("data"))}
+    )
     running = ServerThread(settings)
     yield running
     running.stop()

@@ -34,7 +34,7 @@ def server(
     base_settings: Settings, sam2_models_file: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     settings = base_settings.model_copy(
-        update={"models_file": sam2_models_file, "data_dir": tmp_path_factory.mktemp("data")}
+        update={"models_file": sam2_models_file, "data_dir": str(tmp_path_factory.mktemp("data"))}
     )
     running = ServerThread(settings)
     yield running

@@ -27,7 +27,7 @@ from tests.support import ServerThread, encode, rich_status, scene
 @pytest.fixture(scope="module")
 def server(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     settings = base_settings.model_copy(
-        update={"decoder_dir": tmp_path_factory.mktemp("onnx"), "data_dir": tmp_path_factory.mktemp("data")}
+        update={"decoder_dir": tmp_path_factory.mktemp("onnx"), "data_dir": str(tmp_path_factory.mktemp("data"))}
     )
     running = ServerThread(settings)
     yield running

@@ -39,7 +39,7 @@ def test_segment_calls_keep_their_status_not_their_masks(
     per_call = {}
     for keep in (True, False):
         settings = base_settings.model_copy(
-            update={"redis_url": redis_server.url, "data_dir": tmp_path / "data", "single_job_results": keep}
+            update={"redis_url": redis_server.url, "data_dir": str(tmp_path / "data"), "single_job_results": keep}
         )
         server = ServerThread(settings)
         try:
@@ -81,7 +81,7 @@ def test_the_result_cache_in_redis_is_bounded_by_result_cache_bytes(
     settings = base_settings.model_copy(
         update={
             "redis_url": redis_server.url,
-            "data_dir": tmp_path / "data",
+            "data_dir": str(tmp_path / "data"),
             "result_cache_ttl_s": 600,
             "result_cache_bytes": 40_000,
         }

@@ -27,7 +27,7 @@ STREAMS = 200
 def server(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: Path) -> Iterator[ServerThread]:
     settings = base_settings.model_copy(
         update={
-            "data_dir": tmp_path / "data",
+            "data_dir": str(tmp_path / "data"),
             "api_keys": [f"alice:{digest(ALICE)}", f"bob:{digest(BOB)}"],
             "max_streams_per_key": STREAMS,
             # No worker takes the Redis mode's images: its jobs wait, their streams stay open.
