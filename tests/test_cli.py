@@ -145,6 +145,21 @@ def test_build_tiny_registers_a_relative_path_that_moves_with_its_file(tmp_path:
     assert spec is not None and spec.weights_present
 
 
+def test_build_tiny_discs_writes_the_hand_weighted_model(tmp_path: Path) -> None:
+    import torch
+
+    from samsvc.engine.disc_checkpoint import disc_sam
+
+    models = tmp_path / "models.toml"
+    result = samsvc("models", "build-tiny", str(tmp_path / "d.pth"), "--discs", "--register-in", str(models))
+    assert result.returncode == 0, result.stderr
+    spec = ModelRegistry.from_settings(tmp_path, models).get("tiny")
+    assert spec is not None and spec.weights_present
+    saved = torch.load(tmp_path / "d.pth", weights_only=True)
+    expected = disc_sam().state_dict()
+    assert all(torch.equal(saved[name], expected[name]) for name in expected)
+
+
 def test_keys_create_appends_only_the_digest(tmp_path: Path) -> None:
     keys_file = tmp_path / "secrets" / "api_keys"
     first = samsvc("keys", "create", "alice", "--file", str(keys_file))

@@ -181,10 +181,15 @@ def cmd_models_build_tiny(settings: Settings, args: argparse.Namespace) -> int:
     import os
 
     from samsvc.engine.checkpoints import build_random_checkpoint, models_file_entry
+    from samsvc.engine.disc_checkpoint import build_disc_checkpoint
 
     path = Path(args.path).absolute()
-    digest = build_random_checkpoint(path, seed=args.seed)
-    print(f"# a randomly initialised tiny SAM (for trying the service, not for real masks): {path}")
+    if args.discs:
+        digest = build_disc_checkpoint(path)
+        print(f"# a tiny SAM weighted by hand to answer every click with discs around it: {path}")
+    else:
+        digest = build_random_checkpoint(path, seed=args.seed)
+        print(f"# a randomly initialised tiny SAM (for trying the service, not for real masks): {path}")
     if args.register_in:
         # Relative to the models file, so the pair can move together (into a container's /models).
         models_file = Path(args.register_in).absolute()
@@ -249,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("path", help="where to write the checkpoint (.pth)")
     tiny.add_argument("--name", default="tiny", help="model name for the MODELS_FILE entry")
     tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+    tiny.add_argument(
+        "--discs",
+        action="store_true",
+        help="hand-set weights instead: every click gives sharp discs around itself (masks that pass the default "
+        "thresholds, hundreds per image; they ignore the image)",
+    )
     tiny.add_argument(
         "--register-in", metavar="MODELS_FILE", help="append the entry to this models file (path relative to it)"
     )
