@@ -1,5 +1,6 @@
 """One Segment over REST/JSON through Envoy against the same call over native gRPC, side by
-side in one run (same server, image and parameters; alternating).
+side in one run (same server, image and parameters; alternating). The result and embedding
+caches are off, and every answer is checked not to be a cache hit: each call runs the model.
 
     uv run python -m bench.rest_vs_grpc [--rounds 7] [--size 512x384] [--points-per-side 4]
 """
@@ -38,7 +39,8 @@ def main() -> int:
         (root / "models.toml").write_text(models_file_entry("tiny", root / "tiny.pth", digest), encoding="utf-8")
         settings = Settings(
             grpc_port=0, rest_port=0, envoy_admin_port=0, model_dir=root, models_file=root / "models.toml",
-            default_model="tiny", data_dir=root / "data", max_workers=1,
+            default_model="tiny", data_dir=str(root / "data"), max_workers=1,
+            result_cache_ttl_s=0, result_cache_bytes=0, embedding_cache_bytes=0,
         )  # fmt: skip
         server = ServerThread(settings)
         gateway = start_gateway(settings, "127.0.0.1", server.running.port)
@@ -48,10 +50,14 @@ def main() -> int:
         def rest() -> int:
             request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=600) as response:
-                return len(json.loads(response.read())["masks"])
+                answer = json.loads(response.read())
+            assert answer.get("cache_hit") is False, "a REST answer came from the result cache"
+            return len(answer["masks"])
 
         def grpc_call() -> int:
-            return len(server.stub.Segment(pb.SegmentRequest(image=image, **params)).masks)
+            answer = server.stub.Segment(pb.SegmentRequest(image=image, **params))
+            assert not answer.cache_hit, "a gRPC answer came from the result cache"
+            return len(answer.masks)
 
         assert rest() == grpc_call()  # warm both paths, load the model
         rest_s, grpc_s = [], []
