@@ -9,6 +9,12 @@ precision beside them. `bench.sam2_vs_sam` adds encoder and click times on the s
 With --compile, the fast engine also runs on a torch.compile'd copy (TORCH_COMPILE) in each
 precision, after one warm-up call that pays for compilation.
 
+Then, end to end (skip with --end-to-end-images 0): a server on loopback (result cache off)
+with vit_b and vit_h checkpoints written on the spot, `Segment` over gRPC at points_per_side 32
+with the default thresholds and PNG masks, on that many different 1024x768 JPEGs, one after
+another, in fp32 and fp16 (MODEL_DTYPE); per-image latency p50/p90 as a client sees it
+(torchao's SAM 2 AMG server reports 112 ms p50 on an H100 in fp16, for comparison).
+
 Prints JSON (one record per run: model, engine, dtype, prompt batch, seconds, masks, peak GPU
 memory) and a table of ratios against the fp32 reference of the same model.
 """
@@ -88,6 +94,8 @@ def main() -> int:
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--batch", default="64,256", help="prompt batch sizes for the fast engine")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    parser.add_argument("--end-to-end-images", type=int, default=20, help="images per end-to-end run (0: none)")
+    parser.add_argument("--end-to-end-models", default="vit_b,vit_h")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     image = scene(1024, 768, seed=0)
@@ -129,6 +137,10 @@ def main() -> int:
             indent=2,
         )
     )
+    latencies = []
+    if args.end_to_end_images > 0:
+        latencies = end_to_end(args.end_to_end_models.split(","), args.end_to_end_images, args.points_per_side)
+        print(json.dumps({"end_to_end": latencies}, indent=2))
     for record in records:
         reference = next(r for r in records if r["model"] == record["model"] and r["engine"] == "reference")
         print(
@@ -136,7 +148,67 @@ def main() -> int:
             f"{record['seconds']:8.2f} s  {reference['seconds'] / record['seconds']:5.2f}x",
             file=sys.stderr,
         )
+    for latency in latencies:
+        print(
+            f"{latency['model']:6} Segment over gRPC {latency['dtype']:4} pps {latency['points_per_side']}: "
+            f"p50 {latency['p50_ms']:8.1f} ms  p90 {latency['p90_ms']:8.1f} ms  ({latency['images']} images, "
+            f"{latency['masks_p50']} masks p50)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def end_to_end(models: list[str], images: int, pps: int) -> list[dict[str, Any]]:
+    """Per-image latency of Segment over gRPC, as a client sees it, per model and precision."""
+    import statistics
+    import tempfile
+
+    from samsvc.config import Settings
+    from samsvc.engine.checkpoints import build_random_checkpoint, models_file_entry
+    from samsvc.v1 import mask_pb2
+    from samsvc.v1 import segmentation_service_pb2 as pb
+    from tests.support import ServerThread, encode
+
+    pictures = [encode(scene(1024, 768, seed=100 + i), "JPEG", quality=90) for i in range(images)]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        entries = ""
+        for name in models:
+            digest = build_random_checkpoint(root / f"{name}.pth", BUILTIN_ARCHITECTURES[name])
+            entries += models_file_entry(f"e2e_{name}", root / f"{name}.pth", digest, BUILTIN_ARCHITECTURES[name])
+        (root / "models.toml").write_text(entries, encoding="utf-8")
+        for dtype in ("fp32", "fp16"):
+            settings = Settings(
+                grpc_port=0, model_dir=root, models_file=root / "models.toml", default_model=f"e2e_{models[0]}",
+                data_dir=str(root / "data"), result_cache_ttl_s=0, result_cache_bytes=0, embedding_cache_bytes=0,
+                model_dtype=dtype, metrics_port=-1, log_level="WARNING",
+            )  # fmt: skip
+            server = ServerThread(settings)
+            try:
+                for name in models:
+                    request = pb.SegmentRequest(model_type=f"e2e_{name}", points_per_side=pps,
+                                                mask_format=mask_pb2.MASK_FORMAT_PNG)  # fmt: skip
+                    request.image = pictures[0]
+                    server.stub.Segment(request, timeout=600)  # load the model, warm the kernels
+                    seconds, masks = [], []
+                    for picture in pictures:
+                        request.image = picture
+                        started = time.perf_counter()
+                        answer = server.stub.Segment(request, timeout=600)
+                        seconds.append(time.perf_counter() - started)
+                        assert not answer.cache_hit
+                        masks.append(len(answer.masks))
+                    ordered = sorted(seconds)
+                    results.append({
+                        "model": name, "dtype": dtype, "points_per_side": pps, "images": len(seconds),
+                        "p50_ms": 1000 * statistics.median(ordered),
+                        "p90_ms": 1000 * ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
+                        "masks_p50": statistics.median(masks),
+                    })  # fmt: skip
+            finally:
+                server.stop()
+    return results
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ its positional encoding and the dense "no mask" embedding), and every attention 
 4096 image tokens (256 channels) into new per-prompt tensors. Here:
 - the image side of the first layer is computed once and broadcast: the image tokens plus
   their encoding, their key and value projections for the token-to-image attention, and their
-  query projection for the image-to-token attention;
+  query projection for the image-to-token attention (`ImageSide`: kept by the caller across
+  calls on the same image, as clicks on an image session are);
 - from the first layer's output on, where image tokens differ per prompt, each attention
   between a prompt's 7 tokens and the image tokens folds the image-side projections into the
   prompt side (W_k^T q instead of W_k x; W_o v instead of W_o of every output token; biases
@@ -128,22 +129,69 @@ def _self_attention(layer: TwoWayAttentionBlock, queries: Tensor, query_pe: Tens
 
 
 def _first_layer(
-    layer: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+    layer: TwoWayAttentionBlock,
+    queries: Tensor,
+    keys: Tensor,
+    query_pe: Tensor,
+    key_pe: Tensor,
+    side: ImageSide | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The reference block with `keys` (and `key_pe`) of batch 1 shared by every prompt."""
+    """The reference block with `keys` (and `key_pe`) of batch 1 shared by every prompt; with
+    `side`, the image's projections computed before."""
     queries = _self_attention(layer, queries, query_pe)
 
     k = keys + key_pe
-    queries = queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys)
+    t2i = layer.cross_attn_token_to_image
+    if side is None:
+        queries = queries + _tokens_to_image(t2i, queries + query_pe, k, keys)
+    else:
+        qh = _heads(t2i.q_proj(queries + query_pe), t2i.num_heads)
+        b = qh.shape[0]
+        context = F.scaled_dot_product_attention(
+            qh, side.t2i_keys.expand(b, -1, -1, -1), side.t2i_values.expand(b, -1, -1, -1)
+        )
+        queries = queries + t2i.out_proj(_combine(context))
     queries = layer.norm2(queries)
 
     queries = layer.norm3(queries + layer.mlp(queries))
 
     i2t = layer.cross_attn_image_to_token
-    # Projected once for every prompt; for a single prompt, folding into its tokens is cheaper.
-    shared_q = _heads(i2t.q_proj(k), i2t.num_heads) if queries.shape[0] > 1 else None
+    if side is not None:
+        shared_q: Tensor | None = side.i2t_queries
+    else:
+        # Projected once for every prompt; for a single prompt, folding into its tokens is cheaper.
+        shared_q = _heads(i2t.q_proj(k), i2t.num_heads) if queries.shape[0] > 1 else None
     keys = layer.norm4(_image_to_tokens(i2t, keys, k, queries + query_pe, queries, shared_q))
     return queries, keys
+
+
+@dataclass(frozen=True)
+class ImageSide:
+    """What the first layer computes from the image alone for point and box prompts (whose dense
+    embedding is the "no mask" one): the same for every such prompt on the image, so a client
+    clicking on one image pays for it once. About 6 MiB for SAM's decoder."""
+
+    #: 1 x H x T x d: the token-to-image attention's projected keys and values.
+    t2i_keys: Tensor
+    t2i_values: Tensor
+    #: 1 x H x T x d: the image-to-token attention's projected image queries.
+    i2t_queries: Tensor
+
+
+def image_side(decoder: MaskDecoder, image_embedding: Tensor, image_pe: Tensor, dense: Tensor) -> ImageSide | None:
+    """The first layer's image side of one image (batch 1), or None for a transformer without
+    layers."""
+    if not decoder.transformer.layers:
+        return None
+    layer = decoder.transformer.layers[0]
+    keys = (image_embedding + dense[:1]).flatten(2).permute(0, 2, 1)
+    k = keys + image_pe.flatten(2).permute(0, 2, 1)
+    t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+    return ImageSide(
+        t2i_keys=_heads(t2i.k_proj(k), t2i.num_heads),
+        t2i_values=_heads(t2i.v_proj(keys), t2i.num_heads),
+        i2t_queries=_heads(i2t.q_proj(k), i2t.num_heads),
+    )
 
 
 def _later_layer(
@@ -241,13 +289,19 @@ class DecodedPrompts:
 
 
 def decode_prompts(
-    decoder: MaskDecoder, image_embedding: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor
+    decoder: MaskDecoder,
+    image_embedding: Tensor,
+    image_pe: Tensor,
+    sparse: Tensor,
+    dense: Tensor,
+    side: ImageSide | None = None,
 ) -> DecodedPrompts:
     """The reference `MaskDecoder.predict_masks` up to its upscaling, for B point prompts on one
     image; `DecodedPrompts.masks` finishes it.
 
     `image_embedding` and `image_pe` have batch 1; `dense` must be the same for every prompt
-    (point prompts carry the "no mask" embedding), so only its first entry is used.
+    (point prompts carry the "no mask" embedding), so only its first entry is used. `side`, the
+    image's `image_side` for that same `dense`, saves recomputing it.
     """
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
@@ -261,8 +315,10 @@ def decode_prompts(
     key_pe = image_pe.flatten(2).permute(0, 2, 1)  # 1 x T x C
     queries = tokens
     for index, layer in enumerate(transformer.layers):
-        step = _first_layer if index == 0 else _later_layer
-        queries, keys = step(layer, queries, keys, tokens, key_pe)
+        if index == 0:
+            queries, keys = _first_layer(layer, queries, keys, tokens, key_pe, side)
+        else:
+            queries, keys = _later_layer(layer, queries, keys, tokens, key_pe)
     if keys.shape[0] != b:  # a transformer without layers never made per-prompt keys
         keys = keys.expand(b, -1, -1)
     final = _tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys)

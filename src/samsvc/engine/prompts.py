@@ -10,7 +10,9 @@ masks to the last pixels at the threshold); without it, SamPredictor.predict_tor
 from __future__ import annotations
 
 import dataclasses
+import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -67,6 +69,50 @@ def dense_pe(model: Sam) -> torch.Tensor:
     return cached
 
 
+#: Images whose decoder image side (fast_decoder.ImageSide, about 6 MiB each) is kept for their
+#: next click, most recently prompted last.
+DEFAULT_IMAGE_SIDES = 8
+
+
+class ImageSides:
+    """The mask decoder's first-layer image side of recently prompted images, by embedding
+    tensor (alive: an image session's, the embedding cache's copy is new each time). Kept from
+    an image's second prompt on: one prompt alone is cheaper folded into its tokens (the fast
+    decoder's default) than projecting the image's 4096 tokens, which a kept side has paid for."""
+
+    def __init__(self, entries: int = DEFAULT_IMAGE_SIDES) -> None:
+        self.entries = entries
+        self._lock = threading.Lock()
+        self._sides: OrderedDict[tuple[int, int], tuple[weakref.ref[torch.Tensor], fast_decoder.ImageSide]] = (
+            OrderedDict()
+        )
+        self._seen: OrderedDict[tuple[int, int], weakref.ref[torch.Tensor]] = OrderedDict()
+
+    def get(self, model: Sam, features: torch.Tensor, dense: torch.Tensor) -> fast_decoder.ImageSide | None:
+        key = (id(model.mask_decoder), id(features))
+        with self._lock:
+            kept = self._sides.get(key)
+            if kept is not None and kept[0]() is features:
+                self._sides.move_to_end(key)
+                return kept[1]
+            seen = self._seen.pop(key, None)
+            if seen is None or seen() is not features:
+                self._seen[key] = weakref.ref(features)
+                while len(self._seen) > 4 * self.entries:
+                    self._seen.popitem(last=False)
+                return None
+        side = fast_decoder.image_side(model.mask_decoder, features, dense_pe(model), dense)
+        if side is not None:
+            with self._lock:
+                self._sides[key] = (weakref.ref(features), side)
+                while len(self._sides) > self.entries:
+                    self._sides.popitem(last=False)
+        return side
+
+
+_IMAGE_SIDES = ImageSides()
+
+
 def _fast_predict(
     predictor: SamPredictor,
     coords: torch.Tensor | None,
@@ -79,7 +125,9 @@ def _fast_predict(
     model = predictor.model
     points = (coords, labels) if coords is not None and labels is not None else None
     sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=mask)
-    decoded = fast_decoder.decode_prompts(model.mask_decoder, predictor.features, dense_pe(model), sparse, dense)
+    # A mask input changes the dense embedding, hence the image side.
+    side = _IMAGE_SIDES.get(model, predictor.features, dense) if mask is None else None
+    decoded = fast_decoder.decode_prompts(model.mask_decoder, predictor.features, dense_pe(model), sparse, dense, side)
     # Only the masks the answer keeps go through the hypernetwork product and the upsampling.
     chosen = slice(1, None) if multimask else slice(0, 1)
     decoded = dataclasses.replace(decoded, hyper_in=decoded.hyper_in[:, chosen], iou_pred=decoded.iou_pred[:, chosen])
