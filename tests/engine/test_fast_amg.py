@@ -16,9 +16,10 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.amg import MaskData, mask_to_rle_pytorch
 from segment_anything.utils.amg import rle_to_mask as reference_rle_to_mask
 
+from samsvc.engine import fast_decoder
 from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks, rle_to_mask
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.fast_amg import UnsharedMaskData, masks_to_rles, upsample_masks
+from samsvc.engine.fast_amg import DEFAULT_CPU_UPSAMPLE_GROUP, UnsharedMaskData, masks_to_rles, upsample_masks
 from samsvc.engine.fast_decoder import predict_masks
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
@@ -122,9 +123,14 @@ def test_crop_layers_without_any_mask_give_no_masks(sam: Sam) -> None:
     assert generate_masks(sam, scene(90, 60, seed=1), options, fast=True) == []
 
 
+@pytest.mark.parametrize("chunk", [fast_decoder.DEFAULT_UPSCALE_CHUNK, 1000])
 @pytest.mark.parametrize("prompts", [1, 5])
-def test_decoder_matches_the_reference_decoder(sam: Sam, prompts: int) -> None:
-    """Folded attention and the matrix-product upscaling give segment-anything's decoder output."""
+def test_decoder_matches_the_reference_decoder(
+    sam: Sam, prompts: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folded attention and the matrix-product upscaling (in chunks of image tokens, also of a
+    size that leaves a shorter last chunk) give segment-anything's decoder output."""
+    monkeypatch.setattr(fast_decoder, "DEFAULT_UPSCALE_CHUNK", chunk)
     generator = torch.Generator().manual_seed(prompts)
     embedding = torch.randn(1, 256, 64, 64, generator=generator)
     points = torch.rand(prompts, 1, 2, generator=generator) * 1024
@@ -140,9 +146,13 @@ def test_decoder_matches_the_reference_decoder(sam: Sam, prompts: int) -> None:
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(height=st.integers(8, 2048), width=st.integers(8, 2048), seed=st.integers(0, 1000))
-def test_upsampling_is_bit_identical_to_the_reference(sam: Sam, height: int, width: int, seed: int) -> None:
-    low_res = torch.randn(3, 1, 256, 256, generator=torch.Generator().manual_seed(seed))
+@given(
+    height=st.integers(8, 2048), width=st.integers(8, 2048), masks=st.integers(1, 2 * DEFAULT_CPU_UPSAMPLE_GROUP + 1),
+    seed=st.integers(0, 1000),
+)  # fmt: skip
+def test_upsampling_is_bit_identical_to_the_reference(sam: Sam, height: int, width: int, masks: int, seed: int) -> None:
+    """Also when the masks are upsampled in groups (more than DEFAULT_CPU_UPSAMPLE_GROUP)."""
+    low_res = torch.randn(masks, 1, 256, 256, generator=torch.Generator().manual_seed(seed))
     scale = 1024 / max(height, width)
     input_size = (int(height * scale + 0.5), int(width * scale + 0.5))
     ours = upsample_masks(sam, low_res, input_size, (height, width))
