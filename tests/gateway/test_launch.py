@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -62,6 +63,28 @@ def test_serve_starts_envoy_and_stops_it(base_settings: Settings) -> None:
         wait_for(lambda: not envoys[0].is_running() or envoys[0].status() == psutil.STATUS_ZOMBIE, what="envoy to stop")
     finally:
         serve.stop()
+
+
+def test_a_killed_server_takes_its_envoy_with_it(base_settings: Settings) -> None:
+    """SIGKILL (the OOM killer's way) gives the server no chance to stop Envoy; the kernel must,
+    or an orphaned Envoy keeps the REST port and the restarted server cannot bind it."""
+    rest_port = free_port()
+    serve = ServeProcess(base_settings.model_copy(update={"gateway": True, "rest_port": rest_port}))
+    envoys: list[psutil.Process] = []
+    try:
+        serve.process.stdout.readline()  # type: ignore[union-attr]  # the gateway's banner line
+        envoys = envoy_children(serve.process.pid)
+        assert len(envoys) == 1
+        serve.process.kill()
+        serve.process.wait(timeout=30)
+        wait_for(lambda: not envoys[0].is_running() or envoys[0].status() == psutil.STATUS_ZOMBIE, what="envoy to die")
+        with socket.socket() as probe:  # the port is free again
+            probe.bind(("127.0.0.1", rest_port))
+    finally:
+        serve.stop()
+        for envoy in envoys:  # left behind only when the test fails
+            if envoy.is_running():
+                envoy.kill()
 
 
 def test_gateway_command_fronts_a_remote_server(base_settings: Settings) -> None:

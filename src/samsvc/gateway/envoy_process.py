@@ -3,6 +3,7 @@ process, learn its ports from the admin interface, stop it."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -50,6 +51,21 @@ def validate(binary: str, config_path: Path) -> None:
         raise ConfigurationError(f"Envoy refused its configuration: {(result.stderr or result.stdout).strip()[-2000:]}")
 
 
+#: prctl's option that has the kernel signal a process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+#: The C library, loaded here so that the forked child only calls into it.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the forked child before exec (and kept across it): SIGTERM when the thread that started
+    the child dies, so a killed samsvc (OOM killer, SIGKILL) leaves no Envoy holding its ports.
+    The gateway is started from a thread that lives as long as the server. Elsewhere than Linux,
+    nothing."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class EnvoyProcess:
     def __init__(self, config: GatewayConfig, binary: str = "") -> None:
         self.config = config
@@ -72,6 +88,7 @@ class EnvoyProcess:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # one foreign call between fork and exec
             )  # fmt: skip
         self.ports = self._wait_ready(timeout_s)
         log.info("envoy %d listening on %s", self.process.pid, self.ports)
