@@ -15,6 +15,7 @@ import onnx
 import pytest
 
 from samsvc.client import NotFoundError
+from samsvc.v1 import interactive_pb2
 from tests.client.conftest import Target
 from tests.clients import open_client
 from tests.support import encode, scene
@@ -51,6 +52,10 @@ def test_embedding_and_decoder(target: Target, client_kind: str) -> None:
         data, info = client.decoder(int8=True)
         assert hashlib.sha256(data).hexdigest() == info.onnx_sha256
         assert info.checkpoint_sha256 == embedding.checkpoint_sha256
+        assert info.graph == interactive_pb2.DECODER_GRAPH_FOLDED
+        reference, reference_info = client.decoder(reference_graph=True)
+        assert reference_info.graph == interactive_pb2.DECODER_GRAPH_REFERENCE
+        assert hashlib.sha256(reference).hexdigest() == reference_info.onnx_sha256 != info.onnx_sha256
 
 
 def test_embedding_jobs_from_the_client(target: Target, client_kind: str) -> None:
@@ -93,4 +98,8 @@ def test_the_embed_and_decoder_commands(target: Target, tmp_path: Path) -> None:
     assert decoder.returncode == 0, decoder.stderr
     described = json.loads(decoder.stdout)
     assert described["checkpoint_sha256"] == index["a.png"]["checkpoint_sha256"]
+    assert described["graph"] == "DECODER_GRAPH_FOLDED"
+    reference = run("decoder", "--reference-graph", "--out", str(tmp_path / "reference.onnx"))
+    assert reference.returncode == 0, reference.stderr
+    assert json.loads(reference.stdout)["graph"] == "DECODER_GRAPH_REFERENCE"
     assert onnx.load(str(tmp_path / "decoder.onnx")).graph.input[0].name == "image_embeddings"

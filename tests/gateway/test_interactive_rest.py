@@ -74,7 +74,8 @@ def test_the_decoder_downloads_as_onnx(stack: Stack) -> None:
     assert status == 200 and headers["content-type"] == "application/octet-stream"
     digest = hashlib.sha256(data).hexdigest()
     assert headers["x-samsvc-onnx-sha256"] == digest and headers["etag"] == f'"{digest}"'
-    assert "tiny-decoder-fp32.onnx" in headers["content-disposition"]
+    assert "tiny-decoder-folded-fp32.onnx" in headers["content-disposition"]
+    assert headers["x-samsvc-decoder-graph"] == "folded"
     model = onnx.load_from_string(data)
     assert [i.name for i in model.graph.input][:2] == ["image_embeddings", "point_coords"]
     status, _, info = call(f"{stack.base}/api/v1/models/tiny/decoder?quantization=DECODER_QUANTIZATION_INT8")
@@ -84,5 +85,12 @@ def test_the_decoder_downloads_as_onnx(stack: Stack) -> None:
         f"{stack.base}/api/v1/models/tiny/decoder.onnx?quantization=DECODER_QUANTIZATION_INT8"
     )
     assert hashlib.sha256(quantized).hexdigest() == described["onnx_sha256"] != digest
+    status, headers, reference = call(f"{stack.base}/api/v1/models/tiny/decoder.onnx?graph=DECODER_GRAPH_REFERENCE")
+    assert status == 200 and headers["x-samsvc-decoder-graph"] == "reference"
+    assert "tiny-decoder-reference-fp32.onnx" in headers["content-disposition"]
+    assert [i.name for i in onnx.load_from_string(reference).graph.input] == [i.name for i in model.graph.input]
+    assert hashlib.sha256(reference).hexdigest() != digest
+    status, _, body = call(f"{stack.base}/api/v1/models/tiny/decoder.onnx?graph=7")
+    assert status == 400 and body.startswith(b"graph: invalid value")  # the gateway's own check
     status, _, body = call(f"{stack.base}/api/v1/models/nope/decoder.onnx")
     assert status == 400 and json.loads(body)["details"][0]["reason"] == "UNKNOWN_MODEL"

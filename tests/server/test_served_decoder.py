@@ -1,6 +1,6 @@
-"""The served ONNX decoder: exported from the model's own checkpoint, it decodes an embedding
-the service returned into the masks SegmentPrompts gives for the same clicks; int8 too; built
-once and kept by checkpoint digest."""
+"""The served ONNX decoders (the folded graph and segment-anything's own): exported from the
+model's own checkpoint, each decodes an embedding the service returned into the masks
+SegmentPrompts gives for the same clicks; int8 too; built once and kept by checkpoint digest."""
 
 from __future__ import annotations
 
@@ -34,8 +34,10 @@ def server(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     running.stop()
 
 
-def decoder(server: ServerThread, quantization: int) -> tuple[ort.InferenceSession, dict[str, str], bytes]:
-    body, call = server.stub.GetDecoder.with_call(ipb.GetDecoderRequest(quantization=quantization))
+def decoder(
+    server: ServerThread, quantization: int, graph: int = ipb.DECODER_GRAPH_UNSPECIFIED
+) -> tuple[ort.InferenceSession, dict[str, str], bytes]:
+    body, call = server.stub.GetDecoder.with_call(ipb.GetDecoderRequest(quantization=quantization, graph=graph))
     assert body.content_type == "application/octet-stream"
     return ort.InferenceSession(body.data, providers=["CPUExecutionProvider"]), dict(call.initial_metadata()), body.data
 
@@ -79,6 +81,9 @@ def service_mask(
 
 
 @pytest.mark.parametrize(
+    ("graph", "name"), [(ipb.DECODER_GRAPH_UNSPECIFIED, "folded"), (ipb.DECODER_GRAPH_REFERENCE, "reference")]
+)
+@pytest.mark.parametrize(
     "points",
     [
         [(60.0, 45.0, 1)],  # one click: the decoder picks the best of the three multimask outputs
@@ -86,12 +91,13 @@ def service_mask(
     ],
 )
 def test_the_onnx_decoder_gives_segment_prompts_masks(
-    server: ServerThread, points: list[tuple[float, float, int]]
+    server: ServerThread, points: list[tuple[float, float, int]], graph: int, name: str
 ) -> None:
     image = encode(scene(160, 120, seed=41))
     image_id = server.stub.CreateImageSession(ipb.CreateImageSessionRequest(image=image)).image_id
     embedding = server.stub.GetImageEmbedding(ipb.GetImageEmbeddingRequest(image_id=image_id))
-    session, headers, data = decoder(server, ipb.DECODER_QUANTIZATION_FP32)
+    session, headers, data = decoder(server, ipb.DECODER_QUANTIZATION_FP32, graph)
+    assert headers["x-samsvc-decoder-graph"] == name
     assert headers["x-samsvc-checkpoint-sha256"] == embedding.checkpoint_sha256
     assert headers["x-samsvc-onnx-sha256"] == hashlib.sha256(data).hexdigest()
     assert [i.name for i in session.get_inputs()] == list(INPUT_NAMES)
@@ -101,7 +107,7 @@ def test_the_onnx_decoder_gives_segment_prompts_masks(
     assert iou(ours, theirs) >= 0.99
     assert score == pytest.approx(their_score, abs=1e-4)
 
-    quantized, q_headers, q_data = decoder(server, ipb.DECODER_QUANTIZATION_INT8)
+    quantized, q_headers, q_data = decoder(server, ipb.DECODER_QUANTIZATION_INT8, graph)
     assert len(q_data) < len(data) / 2 and q_headers["x-samsvc-quantization"] == "int8"
     q_mask, _ = onnx_masks(quantized, embedding, points)
     assert q_mask.shape == theirs.shape
@@ -112,7 +118,12 @@ def test_decoder_info_describes_the_served_file(server: ServerThread) -> None:
     _, headers, data = decoder(server, ipb.DECODER_QUANTIZATION_FP32)
     assert info.onnx_sha256 == hashlib.sha256(data).hexdigest() == headers["x-samsvc-onnx-sha256"]
     assert (info.size_bytes, info.opset, info.quantization) == (len(data), 17, ipb.DECODER_QUANTIZATION_FP32)
+    assert info.graph == ipb.DECODER_GRAPH_FOLDED
     assert list(info.input_names) == list(INPUT_NAMES)
+    with pytest.raises(grpc.RpcError) as caught:
+        server.stub.GetDecoderInfo(ipb.GetDecoderRequest(graph=7))  # type: ignore[arg-type]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert rich_status(caught.value)[1]["BadRequest"].field_violations[0].field == "graph"
     with pytest.raises(grpc.RpcError) as caught:
         server.stub.GetDecoder(ipb.GetDecoderRequest(model_type="nope"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -132,7 +143,7 @@ def test_exports_are_made_once_and_kept_by_digest(base_settings: Settings, tmp_p
     for thread in threads:
         thread.join()
     files = sorted(p.name for p in (tmp_path / "onnx").iterdir())
-    assert files == [f"sam-decoder-{loaded.digest[:32]}-opset17-fp32.onnx"]  # one file, no leftovers
+    assert files == [f"sam-decoder-{loaded.digest[:32]}-opset17-folded-fp32.onnx"]  # one file, no leftovers
     first = results[0]
     assert all(r == first for r in results)
     # A new process finds the file: no export.

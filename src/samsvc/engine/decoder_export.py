@@ -1,16 +1,16 @@
 """A model's prompt decoder as ONNX, for clients that decode clicks themselves (the browser with
 onnxruntime-web, CVAT's SAM plugin, Meta's demo).
 
-The graph is segment-anything's own export model (`SamOnnxModel`: prompt encoder, mask decoder
-and mask postprocessing) exported as its `scripts/export_onnx_model.py` does, with the one fix
-its repository made after the 1.0 release on PyPI (its PR #58): the crop of the padded masks is
-read from `orig_im_size` in the graph, not traced as the dummy input's constant (without it
-every image of another aspect ratio than 1500 x 2250 gets shifted, cut masks); then opset 17, the
-number of points dynamic, constant folding on, the best mask only (`--return-single-mask`, as
-the demo and CVAT run it). The int8 variant is onnxruntime's dynamic quantization of that graph
-with the script's settings (QUInt8 weights, per tensor, full range). Exports are built on first
-request and kept in `DECODER_DIR`, named by the checkpoint's digest, so a decoder always comes
-from the same checkpoint as the embeddings it decodes and survives restarts.
+Two graphs of the same function and interface (`decoder_graph`): "folded", the default, the
+decoder rewritten for one image and a few clicks (about half the reference's time in
+onnxruntime on a CPU; outputs equal to float rounding), and "reference", segment-anything's own
+`SamOnnxModel` (with its repository's crop fix). Both are exported as segment-anything's
+`scripts/export_onnx_model.py` does: opset 17, the number of points dynamic, constant folding
+on, the best mask only (`--return-single-mask`, as the demo and CVAT run it). The int8 variant
+is onnxruntime's dynamic quantization of a graph with the script's settings (QUInt8 weights,
+per tensor, full range). Exports are built on first request and kept in `DECODER_DIR`, named by
+the checkpoint's digest, so a decoder always comes from the same checkpoint as the embeddings
+it decodes and survives restarts.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import onnx
 import torch
-import torch.nn.functional as F  # noqa: N812 (PyTorch's convention)
 from segment_anything.modeling import Sam
-from segment_anything.utils.onnx import SamOnnxModel
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
+from samsvc.engine import decoder_graph
 from samsvc.engine.download import sha256_of
 from samsvc.errors import FailedPrecondition
 
@@ -44,6 +43,9 @@ OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
 #: The export script's dynamic axes: any number of points (and the padding point).
 DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 QUANTIZATIONS = ("fp32", "int8")
+#: The graphs served: `decoder_graph.FoldedOnnxModel` (the default) and segment-anything's own.
+GRAPHS = ("folded", "reference")
+DEFAULT_GRAPH = "folded"
 
 
 @dataclass(frozen=True)
@@ -56,27 +58,26 @@ class DecoderFile:
     sha256: str
     size_bytes: int
     opset: int = DEFAULT_OPSET
+    graph: str = DEFAULT_GRAPH
 
     def read(self) -> bytes:
         return self.path.read_bytes()
 
 
-class DynamicSizeOnnxModel(SamOnnxModel):  # type: ignore[misc]
-    """SamOnnxModel whose mask postprocessing crops by tensors, so the crop stays a function of
-    `orig_im_size` in the exported graph (the PyPI release's `int(...)` is traced as a constant)."""
-
-    def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-        masks = F.interpolate(masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
-        resized = self.resize_longest_image_size(orig_im_size, self.img_size).to(torch.int64)
-        masks = masks[..., : resized[0], : resized[1]]
-        size = orig_im_size.to(torch.int64)
-        # Tensor sizes, not ints: traced as graph values, they follow each call's orig_im_size.
-        return F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)  # type: ignore[arg-type]
+def graph_for(sam: Sam, graph: str) -> str:
+    """The graph `sam` gets when `graph` is asked for: the reference one for a decoder whose
+    layout the folded graph does not rewrite."""
+    return graph if graph == "reference" or decoder_graph.foldable(sam) else "reference"
 
 
-def export_decoder(sam: Sam, path: Path, opset: int = DEFAULT_OPSET) -> None:
-    """Write `sam`'s prompt decoder as ONNX to `path`, as segment-anything's export script does."""
-    model = DynamicSizeOnnxModel(model=sam, return_single_mask=True)
+def export_decoder(sam: Sam, path: Path, opset: int = DEFAULT_OPSET, graph: str = DEFAULT_GRAPH) -> None:
+    """Write `sam`'s prompt decoder as ONNX to `path` (the `graph_for` `graph`), as
+    segment-anything's export script does."""
+    model: torch.nn.Module
+    if graph_for(sam, graph) == "folded":
+        model = decoder_graph.FoldedOnnxModel(sam)
+    else:
+        model = decoder_graph.ReferenceOnnxModel(model=sam, return_single_mask=True)
     device = next(sam.mask_decoder.parameters()).device
     embed_dim = sam.prompt_encoder.embed_dim
     embed_size = sam.prompt_encoder.image_embedding_size
@@ -126,20 +127,21 @@ class DecoderExports:
     def __init__(self, directory: Path, opset: int = DEFAULT_OPSET) -> None:
         self.directory = directory
         self.opset = opset
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
-        self._known: dict[tuple[str, str], DecoderFile] = {}
+        self._known: dict[tuple[str, str, str], DecoderFile] = {}
 
-    def _path(self, digest: str, quantization: str) -> Path:
-        return self.directory / f"sam-decoder-{digest[:32]}-opset{self.opset}-{quantization}.onnx"
+    def _path(self, digest: str, quantization: str, graph: str) -> Path:
+        return self.directory / f"sam-decoder-{digest[:32]}-opset{self.opset}-{graph}-{quantization}.onnx"
 
-    def known(self, digest: str, quantization: str) -> DecoderFile | None:
+    def known(self, digest: str, quantization: str, graph: str = DEFAULT_GRAPH) -> DecoderFile | None:
         """The decoder if this process has it ready (no export, no disk read)."""
-        return self._known.get((digest, quantization))
+        return self._known.get((digest, quantization, graph))
 
-    def get(self, sam: Sam, digest: str, quantization: str) -> DecoderFile:
-        """The decoder of the model whose checkpoint has `digest`, exporting it if needed (blocking)."""
-        key = (digest, quantization)
+    def get(self, sam: Sam, digest: str, quantization: str, graph: str = DEFAULT_GRAPH) -> DecoderFile:
+        """The decoder of the model whose checkpoint has `digest`, exporting it if needed
+        (blocking); `graph` is what was asked for, the file's `graph` what it holds."""
+        key = (digest, quantization, graph)
         known = self._known.get(key)
         if known is not None:
             return known
@@ -148,21 +150,23 @@ class DecoderExports:
         with lock:
             known = self._known.get(key)
             if known is None:
-                path = self._path(digest, quantization)
+                served = graph_for(sam, graph)
+                path = self._path(digest, quantization, served)
                 if not path.is_file():
-                    self._build(sam, digest, quantization, path)
-                known = DecoderFile(path, digest, quantization, sha256_of(path), path.stat().st_size, self.opset)
+                    self._build(sam, digest, quantization, served, path)
+                size = path.stat().st_size
+                known = DecoderFile(path, digest, quantization, sha256_of(path), size, self.opset, served)
                 self._known[key] = known
         return known
 
-    def _build(self, sam: Sam, digest: str, quantization: str, path: Path) -> None:
+    def _build(self, sam: Sam, digest: str, quantization: str, graph: str, path: Path) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             if quantization == "int8":
-                source = self.get(sam, digest, "fp32").path
+                source = self.get(sam, digest, "fp32", graph).path
                 self._atomic(path, lambda tmp: quantize_decoder(source, tmp))
             else:
-                self._atomic(path, lambda tmp: export_decoder(sam, tmp, self.opset))
+                self._atomic(path, lambda tmp: export_decoder(sam, tmp, self.opset, graph))
         except OSError as exc:
             # The folder is the operator's: name the setting, not the path.
             log.error("cannot write the ONNX decoder to %s: %s", path, exc)
@@ -170,7 +174,7 @@ class DecoderExports:
                 "the ONNX decoder cannot be stored (DECODER_DIR is not writable); see the server log",
                 reason="DECODER_EXPORT_FAILED",
             ) from exc
-        log.info("exported the %s ONNX decoder of checkpoint %s to %s", quantization, digest[:12], path)
+        log.info("exported the %s %s ONNX decoder of checkpoint %s to %s", graph, quantization, digest[:12], path)
 
     def _atomic(self, path: Path, write: Callable[[Path], None]) -> None:
         fd, name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}.", suffix=".part")

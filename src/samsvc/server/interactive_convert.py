@@ -27,6 +27,13 @@ _QUANTIZATION_VALUES = {
     "int8": interactive_pb2.DECODER_QUANTIZATION_INT8,
 }
 
+_GRAPHS: dict[int, str] = {
+    interactive_pb2.DECODER_GRAPH_UNSPECIFIED: "folded",
+    interactive_pb2.DECODER_GRAPH_FOLDED: "folded",
+    interactive_pb2.DECODER_GRAPH_REFERENCE: "reference",
+}
+_GRAPH_VALUES = {"folded": interactive_pb2.DECODER_GRAPH_FOLDED, "reference": interactive_pb2.DECODER_GRAPH_REFERENCE}
+
 
 def tensor_dtype(value: int, field: str = "dtype") -> str:
     result: str = enum_value(_DTYPES, value, field)
@@ -35,6 +42,11 @@ def tensor_dtype(value: int, field: str = "dtype") -> str:
 
 def decoder_quantization(value: int, field: str = "quantization") -> str:
     result: str = enum_value(_QUANTIZATIONS, value, field)
+    return result
+
+
+def decoder_graph(value: int, field: str = "graph") -> str:
+    result: str = enum_value(_GRAPHS, value, field)
     return result
 
 
@@ -111,17 +123,20 @@ def decoder_info(decoder: DecoderFile, model: str) -> interactive_pb2.DecoderInf
         opset=decoder.opset,
         input_names=list(INPUT_NAMES),
         output_names=list(OUTPUT_NAMES),
+        graph=_GRAPH_VALUES[decoder.graph],
     )
 
 
 def decoder_headers(info: interactive_pb2.DecoderInfo) -> list[tuple[str, str]]:
     quantization = "int8" if info.quantization == interactive_pb2.DECODER_QUANTIZATION_INT8 else "fp32"
+    graph = "reference" if info.graph == interactive_pb2.DECODER_GRAPH_REFERENCE else "folded"
     return [
         ("x-samsvc-model", info.model_type),
         ("x-samsvc-checkpoint-sha256", info.checkpoint_sha256),
         ("x-samsvc-onnx-sha256", info.onnx_sha256),
         ("x-samsvc-quantization", quantization),
+        ("x-samsvc-decoder-graph", graph),
         ("x-samsvc-opset", str(info.opset)),
         ("etag", f'"{info.onnx_sha256}"'),
-        ("content-disposition", f'attachment; filename="{info.model_type}-decoder-{quantization}.onnx"'),
+        ("content-disposition", f'attachment; filename="{info.model_type}-decoder-{graph}-{quantization}.onnx"'),
     ]

@@ -242,9 +242,9 @@ class InteractiveRpcs(JobRpcs):
 
     # Served decoders.
 
-    def _decoder(self, model: str, quantization: str, cancel: CancelToken | None = None) -> DecoderFile:
+    def _decoder(self, model: str, quantization: str, graph: str, cancel: CancelToken | None = None) -> DecoderFile:
         loaded = self._models.get(model)
-        return self._decoders.get(loaded.exportable_decoder(), loaded.digest, quantization)
+        return self._decoders.get(loaded.exportable_decoder(), loaded.digest, quantization, graph)
 
     async def _decoder_file(
         self, request: interactive_pb2.GetDecoderRequest, context: ServicerContext
@@ -253,10 +253,11 @@ class InteractiveRpcs(JobRpcs):
         model = self._model(request.model_type)
         caller.check_model(model)
         quantization = interactive_convert.decoder_quantization(request.quantization)
+        graph = interactive_convert.decoder_graph(request.graph)
         loaded = await self.calls.run_blocking(self._models.get, model)
-        decoder = self._decoders.known(loaded.digest, quantization)
+        decoder = self._decoders.known(loaded.digest, quantization, graph)
         if decoder is None:  # exporting is inference-sized work: it takes a slot
-            decoder = await self.calls.infer(caller, self._decoder, model, quantization)
+            decoder = await self.calls.infer(caller, self._decoder, model, quantization, graph)
         return decoder, interactive_convert.decoder_info(decoder, model)
 
     @headers_boundary
@@ -265,12 +266,7 @@ class InteractiveRpcs(JobRpcs):
     ) -> httpbody_pb2.HttpBody:
         decoder, info = await self._decoder_file(request, context)
         data = await self.calls.run_blocking(decoder.read)
-        filename = f"{info.model_type}-decoder-{decoder.quantization}.onnx"
-        headers = [
-            *interactive_convert.decoder_headers(info),
-            ("content-disposition", f'attachment; filename="{filename}"'),
-        ]
-        await send_headers(context, headers)
+        await send_headers(context, interactive_convert.decoder_headers(info))
         return httpbody_pb2.HttpBody(content_type=OCTET_STREAM, data=data)
 
     @unary_boundary

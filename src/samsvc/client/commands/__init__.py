@@ -57,6 +57,11 @@ def register(commands: Any) -> None:
     decoder = commands.add_parser("decoder", help="download a model's ONNX prompt decoder")
     decoder.add_argument("--model", default=None, help="model name (server default when absent)")
     decoder.add_argument("--int8", action="store_true", help="the int8-quantized decoder")
+    decoder.add_argument(
+        "--reference-graph",
+        action="store_true",
+        help="segment-anything's own export model instead of the folded graph (same answers, slower)",
+    )
     decoder.add_argument("--out", default="decoder.onnx", help="file to write")
     add_client_flags(decoder)
     decoder.set_defaults(client_handler=cmd_decoder)

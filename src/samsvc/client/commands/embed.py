@@ -110,13 +110,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_decoder(args: argparse.Namespace) -> int:
     with connect(args) as client:
         try:
-            data, info = client.decoder(args.model, int8=args.int8)
+            data, info = client.decoder(args.model, int8=args.int8, reference_graph=args.reference_graph)
         except ClientError as error:
             return fail(error, args.json)
     target = Path(args.out)
     target.write_bytes(data)
     described = json_format.MessageToDict(info, preserving_proto_field_name=True)
     print(json.dumps({**described, "path": str(target)}) if args.json else
-          f"{target}: {info.model_type} decoder ({described['quantization']}), {len(data)} bytes, "
+          f"{target}: {info.model_type} decoder ({described['graph']}, {described['quantization']}), "
+          f"{len(data)} bytes, "
           f"sha256 {info.onnx_sha256}, checkpoint {info.checkpoint_sha256[:12]}")  # fmt: skip
     return 0
