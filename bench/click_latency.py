@@ -10,8 +10,9 @@ a new random point:
 - gRPC SegmentPrompts by image_id (an image session), and with the image sent each time (its
   embedding from the embedding cache: the upload, hashing and header checks count);
 - the same two over REST/JSON through Envoy;
-- the exported ONNX decoder in onnxruntime, float32 and int8, on the embedding the service
-  returned (what a browser client runs), at the image's size;
+- the served ONNX decoders in onnxruntime, float32 and int8, on the embedding the service
+  returned (what a browser client runs), at the image's size: the folded graph (the default)
+  and segment-anything's own export model (graph=DECODER_GRAPH_REFERENCE);
 - in-process SamPredictor.predict on the same embedding (segment-anything's own decoder), for
   reference.
 Prints p50/p90 in milliseconds and the service's ratio to the in-process reference, writes them
@@ -155,12 +156,13 @@ def main() -> int:
             t = embedding.transform
             features = np.frombuffer(embedding.tensors[0].data, dtype="<f4").reshape(1, 256, 64, 64)
             sessions = {}
-            for quantization, name in (
-                (ipb.DECODER_QUANTIZATION_FP32, "fp32"),
-                (ipb.DECODER_QUANTIZATION_INT8, "int8"),
-            ):
-                body = stub.GetDecoder(ipb.GetDecoderRequest(quantization=quantization))
-                sessions[name] = ort.InferenceSession(body.data, providers=["CPUExecutionProvider"])
+            for graph, graph_name in ((ipb.DECODER_GRAPH_FOLDED, ""), (ipb.DECODER_GRAPH_REFERENCE, "reference_")):
+                for quantization, name in (
+                    (ipb.DECODER_QUANTIZATION_FP32, "fp32"),
+                    (ipb.DECODER_QUANTIZATION_INT8, "int8"),
+                ):
+                    body = stub.GetDecoder(ipb.GetDecoderRequest(quantization=quantization, graph=graph))
+                    sessions[graph_name + name] = ort.InferenceSession(body.data, providers=["CPUExecutionProvider"])
 
             def onnx_click(name: str) -> Callable[[float, float], None]:
                 def run(x: float, y: float) -> None:
@@ -193,6 +195,8 @@ def main() -> int:
                 "rest_image_sent": rest_upload,
                 "onnx_fp32": onnx_click("fp32"),
                 "onnx_int8": onnx_click("int8"),
+                "onnx_reference_fp32": onnx_click("reference_fp32"),
+                "onnx_reference_int8": onnx_click("reference_int8"),
                 "in_process_reference_predictor": reference,
             }
             for name, call in measured.items():
@@ -216,6 +220,8 @@ def main() -> int:
         "clicks": args.clicks,
         "latency": results,
         "ratio_grpc_session_over_reference_p50": results["grpc_session"]["p50_ms"] / reference_p50,
+        "ratio_onnx_folded_over_reference_graph_p50": results["onnx_fp32"]["p50_ms"]
+        / results["onnx_reference_fp32"]["p50_ms"],
     }
     print(json.dumps(report, indent=2))
     (ROOT / "bench" / "results_click_latency.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -238,8 +244,10 @@ LABELS = {
     "grpc_image_sent": "gRPC SegmentPrompts with the image sent (embedding cache)",
     "rest_session": "REST through Envoy, by image_id",
     "rest_image_sent": "REST through Envoy, image sent",
-    "onnx_fp32": "served ONNX decoder in onnxruntime, float32",
-    "onnx_int8": "served ONNX decoder in onnxruntime, int8",
+    "onnx_fp32": "served ONNX decoder (folded graph) in onnxruntime, float32",
+    "onnx_int8": "served ONNX decoder (folded graph) in onnxruntime, int8",
+    "onnx_reference_fp32": "segment-anything's export graph (graph=reference) in onnxruntime, float32",
+    "onnx_reference_int8": "segment-anything's export graph (graph=reference) in onnxruntime, int8",
     "in_process_reference_predictor": "in-process SamPredictor.predict (reference)",
 }
 
@@ -258,6 +266,8 @@ def readme_table(report: dict[str, Any]) -> str:
     for name, label in LABELS.items():
         figures = report["latency"][name]
         lines.append(f"| {label} | {figures['p50_ms']:.1f} | {figures['p90_ms']:.1f} |")
+    ratio = report["ratio_onnx_folded_over_reference_graph_p50"]
+    lines += ["", f"The folded graph's float32 click takes {ratio:.2f} of the reference graph's (p50, same run)."]
     return "\n".join(lines)
 
 
