@@ -87,6 +87,12 @@ def foldable(sam: Sam) -> bool:
     )
 
 
+def _head_shape(attn: Attention) -> tuple[int, int, int]:
+    """(heads, head dimension, channels) of an attention."""
+    internal, channels = attn.q_proj.weight.shape
+    return attn.num_heads, internal // attn.num_heads, channels
+
+
 class _TokensToImage(nn.Module):
     """Prompt tokens (N x C) attending to image tokens (T x C), the key and value projections
     folded into the queries: q.(W_k x + b_k) = (W_k^T q).x + q.b_k, the second term the same for
@@ -99,9 +105,7 @@ class _TokensToImage(nn.Module):
 
     def __init__(self, attn: Attention) -> None:
         super().__init__()
-        h = attn.num_heads
-        internal, channels = attn.q_proj.weight.shape
-        d = internal // h
+        h, d, channels = _head_shape(attn)
         self.heads, self.head_dim = h, d
         self.q_proj, self.out_proj = attn.q_proj, attn.out_proj
         with torch.no_grad():
@@ -132,9 +136,7 @@ class _ImageToTokens(nn.Module):
 
     def __init__(self, attn: Attention) -> None:
         super().__init__()
-        h = attn.num_heads
-        internal, channels = attn.q_proj.weight.shape
-        d = internal // h
+        h, d, channels = _head_shape(attn)
         self.heads, self.head_dim = h, d
         self.k_proj, self.v_proj = attn.k_proj, attn.v_proj
         scale = 1 / math.sqrt(d)
