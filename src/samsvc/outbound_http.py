@@ -75,11 +75,13 @@ def fetch(
     timeout: float,
     headers: Mapping[str, str] | None = None,
     field: str = "url",
+    subject: str = "URL",
 ) -> bytes:
     """GET `url` (checked by `policy`) and return its body: INVALID_ARGUMENT when the policy
-    refuses it or the body passes `max_bytes`, UNAVAILABLE when the peer fails. Errors name the
-    host, never an address or path of this side."""
-    target = policy.check(url, field=field)
+    refuses it (reasons INVALID_<subject>, <subject>_FORBIDDEN) or the body passes
+    `max_bytes`, UNAVAILABLE when the peer fails. Errors name the host, never an address or
+    path of this side."""
+    target = policy.check(url, field=field, subject=subject)
     connection = pinned_connection(target, timeout)
     with bounded(connection, timeout) as expired:
         try:

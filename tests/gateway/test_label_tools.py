@@ -206,7 +206,7 @@ def test_no_interaction_yet_and_bad_requests(tools: Tools) -> None:
     status, answer = tools.post(
         "/label-studio/predict", predict_request([keypoint(5, 5)], image="http://127.0.0.1:9/secret.png")
     )
-    assert status == 400 and answer["details"][0]["reason"] == "WEBHOOK_URL_FORBIDDEN"
+    assert status == 400 and answer["details"][0]["reason"] == "IMAGE_URL_FORBIDDEN"
     assert "task.data" in answer["message"]
     # A data: URI needs no fetch at all.
     inline = "data:image/png;base64," + base64.b64encode(IMAGE).decode()

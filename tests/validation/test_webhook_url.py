@@ -71,3 +71,13 @@ def test_a_refusal_names_the_host_not_its_addresses() -> None:
         WebhookPolicy().check("http://localhost:8080/hook")
     assert "'localhost'" in caught.value.message
     assert "127.0.0.1" not in caught.value.message and "::1" not in caught.value.message
+
+
+def test_other_outbound_urls_are_refused_under_their_own_reasons() -> None:
+    """The same rules vet task images: the reasons say what was refused."""
+    with pytest.raises(InvalidArgument) as caught:
+        WebhookPolicy().check("http://127.0.0.1/a.png", field="task.data", subject="IMAGE_URL")
+    assert (caught.value.reason, caught.value.violations[0].field) == ("IMAGE_URL_FORBIDDEN", "task.data")
+    with pytest.raises(InvalidArgument) as caught:
+        WebhookPolicy().check("file:///etc/passwd", field="task.data", subject="IMAGE_URL")
+    assert caught.value.reason == "INVALID_IMAGE_URL"

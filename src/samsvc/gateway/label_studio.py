@@ -18,7 +18,8 @@ the caller's credentials; this module only translates.
 Task images are read from Label Studio (`LABEL_STUDIO_URL`, with `LABEL_STUDIO_API_KEY` as its
 token) for relative paths such as `/data/upload/...`, from `data:` URIs, or from public http(s)
 addresses (checked like webhook targets: no loopback, private or metadata addresses unless
-WEBHOOK_ALLOWED_HOSTS names them).
+WEBHOOK_ALLOWED_HOSTS names them; refused with reasons INVALID_IMAGE_URL and
+IMAGE_URL_FORBIDDEN).
 """
 
 from __future__ import annotations
@@ -230,7 +231,13 @@ class LabelStudioBackend:
         headers = {"Authorization": f"Token {self.token}"} if ours and self.token else {}
         policy = self._policy if ours else self._public
         return self._fetch(
-            url, policy, max_bytes=self.max_image_bytes, timeout=FETCH_TIMEOUT_S, headers=headers, field="task.data"
+            url,
+            policy,
+            max_bytes=self.max_image_bytes,
+            timeout=FETCH_TIMEOUT_S,
+            headers=headers,
+            field="task.data",
+            subject="IMAGE_URL",
         )
 
     def predict(self, body: dict[str, Any], model: str, metadata: list[tuple[str, str]]) -> dict[str, Any]:

@@ -74,10 +74,14 @@ class WebhookPolicy:
         )
         return not blocked
 
-    def check(self, url: str, field: str = "webhook_url", resolve: bool = True) -> WebhookTarget:
-        """The target for `url`, resolved and vetted; InvalidArgument naming `field` otherwise."""
+    def check(
+        self, url: str, field: str = "webhook_url", resolve: bool = True, subject: str = "WEBHOOK_URL"
+    ) -> WebhookTarget:
+        """The target for `url`, resolved and vetted; InvalidArgument naming `field` otherwise,
+        with reason INVALID_<subject> or, for a non-public address, <subject>_FORBIDDEN (the
+        same rules vet other outbound URLs, such as task images: IMAGE_URL)."""
 
-        def refuse(description: str, reason: str = "INVALID_WEBHOOK_URL") -> InvalidArgument:
+        def refuse(description: str, reason: str = f"INVALID_{subject}") -> InvalidArgument:
             return InvalidArgument.for_field(field, description, reason=reason)
 
         if len(url) > MAX_URL_LENGTH:
@@ -111,7 +115,7 @@ class WebhookPolicy:
                 # The addresses themselves are not named: they would map the server's network.
                 raise refuse(
                     f"host {host!r} resolves to a non-public address; add it to WEBHOOK_ALLOWED_HOSTS to allow it",
-                    reason="WEBHOOK_URL_FORBIDDEN",
+                    reason=f"{subject}_FORBIDDEN",
                 )
         return WebhookTarget(url, parts.scheme, host, port, path, addresses[0])
 
