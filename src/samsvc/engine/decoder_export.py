@@ -43,8 +43,8 @@ OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
 #: The export script's dynamic axes: any number of points (and the padding point).
 DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 QUANTIZATIONS = ("fp32", "int8")
-#: The graphs served: `decoder_graph.FoldedOnnxModel` (the default) and segment-anything's own.
-GRAPHS = ("folded", "reference")
+#: The graph served unless another is asked for: "folded" (`decoder_graph.FoldedOnnxModel`);
+#: "reference" is segment-anything's own.
 DEFAULT_GRAPH = "folded"
 
 

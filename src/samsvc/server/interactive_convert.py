@@ -128,8 +128,7 @@ def decoder_info(decoder: DecoderFile, model: str) -> interactive_pb2.DecoderInf
 
 
 def decoder_headers(info: interactive_pb2.DecoderInfo) -> list[tuple[str, str]]:
-    quantization = "int8" if info.quantization == interactive_pb2.DECODER_QUANTIZATION_INT8 else "fp32"
-    graph = "reference" if info.graph == interactive_pb2.DECODER_GRAPH_REFERENCE else "folded"
+    quantization, graph = _QUANTIZATIONS[info.quantization], _GRAPHS[info.graph]
     return [
         ("x-samsvc-model", info.model_type),
         ("x-samsvc-checkpoint-sha256", info.checkpoint_sha256),
