@@ -50,6 +50,8 @@ def test_masks_follow_the_image_size(
     fixed = run(tmp_path / "fixed.onnx", predictor, point)
     assert (fixed == expected).mean() > 0.999
 
+    if graph == "folded":
+        return  # its own postprocessing (decoder_graph.FoldedOnnxModel.mask_postprocessing)
     # The same export with the PyPI release's postprocessing: the fault this module mends.
     monkeypatch.setattr(
         decoder_graph.ReferenceOnnxModel, "mask_postprocessing", sam_onnx.SamOnnxModel.mask_postprocessing
@@ -132,3 +134,35 @@ def test_a_decoder_of_another_layout_gets_the_reference_graph() -> None:
     sam.mask_decoder.output_upscaling[0] = torch.nn.ConvTranspose2d(256, 64, kernel_size=4, stride=2, padding=1)
     assert decoder_export.graph_for(sam, "folded") == "reference"
     assert decoder_export.graph_for(sam, "reference") == "reference"
+
+
+POSTPROCESSING_SIZES = [(1, 1), (1, 1000), (2000, 3), (5, 7), (1023, 1024), (1024, 1024), (768, 1024), (4000, 3001)]
+
+
+@pytest.mark.parametrize("size", POSTPROCESSING_SIZES)
+def test_the_folded_postprocessing_is_the_reference_one(size: tuple[int, int]) -> None:
+    """Upsampling as separable products with the taps, over the kept rows and columns only:
+    the reference's interpolate, crop and resize, at sizes where the crop is 1 pixel, not a
+    multiple of 4, the whole input, or the image larger than the encoder's input."""
+    torch.manual_seed(5)
+    sam = _build_sam(64, 2, 2, [1], checkpoint=None).eval()
+    folded = decoder_graph.FoldedOnnxModel(sam)
+    reference = decoder_graph.ReferenceOnnxModel(model=sam, return_single_mask=True)
+    low_res = 5 * torch.randn(1, 1, 256, 256)
+    orig = torch.tensor(size, dtype=torch.float)
+    ours, theirs = folded.mask_postprocessing(low_res, orig), reference.mask_postprocessing(low_res, orig)
+    assert ours.shape == theirs.shape == (1, 1, *size)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_the_exported_postprocessing_follows_each_size(
+    both_graphs: tuple[ort.InferenceSession, ort.InferenceSession],
+) -> None:
+    """The crop's bounds are graph values, not the export's dummy size."""
+    folded, reference = both_graphs
+    inputs = feeds(np.random.default_rng(9), 2, 0.0, (768, 1024))
+    for size in POSTPROCESSING_SIZES:
+        inputs["orig_im_size"] = np.array(size, dtype=np.float32)
+        ours, theirs = folded.run(["masks"], inputs)[0], reference.run(["masks"], inputs)[0]
+        assert ours.shape == theirs.shape == (1, 1, *size)
+        np.testing.assert_allclose(ours, theirs, atol=1e-4 * max(1.0, float(np.abs(theirs).max())), err_msg=str(size))

@@ -159,6 +159,22 @@ class _ImageToTokens(nn.Module):
         return result
 
 
+def _upsampling_taps(factor: int) -> Tensor:
+    """Bilinear upsampling by an integer `factor` along one axis (half-pixel centres, edges
+    clamped: `F.interpolate(..., mode="bilinear", align_corners=False)`) as factor x 3 weights on
+    the edge-padded input: output `factor i + k` sits at input `i + (k + 1/2) / factor - 1/2`,
+    between padded inputs i and i + 1 (offset < 0) or i + 1 and i + 2. For factor 4 the weights
+    are 1/8, 3/8, 5/8 and 7/8, exact in float."""
+    taps = torch.zeros(factor, 3, dtype=torch.float64)
+    for k in range(factor):
+        offset = (k + 0.5) / factor - 0.5  # in [-1/2, 1/2)
+        if offset < 0:
+            taps[k, 0], taps[k, 1] = -offset, 1 + offset
+        else:
+            taps[k, 1], taps[k, 2] = 1 - offset, offset
+    return taps.float()
+
+
 def _block_weight(conv: nn.ConvTranspose2d) -> tuple[Tensor, Tensor]:
     """A 2x2 stride-2 transposed convolution as (C_in x 4 C_out, 4 C_out): each input pixel's
     2x2 output block, row-major."""
@@ -262,6 +278,26 @@ class FoldedOnnxModel(ReferenceOnnxModel):
             self.register_buffer("output_tokens", output_tokens.clone())
             reweight = [1000.0] + [0.0] * (decoder.num_mask_tokens - 1)
             self.register_buffer("score_reweight", torch.tensor(reweight))
+            self.upsampling = self.img_size // (4 * self.grid[0])
+            self.register_buffer("taps", _upsampling_taps(self.upsampling))
+
+    def mask_postprocessing(self, masks: Tensor, orig_im_size: Tensor) -> Tensor:
+        """The reference's postprocessing (low-res logits upsampled to the encoder's input size,
+        cropped to the resized image, resized to the image's size), the upsampling separable
+        (`_upsampling_taps`, columns then rows, each as a product with the taps) and run only
+        over the low-res rows and columns the crop keeps."""
+        r = self.upsampling
+        resized = self.resize_longest_image_size(orig_im_size, self.img_size).to(torch.int64)
+        # Output r i + k reads padded inputs i .. i + 2; outputs up to resized - 1 are kept.
+        rows, columns = (resized[0] - 1) // r + 1, (resized[1] - 1) // r + 1
+        padded = F.pad(masks, (1, 1, 1, 1), mode="replicate")[0, 0, : rows + 2, : columns + 2]
+        windows = torch.stack([padded[:, i : i + columns] for i in range(3)], dim=-1)  # rows + 2 x columns x 3
+        wide = (windows @ self.taps.t()).reshape(rows + 2, columns * r)[:, : resized[1]]
+        windows = torch.stack([wide[i : i + rows] for i in range(3)], dim=1)  # rows x 3 x width
+        upsampled = (self.taps @ windows).reshape(1, 1, rows * r, -1)[:, :, : resized[0]]
+        size = orig_im_size.to(torch.int64)
+        # Tensor sizes, not ints: traced as graph values, they follow each call's orig_im_size.
+        return F.interpolate(upsampled, size=(size[0], size[1]), mode="bilinear", align_corners=False)  # type: ignore[arg-type]
 
     def _transformer(self, keys: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """segment-anything's TwoWayTransformer on channels-last image tokens (T x C) and the
