@@ -261,7 +261,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=1024,
-        description="Torch CPU threads per worker process; 0: the CPUs divided by worker processes times threads.",
+        description="Torch CPU threads per worker thread and server lane 0; 0: CPUs / (processes x threads), all.",
     )
     worker_poll_ms: int = Field(
         200, ge=10, le=10_000, description="Longest pause of an idle worker between looks at its queues (ms)."
@@ -381,10 +381,13 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 def worker_torch_threads(settings: Settings, cpus: int) -> int:
-    """Torch threads for one worker process, so that processes x threads do not oversubscribe."""
-    if settings.torch_threads:
-        return settings.torch_threads
-    return max(1, cpus // (settings.worker_processes * settings.worker_threads))
+    """Torch threads for each thread of each worker process: processes x threads fit the CPUs."""
+    return settings.torch_threads or max(1, cpus // (settings.worker_processes * settings.worker_threads))
+
+
+def server_torch_threads(settings: Settings, cpus: int) -> int:
+    """Torch threads of the server's inference lane 0 (samsvc.engine.threads.ComputeLanes)."""
+    return settings.torch_threads or cpus
 
 
 class ClientSettings(BaseSettings):

@@ -9,6 +9,7 @@ import dramatiq
 
 from samsvc.jobs.broker import IMAGE_QUEUES, WEBHOOK_QUEUE
 from samsvc.jobs.runtime import JobRuntime
+from samsvc.jobs.torch_threads import TorchThreads
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ def start_embedded_workers(runtime: JobRuntime) -> list[dramatiq.Worker]:
         runtime.broker, queues={WEBHOOK_QUEUE}, worker_threads=settings.webhook_threads, worker_timeout=poll
     )
     images.queue_prefetch = settings.queue_prefetch
+    # The server's first inference lane has the CPUs' torch threads (samsvc.engine.threads):
+    # batch images next to it run single-threaded, so they never throttle a click's team.
+    runtime.broker.add_middleware(TorchThreads(1))
     # Time limits and other boot-time middleware only arm on this signal (the CLI sends it).
     runtime.broker.emit_after("process_boot")
     for worker in (images, webhooks):

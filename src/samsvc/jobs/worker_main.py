@@ -13,16 +13,18 @@ import torch
 
 from samsvc.config import load_settings, worker_torch_threads
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.threads import cpu_count
 from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import build_runtime
 from samsvc.jobs.supervisor import WORKER_ROLE_ENV
+from samsvc.jobs.torch_threads import TorchThreads
 
 settings = load_settings()
 if not settings.redis_url:
     raise SystemExit("samsvc worker needs REDIS_URL: without it, `samsvc serve` runs the jobs in-process")
-threads = worker_torch_threads(settings, len(os.sched_getaffinity(0)))
+threads = worker_torch_threads(settings, cpu_count())
 torch.set_num_threads(threads)
-logging.getLogger(__name__).info("worker process %d: %d torch threads", os.getpid(), threads)
+logging.getLogger(__name__).info("worker process %d: %d torch threads per worker thread", os.getpid(), threads)
 # The webhook process runs no images: it does not announce itself to the image estimates.
 images = os.environ.get(WORKER_ROLE_ENV, "images") != "webhooks"
 runtime = build_runtime(settings, lambda: ModelManager.from_settings(settings), worker=images)
@@ -46,4 +48,5 @@ class _Reconciling(dramatiq.Middleware):
 
 
 broker.add_middleware(_Reconciling(build_reconciler(runtime)))
+broker.add_middleware(TorchThreads(threads))
 dramatiq.set_broker(broker)

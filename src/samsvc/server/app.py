@@ -25,10 +25,11 @@ from samsvc import metrics
 from samsvc.cache.backend import ByteCache
 from samsvc.cache.memory_cache import MemoryByteCache
 from samsvc.cache.redis_cache import RedisByteCache
-from samsvc.config import Settings
+from samsvc.config import Settings, server_torch_threads
 from samsvc.engine.decoder_export import DecoderExports
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.threads import ComputeLanes, cpu_count, use_torch_threads
 from samsvc.jobs.service import JobService
 from samsvc.metrics import serve_metrics
 from samsvc.redis_connection import connect
@@ -71,7 +72,7 @@ class RunningServer:
     port: int
     health: HealthService
     models: ModelManager
-    executor: ThreadPoolExecutor
+    executor: ComputeLanes
     io_executor: ThreadPoolExecutor
     jobs: JobService
     sweeper: asyncio.Task[None]
@@ -99,8 +100,13 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     check_exposure(settings, authenticator, exposed_hosts(settings))
     server = grpc.aio.server(options=server_options(settings), interceptors=[AuthInterceptor(authenticator)])
     health = HealthService()
-    executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="samsvc-inference")
-    io_executor = ThreadPoolExecutor(max_workers=DEFAULT_IO_THREADS, thread_name_prefix="samsvc-io")
+    # Torch runs wide on the first inference lane only (samsvc.engine.threads): the event loop's
+    # thread and the I/O pool (model loading, embedding bytes) make no OpenMP team of their own.
+    use_torch_threads(1)
+    executor = ComputeLanes(settings.max_workers, server_torch_threads(settings, cpu_count()))
+    io_executor = ThreadPoolExecutor(
+        max_workers=DEFAULT_IO_THREADS, thread_name_prefix="samsvc-io", initializer=use_torch_threads, initargs=(1,)
+    )
     admission = AdmissionControl(settings.max_workers, settings.max_queue)
     shared_models = models
     jobs = JobService.start(settings, lambda: shared_models)

@@ -11,7 +11,7 @@ import contextvars
 import functools
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from samsvc.engine.amg import CancelToken
@@ -55,7 +55,7 @@ class Calls:
         authenticator: Authenticator,
         rate_limiter: RateLimiter | None,
         io_executor: ThreadPoolExecutor,
-        executor: ThreadPoolExecutor,
+        executor: Executor,
         admission: AdmissionControl,
         max_inferences_per_key: int,
     ) -> None:
