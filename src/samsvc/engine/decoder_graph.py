@@ -19,7 +19,11 @@ outputs masks, iou_predictions, low_res_masks; the best mask only, as the demo a
     stride-2 convolutions of the mask input) are matrix products per pixel block;
   - only the selected mask is multiplied out of the upscaled features (the choice depends on
     the predicted IoUs alone), and the mask input's downscaling runs only when
-    `has_mask_input` is not 0 (an ONNX If: it is multiplied by 0 otherwise).
+    `has_mask_input` is not 0 (an ONNX If: it is multiplied by 0 otherwise);
+  - the masks' upsampling to the encoder's input size is two products with the bilinear taps
+    over the rows and columns the crop keeps, not a Resize of the whole square cropped after;
+  - the image-to-prompt attention's softmax reduces along the image tokens of its transposed
+    logits (onnxruntime's Softmax over rows of a few prompt tokens is slow).
   These reorder floating-point sums: outputs agree with the reference graph's to float rounding
   (tests: logits within 1e-4, masks IoU >= 0.999).
 """
