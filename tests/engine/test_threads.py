@@ -123,3 +123,30 @@ def test_use_torch_threads_sets_the_calling_thread_only() -> None:
     worker.start()
     worker.join()
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_a_thread_keeps_its_width_when_another_sets_one_before_its_first_torch_call() -> None:
+    """torch sets a thread's count from the process's last set value on that thread's first
+    parallel call: a width set before it would be overwritten by whatever another thread set
+    in between, unless use_torch_threads has that first initialisation happen at once."""
+    before = torch.get_num_threads()
+    narrowed, other_set = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def narrow() -> None:
+        use_torch_threads(1)
+        narrowed.set()
+        other_set.wait(30)
+        seen.append(torch_work()[1])
+
+    worker = threading.Thread(target=narrow)
+    worker.start()
+    try:
+        narrowed.wait(30)
+        torch.set_num_threads(CPUS)  # another thread sets the process's last value
+        other_set.set()
+        worker.join(30)
+        assert seen == [1]
+    finally:
+        other_set.set()
+        torch.set_num_threads(before)

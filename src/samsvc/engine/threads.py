@@ -2,7 +2,8 @@
 
 torch runs its CPU kernels on OpenMP (GNU libgomp in the PyPI wheels). Each thread that calls
 torch gets a team of its own, sized by that thread's own setting (`torch.set_num_threads` sets
-the calling thread's; a thread that never called it takes the value set last by any thread),
+the calling thread's, but a thread takes the value set last by any thread on its first
+parallel call, over its own if it set one before),
 and a team lives until its thread ends. Once the teams of a process hold more threads than it
 has CPUs, libgomp stops spin-waiting between parallel regions (`do_spin` falls back to its
 "throttled" count) for every team: each of the hundreds of small regions of one click then
@@ -43,6 +44,9 @@ def cpu_count() -> int:
 
 def use_torch_threads(threads: int) -> None:
     """Set the calling thread's torch CPU threads (1: its torch calls make no OpenMP team)."""
+    # torch gives a thread its count on its first parallel call, from the value set last by any
+    # thread; that first call happens here, so a later one cannot overwrite what is set next.
+    torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
 
 

@@ -9,11 +9,10 @@ import os
 from typing import Any
 
 import dramatiq
-import torch
 
 from samsvc.config import load_settings, worker_torch_threads
 from samsvc.engine.loader import ModelManager
-from samsvc.engine.threads import cpu_count
+from samsvc.engine.threads import cpu_count, use_torch_threads
 from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import build_runtime
 from samsvc.jobs.supervisor import WORKER_ROLE_ENV
@@ -23,7 +22,7 @@ settings = load_settings()
 if not settings.redis_url:
     raise SystemExit("samsvc worker needs REDIS_URL: without it, `samsvc serve` runs the jobs in-process")
 threads = worker_torch_threads(settings, cpu_count())
-torch.set_num_threads(threads)
+use_torch_threads(threads)
 logging.getLogger(__name__).info("worker process %d: %d torch threads per worker thread", os.getpid(), threads)
 # The webhook process runs no images: it does not announce itself to the image estimates.
 images = os.environ.get(WORKER_ROLE_ENV, "images") != "webhooks"
