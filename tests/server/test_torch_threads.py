@@ -1,6 +1,6 @@
 """The server's threads that run torch keep torch's OpenMP teams within the CPUs
 (samsvc.engine.threads): the inference pool's lane 0 runs with all of them, its other lanes,
-the I/O pool and the event loop single-threaded; embedded batch threads too."""
+the I/O pool and the event loop single-threaded; embedded batch images run on the lanes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from dramatiq.brokers.stub import StubBroker
 
 from samsvc.config import Settings, server_torch_threads
 from samsvc.engine.threads import cpu_count
+from samsvc.jobs import actors
 from samsvc.jobs.torch_threads import TorchThreads
+from samsvc.pipeline import run_segment
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import ServerThread, encode, scene
 
@@ -81,3 +83,20 @@ def test_worker_threads_set_their_own_torch_threads() -> None:
     finally:
         worker.stop()
         torch.set_num_threads(before)
+
+
+def test_embedded_batch_images_run_on_the_lanes(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not on the Dramatiq thread: an image alone takes lane 0 and the CPUs' torch threads."""
+    seen: list[tuple[str, int]] = []
+
+    def recorded(*args: object) -> object:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return run_segment(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(actors, "run_segment", recorded)
+    options = pb.SegmentOptions(points_per_side=1, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    images = [encode(scene(40, 30, seed=i)) for i in range(2)]
+    events = list(server.stub.SegmentBatch(pb.SubmitBatchRequest(images=images, options=options), timeout=120))
+    assert events[-1].WhichOneof("event") == "finished"
+    assert len(seen) == 2
+    assert all(name.startswith("samsvc-inference-0") and threads == cpu_count() for name, threads in seen), seen

@@ -162,7 +162,7 @@ def _segment_image(
     fast = runtime.settings.amg_engine == "fast"
     visualize = spec.visualize or bool(spec.export_url)
     task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, visualize, fast)
-    outcome = run_segment(task, runtime.models, cancel)
+    outcome = runtime.run_engine(run_segment, task, runtime.models, cancel)
     result = ImageResult.from_outcome(index, outcome)
     if not spec.visualize:
         result = dataclasses.replace(result, visualization=b"")
@@ -230,7 +230,7 @@ def _embed_image(
 ) -> ImageResult:
     """An embedding job's image: its embedding kept as the job's output (with what it was
     computed by), its result naming the image's session id."""
-    embedded = embed_image(data, header, model, runtime.models, None, cancel)
+    embedded = runtime.run_engine(embed_image, data, header, model, runtime.models, None, cancel)
     meta = {"model": model, "identity": embedded.identity, "digest": embedded.digest, "image_id": embedded.image_id}
     runtime.blobs.put_output(job_id, index, embedded.embedding.to_bytes(meta))
     height, width = embedded.embedding.original_size

@@ -26,8 +26,8 @@ def start_embedded_workers(runtime: JobRuntime) -> list[dramatiq.Worker]:
         runtime.broker, queues={WEBHOOK_QUEUE}, worker_threads=settings.webhook_threads, worker_timeout=poll
     )
     images.queue_prefetch = settings.queue_prefetch
-    # The server's first inference lane has the CPUs' torch threads (samsvc.engine.threads):
-    # batch images next to it run single-threaded, so they never throttle a click's team.
+    # Images run the engine on the server's inference lanes (JobRuntime.compute); what torch
+    # work remains on these threads makes no OpenMP team of its own (samsvc.engine.threads).
     runtime.broker.add_middleware(TorchThreads(1))
     # Time limits and other boot-time middleware only arm on this signal (the CLI sends it).
     runtime.broker.emit_after("process_boot")

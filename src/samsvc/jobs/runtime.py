@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -71,6 +72,10 @@ class JobRuntime:
     actors: Actors | None = None
     #: Worker threads in this process (the embedded mode's in-process worker).
     local_worker_threads: int = 0
+    #: Where this process runs the engine for batch images: the server's inference lanes in
+    #: embedded mode (samsvc.engine.threads), so a batch image alone gets the CPUs' torch threads
+    #: and never throttles a click's; None: on the worker thread itself.
+    compute: Executor | None = None
 
     @cached_property
     def models(self) -> ModelManager:
@@ -83,6 +88,10 @@ class JobRuntime:
     @property
     def embedded(self) -> bool:
         return self.redis_client is None
+
+    def run_engine(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` where this process runs the engine (`compute`), waiting for it."""
+        return fn(*args) if self.compute is None else self.compute.submit(fn, *args).result()
 
     def enqueue_image(self, job_id: str, index: int, priority: Priority) -> None:
         failpoints.hit("jobs.enqueue", job_id=job_id, index=index)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import dramatiq
@@ -74,11 +75,15 @@ class JobService:
         self._machinery: _Machinery | None = None
 
     @classmethod
-    def start(cls, settings: Settings, models_factory: Callable[[], ModelManager]) -> JobService:
+    def start(
+        cls, settings: Settings, models_factory: Callable[[], ModelManager], compute: Executor | None = None
+    ) -> JobService:
         """The jobs of a server process: its runtime, the embedded workers when there is no
-        Redis, its reconciler (running), and the event feed that job streams wait on."""
+        Redis (running the engine on `compute`, the server's inference lanes), its reconciler
+        (running), and the event feed that job streams wait on."""
         service = cls(build_runtime(settings, models_factory))
         runtime = service.runtime
+        runtime.compute = compute
         feed: EventFeed = (
             RedisEventFeed.from_url(settings.redis_url) if settings.redis_url else PollingEventFeed(runtime.store)
         )

@@ -103,13 +103,15 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     # Torch runs wide on the first inference lane only (samsvc.engine.threads): the event loop's
     # thread and the I/O pool (model loading, embedding bytes) make no OpenMP team of their own.
     use_torch_threads(1)
-    executor = ComputeLanes(settings.max_workers, server_torch_threads(settings, cpu_count()))
+    # Embedded batch images run on the lanes too, each worker thread with a lane of its own.
+    lanes = settings.max_workers + (0 if settings.redis_url else settings.worker_threads)
+    executor = ComputeLanes(lanes, server_torch_threads(settings, cpu_count()))
     io_executor = ThreadPoolExecutor(
         max_workers=DEFAULT_IO_THREADS, thread_name_prefix="samsvc-io", initializer=use_torch_threads, initargs=(1,)
     )
     admission = AdmissionControl(settings.max_workers, settings.max_queue)
     shared_models = models
-    jobs = JobService.start(settings, lambda: shared_models)
+    jobs = JobService.start(settings, lambda: shared_models, executor)
     result_cache, embedding_cache = build_caches(settings)
     calls = Calls(
         authenticator,
