@@ -2,14 +2,13 @@
 
 torch runs its CPU kernels on OpenMP (GNU libgomp in the PyPI wheels). Each thread that calls
 torch gets a team of its own, sized by that thread's own setting (`torch.set_num_threads` sets
-the calling thread's, but a thread takes the value set last by any thread on its first
-parallel call, over its own if it set one before),
-and a team lives until its thread ends. Once the teams of a process hold more threads than it
-has CPUs, libgomp stops spin-waiting between parallel regions (`do_spin` falls back to its
-"throttled" count) for every team: each of the hundreds of small regions of one click then
-pays a futex wake-up. On 2 CPUs a click by image_id took 38-41 ms in that state against
-26-28 ms with one team, and a server entered it for good as soon as a second pool thread had
-run torch with 2 threads.
+the calling thread's, but a thread takes the value set last by any thread on its first parallel
+call, over its own if it set one before), and a team lives until its thread ends. Once the teams
+of a process hold more threads than it has CPUs, libgomp stops spin-waiting between parallel
+regions (`do_spin` falls back to its "throttled" count) for every team: each of the hundreds of
+small regions of one click then pays a futex wake-up. On 2 CPUs a click by image_id took 38-41
+ms in that state against 26-28 ms with one team, and a server entered it for good as soon as a
+second pool thread had run torch with 2 threads.
 
 So the threads of a process that run torch keep their teams within the CPUs:
 - `ComputeLanes`, the inference pool: lane 0 runs with all the CPUs it is given, every other
