@@ -16,9 +16,9 @@ a new random point:
 - in-process SamPredictor.predict on the same embedding (segment-anything's own decoder), for
   reference.
 Prints p50/p90 in milliseconds and the service's ratio to the in-process reference, writes them
-to bench/results_click_latency.json and the table under "Click latency" in README.md. Every
-service answer is checked to have reused the embedding (no encoder run); the Segment result
-cache plays no part in prompts.
+to bench/results_click_latency.json and the table under "Click latency" in README.md (neither
+with --no-readme). Every service answer is checked to have reused the embedding (no encoder
+run); the Segment result cache plays no part in prompts.
 """
 
 from __future__ import annotations
@@ -104,7 +104,11 @@ def main() -> int:
     parser.add_argument("--clicks", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=6, help="blocks of clicks the calls take turns on")
     parser.add_argument("--size", default="1024x768", help="image width x height")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md's table as it is")
+    parser.add_argument(
+        "--no-readme",
+        action="store_true",
+        help="print only: leave README.md's table and bench/results_click_latency.json as they are",
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -239,10 +243,12 @@ def main() -> int:
         / results["onnx_reference_fp32"]["p50_ms"],
     }
     print(json.dumps(report, indent=2))
-    (ROOT / "bench" / "results_click_latency.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = readme_table(report)
     print("\n" + table, file=sys.stderr)
     if not args.no_readme:
+        (ROOT / "bench" / "results_click_latency.json").write_text(
+            json.dumps(report, indent=2) + "\n", encoding="utf-8"
+        )
         readme = ROOT / "README.md"
         text = readme.read_text(encoding="utf-8")
         head, _, rest = text.partition(START)
