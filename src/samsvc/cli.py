@@ -79,7 +79,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import os
 
     from samsvc.config import settings_environment
-    from samsvc.jobs.broker import IMAGE_QUEUES, WEBHOOK_QUEUE
+    from samsvc.jobs.queues import IMAGE_QUEUES, WEBHOOK_QUEUE
     from samsvc.jobs.supervisor import WORKER_ROLE_ENV, Child, supervise
     from samsvc.jobs.worker_metrics import MULTIPROC_ENV, prepare_directory
 

@@ -15,8 +15,7 @@ import redis
 
 from samsvc import failpoints
 from samsvc.config import Settings
-from samsvc.jobs.broker import BROKER_NAMESPACE, IMAGE_QUEUES
-from samsvc.jobs.records import Priority
+from samsvc.jobs.queues import BROKER_NAMESPACE, IMAGE_QUEUES, Priority
 from samsvc.jobs.runtime import build_runtime
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb

@@ -13,6 +13,24 @@ from tests.server.test_metrics import value
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
 
 
+def loads_torch(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps", encoding="utf-8") as maps:
+        return "libtorch" in maps.read()
+
+
+def serves(pid: int, url: str) -> bool:
+    """Whether process `pid` listens on the port of `url`."""
+    import psutil
+
+    port = int(re.search(r":(\d+)/", url).group(1))  # type: ignore[union-attr]
+    try:
+        return any(
+            c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in psutil.Process(pid).net_connections()
+        )
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_worker_processes_export_their_metrics(redis_settings: tuple[Settings, RedisServer]) -> None:
     settings = redis_settings[0].model_copy(update={"worker_processes": 2, "worker_metrics_port": 0})
     worker = WorkerProcess(settings)
@@ -37,6 +55,15 @@ def test_worker_processes_export_their_metrics(redis_settings: tuple[Settings, R
             float(v) for v in re.findall(r"^samsvc_worker_resident_memory_bytes\{pid=\"\d+\"\} (\S+)$", text, re.M)
         ]
         assert len(memory) == 2 and min(memory) > 50e6
+        # Only the image workers run models: the supervisor (`samsvc worker` itself) and the
+        # process serving these metrics name queues and read files, and do not load torch (its
+        # import costs seconds of CPU next to the first images, and hundreds of MB each).
+        workers = {int(pid) for pid in re.findall(r"^samsvc_worker_resident_memory_bytes\{pid=\"(\d+)\"\}", text, re.M)}
+        assert all(loads_torch(pid) for pid in workers)
+        others = [worker.process.pid, *(set(worker.children()) - workers)]
+        serving = [pid for pid in others if serves(pid, url)]
+        assert len(serving) == 1
+        assert not any(loads_torch(pid) for pid in [worker.process.pid, *serving])
     finally:
         server.stop()
         worker.stop()

@@ -16,7 +16,7 @@ import pytest
 from samsvc import failpoints
 from samsvc.config import Settings
 from samsvc.errors import Unavailable
-from samsvc.jobs.records import Priority
+from samsvc.jobs.queues import Priority
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.faults import assert_each_image_once, fast, reason_of, wait_ended

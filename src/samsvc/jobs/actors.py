@@ -41,17 +41,11 @@ from samsvc.errors import (
     SamsvcError,
     Unavailable,
 )
-from samsvc.jobs.broker import (
-    ACTOR_PRIORITIES,
-    IMAGE_ACTORS,
-    IMAGE_QUEUES,
-    WEBHOOK_ACTOR,
-    WEBHOOK_QUEUE,
-    delivery_token,
-)
+from samsvc.jobs.broker import IMAGE_ACTORS, WEBHOOK_ACTOR, delivery_token
 from samsvc.jobs.export import ExportWriter, export_image
 from samsvc.jobs.leases import new_token
-from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobSpec, JobTask, Priority, now_ms
+from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, WEBHOOK_QUEUE, Priority
+from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobSpec, JobTask, now_ms
 from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload

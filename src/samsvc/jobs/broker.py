@@ -30,22 +30,8 @@ from dramatiq.middleware import CurrentMessage
 from samsvc.config import Settings
 from samsvc.errors import Unavailable
 from samsvc.jobs.leases import LeaseKeeper, new_token
-from samsvc.jobs.records import Priority
+from samsvc.jobs.queues import ACTOR_PRIORITIES, ALL_QUEUES, BROKER_NAMESPACE, IMAGE_QUEUES, Priority
 from samsvc.redis_connection import connect
-
-#: Queue per priority, and the webhook queue (kept apart so deliveries never wait behind images).
-IMAGE_QUEUES: dict[Priority, str] = {
-    Priority.HIGH: "samsvc-high",
-    Priority.NORMAL: "samsvc-normal",
-    Priority.LOW: "samsvc-low",
-}
-WEBHOOK_QUEUE = "samsvc-webhooks"
-ALL_QUEUES = (*IMAGE_QUEUES.values(), WEBHOOK_QUEUE)
-#: Dramatiq actor priorities: lower runs first among a worker's prefetched messages.
-ACTOR_PRIORITIES: dict[Priority, int] = {Priority.HIGH: 0, Priority.NORMAL: 10, Priority.LOW: 20}
-#: Dramatiq's Redis key namespace for our queues.
-BROKER_NAMESPACE = "samsvc-dramatiq"
-
 
 #: Seconds a gated consumer waits before looking at the higher queues again.
 GATE_PAUSE_S = 0.05

@@ -7,7 +7,7 @@ import logging
 
 import dramatiq
 
-from samsvc.jobs.broker import IMAGE_QUEUES, WEBHOOK_QUEUE
+from samsvc.jobs.queues import IMAGE_QUEUES, WEBHOOK_QUEUE
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.torch_threads import TorchThreads
 

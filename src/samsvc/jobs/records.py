@@ -16,6 +16,7 @@ from typing import Any
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
 from samsvc.engine.amg import AmgOptions
 from samsvc.errors import FieldViolation, InvalidArgument, SamsvcError
+from samsvc.jobs.queues import Priority
 from samsvc.pipeline import EncodedMask, SegmentOutcome
 
 
@@ -50,12 +51,6 @@ class JobTask(Enum):
 
     SEGMENT = "segment"
     EMBED = "embed"
-
-
-class Priority(Enum):
-    LOW = "low"
-    NORMAL = "normal"
-    HIGH = "high"
 
 
 def now_ms() -> int:

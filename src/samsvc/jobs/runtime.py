@@ -24,12 +24,13 @@ from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import Unavailable
 from samsvc.jobs.blobs import BlobStore, open_blob_store
-from samsvc.jobs.broker import ACTOR_PRIORITIES, IMAGE_QUEUES, build_broker, queue_depth
+from samsvc.jobs.broker import build_broker, queue_depth
 from samsvc.jobs.export import DEFAULT_MANIFEST_PAGE, ExportWriter, write_manifest
 from samsvc.jobs.leases import LeaseKeeper
 from samsvc.jobs.memory_store import MemoryJobStore
 from samsvc.jobs.presence import WorkerPresence, live_worker_threads
-from samsvc.jobs.records import ImageResult, JobRecord, Priority, now_ms
+from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, Priority
+from samsvc.jobs.records import ImageResult, JobRecord, now_ms
 from samsvc.jobs.redis_base import DEFAULT_PREFIX
 from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.store import JobStore

@@ -18,21 +18,12 @@ from samsvc import failpoints, metrics
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, NotFound, SamsvcError, Unavailable
-from samsvc.jobs.broker import IMAGE_QUEUES, queue_depth
+from samsvc.jobs.broker import queue_depth
 from samsvc.jobs.embedded import start_embedded_workers
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
+from samsvc.jobs.queues import IMAGE_QUEUES, Priority
 from samsvc.jobs.reconciler import Reconciler, build_reconciler
-from samsvc.jobs.records import (
-    ImageError,
-    ImageResult,
-    JobEvent,
-    JobRecord,
-    JobSpec,
-    JobStatus,
-    JobType,
-    Priority,
-    now_ms,
-)
+from samsvc.jobs.records import ImageError, ImageResult, JobEvent, JobRecord, JobSpec, JobStatus, JobType, now_ms
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.store import ListCursor
 

@@ -23,7 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from samsvc.config import load_settings
-from samsvc.jobs.broker import BROKER_NAMESPACE, IMAGE_QUEUES
+from samsvc.jobs.queues import BROKER_NAMESPACE, IMAGE_QUEUES
 from samsvc.redis_connection import connect
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument
 from samsvc.jobs.export import manifest_url
-from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, Priority, StoredMask
+from samsvc.jobs.queues import Priority
+from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, StoredMask
 from samsvc.prompting import PromptsOutcome
 from samsvc.server.error_boundary import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2

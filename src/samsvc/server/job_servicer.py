@@ -20,7 +20,8 @@ from typing import Any
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, Unavailable
-from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobSpec, Priority
+from samsvc.jobs.queues import Priority
+from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobSpec
 from samsvc.jobs.service import BatchImage, JobService
 from samsvc.jobs.store import ListCursor
 from samsvc.server import convert
