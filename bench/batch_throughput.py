@@ -4,7 +4,8 @@
     uv run python -m bench.batch_throughput [--images 10] [--points-per-side 4] [--size 256x192]
 
 Uses a tiny random-weight checkpoint (time does not depend on the weights), a real
-redis-server on a free port and real worker processes; prints JSON and a short table.
+redis-server on a free port and real worker processes; prints JSON and a short table and writes
+the JSON to bench/results_batch_throughput.json.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -21,6 +23,8 @@ from samsvc.config import Settings
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
+
+RESULTS = Path(__file__).resolve().parent / "results_batch_throughput.json"
 
 
 def run_batch(server: ServerThread, images: list[bytes], options: pb.SegmentOptions) -> dict[str, float]:
@@ -86,19 +90,23 @@ def main() -> int:
                 worker.stop()
             redis_server.stop()
 
-    print(
-        json.dumps(
-            {"images": args.images, "size": args.size, "points_per_side": args.points_per_side, "runs": results},
-            indent=2,
-        )
-    )
+    one, two = (v for k, v in results.items() if k.startswith("redis"))
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
+        "images": args.images,
+        "size": args.size,
+        "points_per_side": args.points_per_side,
+        "runs": results,
+        "ratio_two_workers_over_one": two["images_per_s"] / one["images_per_s"],
+    }
+    print(json.dumps(report, indent=2))
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\n{'mode':<50} {'first image s':>14} {'total s':>9} {'images/s':>9}", file=sys.stderr)
     for mode, r in results.items():
         print(
             f"{mode:<50} {r['time_to_first_image_s']:>14.2f} {r['total_s']:>9.2f} {r['images_per_s']:>9.3f}",
             file=sys.stderr,
         )
-    one, two = (v for k, v in results.items() if k.startswith("redis"))
     print(f"2 workers / 1 worker throughput: {two['images_per_s'] / one['images_per_s']:.2f}x", file=sys.stderr)
     return 0
 
