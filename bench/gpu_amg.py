@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from samsvc.engine.amg import AmgOptions, generate_masks
+from samsvc.engine.amg import generate_masks
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.family import family_for
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES, ModelRegistry
 from samsvc.engine.sam2_family import build_sam2_model

@@ -35,7 +35,7 @@ from bench.amg_speed import side_by_side
 from samsvc.config import Settings
 from samsvc.encoding.masks import encode_png, encode_polygons, encode_rle
 from samsvc.engine import fast_encoder
-from samsvc.engine.amg import AmgOptions
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.engine.embeddings import embed
 from samsvc.engine.loader import load_checkpoint

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from samsvc.engine.amg import AmgOptions
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.family import ModelFamily, family_for
 from samsvc.engine.prompts import PromptSpec
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES, SAM2_CONFIGS

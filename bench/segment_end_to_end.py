@@ -47,7 +47,8 @@ from segment_anything.modeling import Sam
 
 from samsvc.config import Settings
 from samsvc.engine import fast_amg, fast_decoder
-from samsvc.engine.amg import AmgOptions, generate_masks
+from samsvc.engine.amg import generate_masks
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.engine.disc_checkpoint import build_disc_checkpoint
 from samsvc.engine.fast_encoder import FastPredictor

@@ -8,9 +8,9 @@ memory, open files) and Python's garbage collector counts.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 
-import torch
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -59,7 +59,10 @@ class _CallbackGauges(Collector):
             except Exception as exc:  # noqa: BLE001 (a scrape must not fail because Redis is away)
                 log.warning("queue depth unavailable for metrics: %s", exc)
             yield family
-        if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        # torch as this process already has it: a process that never imported it (the worker's
+        # webhook process) has no GPU memory to report, and a scrape must not load it.
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             gpu = GaugeMetricFamily("samsvc_gpu_memory_allocated_bytes", "GPU memory allocated by this process.")
             gpu.add_metric([], torch.cuda.memory_allocated())
             yield gpu

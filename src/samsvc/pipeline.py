@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -30,9 +30,11 @@ from samsvc.encoding.masks import (
     encode_rle_runs,
 )
 from samsvc.encoding.visualization import overlay_png
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
-from samsvc.engine.loader import ModelManager
+from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.validation.image import ImageHeader, decode_image
+
+if TYPE_CHECKING:  # the engine loads in the processes that run it, not in every importer
+    from samsvc.engine.loader import ModelManager
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from samsvc import metrics
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
-from samsvc.engine.amg import CancelToken
+from samsvc.engine.amg_types import CancelToken
 from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import LoadedModel, ModelManager
 from samsvc.engine.prompts import PromptSpec

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import urllib.request
 
+import psutil
+
 from samsvc.config import Settings
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
@@ -20,8 +22,6 @@ def loads_torch(pid: int) -> bool:
 
 def serves(pid: int, url: str) -> bool:
     """Whether process `pid` listens on the port of `url`."""
-    import psutil
-
     port = int(re.search(r":(\d+)/", url).group(1))  # type: ignore[union-attr]
     try:
         return any(
@@ -55,15 +55,20 @@ def test_worker_processes_export_their_metrics(redis_settings: tuple[Settings, R
             float(v) for v in re.findall(r"^samsvc_worker_resident_memory_bytes\{pid=\"\d+\"\} (\S+)$", text, re.M)
         ]
         assert len(memory) == 2 and min(memory) > 50e6
-        # Only the image workers run models: the supervisor (`samsvc worker` itself) and the
-        # process serving these metrics name queues and read files, and do not load torch (its
-        # import costs seconds of CPU next to the first images, and hundreds of MB each).
+        # Only the image workers run models: the supervisor (`samsvc worker` itself), the
+        # process serving these metrics and the webhook processes name queues, read files and
+        # send requests, and do not load torch (its import costs seconds of CPU next to the
+        # first images, and hundreds of MB each).
         workers = {int(pid) for pid in re.findall(r"^samsvc_worker_resident_memory_bytes\{pid=\"(\d+)\"\}", text, re.M)}
         assert all(loads_torch(pid) for pid in workers)
         others = [worker.process.pid, *(set(worker.children()) - workers)]
         serving = [pid for pid in others if serves(pid, url)]
         assert len(serving) == 1
         assert not any(loads_torch(pid) for pid in [worker.process.pid, *serving])
+        # Nor do the webhook queue's processes (Dramatiq's main process and its one worker).
+        webhooks = [pid for pid in worker.children() if "samsvc-webhooks" in psutil.Process(pid).cmdline()]
+        assert len(webhooks) == 2
+        assert not any(loads_torch(pid) for pid in webhooks)
     finally:
         server.stop()
         worker.stop()

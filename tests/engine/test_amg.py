@@ -11,7 +11,8 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
 
-from samsvc.engine.amg import AmgOptions, CancelToken, generate_masks
+from samsvc.engine.amg import generate_masks
+from samsvc.engine.amg_types import AmgOptions, CancelToken
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
@@ -104,7 +105,7 @@ def test_kept_masks_stay_runs_until_asked_for(sam: Sam, fast: bool) -> None:
 def test_a_solid_mask_as_runs_is_a_small_fraction_of_its_pixels() -> None:
     from segment_anything.utils.amg import mask_to_rle_pytorch
 
-    from samsvc.engine.amg import compact_rle, rle_to_mask
+    from samsvc.engine.amg_types import compact_rle, rle_to_mask
 
     yy, xx = np.mgrid[0:768, 0:1024]
     disc = (xx - 500) ** 2 + (yy - 400) ** 2 < 300**2

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from samsvc.engine.amg import AmgOptions, generate_masks
+from samsvc.engine.amg import generate_masks
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.registry import ModelRegistry
 from tests.engine.test_fast_amg import assert_same_answer

@@ -11,7 +11,8 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
 
-from samsvc.engine.amg import AmgOptions, MaskRecord, generate_masks
+from samsvc.engine.amg import generate_masks
+from samsvc.engine.amg_types import AmgOptions, MaskRecord
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.disc_checkpoint import DISC_RADII, build_disc_checkpoint
 from samsvc.engine.loader import load_checkpoint

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from samsvc.engine.amg import AmgOptions, generate_masks
+from samsvc.engine.amg import generate_masks
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.encoder_batching import BatchingEncoder
 from samsvc.engine.loader import ModelManager

@@ -17,7 +17,8 @@ from segment_anything.utils.amg import MaskData, mask_to_rle_pytorch
 from segment_anything.utils.amg import rle_to_mask as reference_rle_to_mask
 
 from samsvc.engine import fast_decoder
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, generate_masks, rle_to_mask
+from samsvc.engine.amg import generate_masks
+from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord, rle_to_mask
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.fast_amg import DEFAULT_CPU_UPSAMPLE_GROUP, UnsharedMaskData, masks_to_rles, upsample_masks
 from samsvc.engine.fast_decoder import predict_masks

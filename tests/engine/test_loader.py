@@ -115,7 +115,8 @@ def test_auto_download_fetches_absent_weights(tmp_path: Path) -> None:
 
 
 def test_precision_is_part_of_the_model_identity(models_file: Path, tmp_path: Path) -> None:
-    from samsvc.engine.amg import AmgOptions, generate_masks
+    from samsvc.engine.amg import generate_masks
+    from samsvc.engine.amg_types import AmgOptions
     from tests.support import scene
 
     registry = ModelRegistry.from_settings(tmp_path, models_file)

@@ -16,7 +16,7 @@ from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from samsvc.engine.amg import AmgOptions, MaskRecord, rle_to_mask
+from samsvc.engine.amg_types import AmgOptions, MaskRecord, rle_to_mask
 from samsvc.engine.checkpoints import SAM2_TINY_CONFIG
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.loader import LoadedModel, ModelManager

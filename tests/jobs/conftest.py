@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from samsvc.encoding.masks import MaskEncoding
-from samsvc.engine.amg import AmgOptions
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.jobs.memory_store import MemoryJobStore
 from samsvc.jobs.records import JobRecord, JobSpec, JobStatus, JobType
 from samsvc.jobs.redis_store import RedisJobStore

@@ -15,7 +15,7 @@ from segment_anything.predictor import SamPredictor
 
 from samsvc.config import Settings
 from samsvc.encoding.masks import MaskEncoding, Rle, decode_rle
-from samsvc.engine.amg import AmgOptions
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec

@@ -4,7 +4,7 @@ from dataclasses import fields
 
 import pytest
 
-from samsvc.engine.amg import AmgOptions, prompt_count
+from samsvc.engine.amg_types import AmgOptions, prompt_count
 from samsvc.errors import InvalidArgument
 from samsvc.validation.options import RANGES, check_amg_options, check_model_name, check_work
 

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
+from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.prompts import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelSpec

@@ -45,7 +45,7 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops.boxes import batched_nms, box_area  # type: ignore[import-untyped]
 
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord, compact_rle
+from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord, compact_rle
 from samsvc.engine.fast_decoder import decode_prompts
 from samsvc.engine.fast_encoder import FastPredictor
 

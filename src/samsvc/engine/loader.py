@@ -27,7 +27,7 @@ import numpy.typing as npt
 import torch
 
 from samsvc.config import Settings
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
+from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.download import download_model, sha256_of
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S

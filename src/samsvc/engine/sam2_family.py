@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from samsvc.engine.amg import (
+from samsvc.engine.amg import CancellableGeneration, amg_record
+from samsvc.engine.amg_types import (
     DEFAULT_BOX_NMS_THRESH,
     DEFAULT_CROP_N_LAYERS,
     DEFAULT_CROP_N_POINTS_DOWNSCALE_FACTOR,
@@ -27,10 +28,8 @@ from samsvc.engine.amg import (
     DEFAULT_POINTS_PER_BATCH,
     DEFAULT_STABILITY_SCORE_OFFSET,
     AmgOptions,
-    CancellableGeneration,
     CancelToken,
     MaskRecord,
-    amg_record,
 )
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.family import Precision

@@ -12,7 +12,7 @@ import torch
 from segment_anything.build_sam import _build_sam
 
 from samsvc.engine import amg, embeddings, prompts
-from samsvc.engine.amg import AmgOptions, CancelToken, MaskRecord
+from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import BatchingEncoder
 from samsvc.engine.family import Precision

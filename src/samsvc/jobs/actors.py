@@ -30,7 +30,7 @@ from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from samsvc import failpoints, metrics
-from samsvc.engine.amg import CancelToken
+from samsvc.engine.amg_types import CancelToken
 from samsvc.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -51,7 +51,6 @@ from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
 from samsvc.logs import REQUEST_ID
 from samsvc.pipeline import SegmentTask, run_segment
-from samsvc.prompting import embed_image
 from samsvc.validation.image import ImageHeader, ImageLimits, check_image_bytes
 
 log = logging.getLogger(__name__)
@@ -224,6 +223,10 @@ def _embed_image(
 ) -> ImageResult:
     """An embedding job's image: its embedding kept as the job's output (with what it was
     computed by), its result naming the image's session id."""
+    # Imported here: samsvc.prompting holds the engine's embeddings (torch), which the processes
+    # that import this module only to deliver webhooks or reconcile never need.
+    from samsvc.prompting import embed_image
+
     embedded = runtime.run_engine(embed_image, data, header, model, runtime.models, None, cancel)
     meta = {"model": model, "identity": embedded.identity, "digest": embedded.digest, "image_id": embedded.image_id}
     runtime.blobs.put_output(job_id, index, embedded.embedding.to_bytes(meta))

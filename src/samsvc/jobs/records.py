@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
-from samsvc.engine.amg import AmgOptions
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.errors import FieldViolation, InvalidArgument, SamsvcError
 from samsvc.jobs.queues import Priority
 from samsvc.pipeline import EncodedMask, SegmentOutcome

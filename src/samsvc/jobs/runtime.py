@@ -14,14 +14,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dramatiq
 import redis
 
 from samsvc import failpoints, metrics
 from samsvc.config import Settings
-from samsvc.engine.loader import ModelManager
 from samsvc.errors import Unavailable
 from samsvc.jobs.blobs import BlobStore, open_blob_store
 from samsvc.jobs.broker import build_broker, queue_depth
@@ -37,6 +36,9 @@ from samsvc.jobs.store import JobStore
 from samsvc.logs import REQUEST_ID
 from samsvc.redis_connection import connect
 from samsvc.validation.webhook_url import WebhookPolicy
+
+if TYPE_CHECKING:  # the engine loads in the processes that run it, not in every importer
+    from samsvc.engine.loader import ModelManager
 
 log = logging.getLogger(__name__)
 

@@ -1,32 +1,41 @@
 """The module Dramatiq's CLI imports in each worker process (`samsvc worker` runs that CLI):
 it wires the runtime from the environment, makes its broker Dramatiq's global one, and runs
-the process's reconciler while the worker runs."""
+the process's reconciler while the worker runs.
+
+The image processes set torch's threads and load models when their first image asks; the
+webhook process (SAMSVC_WORKER_ROLE=webhooks) imports nothing of the engine: it delivers
+webhooks and reconciles, and stays a small process."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
 from samsvc.config import load_settings, worker_torch_threads
-from samsvc.engine.loader import ModelManager
-from samsvc.engine.threads import cpu_count, use_torch_threads
 from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import build_runtime
 from samsvc.jobs.supervisor import WORKER_ROLE_ENV
-from samsvc.jobs.torch_threads import TorchThreads
+
+if TYPE_CHECKING:
+    from samsvc.engine.loader import ModelManager
 
 settings = load_settings()
 if not settings.redis_url:
     raise SystemExit("samsvc worker needs REDIS_URL: without it, `samsvc serve` runs the jobs in-process")
-threads = worker_torch_threads(settings, cpu_count())
-use_torch_threads(threads)
-logging.getLogger(__name__).info("worker process %d: %d torch threads per worker thread", os.getpid(), threads)
 # The webhook process runs no images: it does not announce itself to the image estimates.
 images = os.environ.get(WORKER_ROLE_ENV, "images") != "webhooks"
-runtime = build_runtime(settings, lambda: ModelManager.from_settings(settings), worker=images)
+
+
+def _models() -> ModelManager:
+    from samsvc.engine.loader import ModelManager
+
+    return ModelManager.from_settings(settings)
+
+
+runtime = build_runtime(settings, _models, worker=images)
 broker = runtime.broker
 
 
@@ -47,5 +56,13 @@ class _Reconciling(dramatiq.Middleware):
 
 
 broker.add_middleware(_Reconciling(build_reconciler(runtime)))
-broker.add_middleware(TorchThreads(threads))
+if images:
+    import samsvc.engine.loader  # noqa: F401 (the engine's modules load at boot, not with the first image)
+    from samsvc.engine.threads import cpu_count, use_torch_threads
+    from samsvc.jobs.torch_threads import TorchThreads
+
+    threads = worker_torch_threads(settings, cpu_count())
+    use_torch_threads(threads)
+    logging.getLogger(__name__).info("worker process %d: %d torch threads per worker thread", os.getpid(), threads)
+    broker.add_middleware(TorchThreads(threads))
 dramatiq.set_broker(broker)

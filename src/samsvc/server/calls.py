@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from samsvc.engine.amg import CancelToken
+from samsvc.engine.amg_types import CancelToken
 from samsvc.errors import ResourceExhausted, Unauthenticated
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, Principal

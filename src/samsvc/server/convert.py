@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from samsvc.encoding.masks import MaskEncoding, Rle
-from samsvc.engine.amg import AmgOptions
+from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument

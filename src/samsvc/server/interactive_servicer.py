@@ -18,7 +18,7 @@ from typing import Any
 from google.api import httpbody_pb2
 
 from samsvc.config import Settings
-from samsvc.engine.amg import CancelToken
+from samsvc.engine.amg_types import CancelToken
 from samsvc.engine.decoder_export import DecoderExports, DecoderFile
 from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import ModelManager

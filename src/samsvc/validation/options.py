@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from samsvc.engine.amg import MASKS_PER_PROMPT, AmgOptions, prompt_count
+from samsvc.engine.amg_types import MASKS_PER_PROMPT, AmgOptions, prompt_count
 from samsvc.errors import FieldViolation, InvalidArgument
 
 #: Bounds of the integer parameters (inclusive).
