@@ -3,9 +3,8 @@ CLI flag (`--kebab-case`); flags win over the environment, which wins over the d
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -363,58 +362,3 @@ class Settings(BaseSettings):
     def max_message_bytes(self) -> int:
         """gRPC receive limit: the largest allowed request (one image or a batch) plus its envelope."""
         return max(self.max_image_bytes, self.max_batch_bytes) + MESSAGE_OVERHEAD_BYTES
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with explicit values (CLI flags) on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """Environment variables that reproduce `settings` in a child process."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
-    return env
-
-
-def worker_torch_threads(settings: Settings, cpus: int) -> int:
-    """Torch threads for each thread of each worker process: processes x threads fit the CPUs."""
-    return settings.torch_threads or max(1, cpus // (settings.worker_processes * settings.worker_threads))
-
-
-def server_torch_threads(settings: Settings, cpus: int) -> int:
-    """Torch threads of the server's inference lane 0 (samsvc.engine.threads.ComputeLanes)."""
-    return settings.torch_threads or cpus
-
-
-class ClientSettings(BaseSettings):
-    """How the client commands (`samsvc segment`, `batch`, `jobs`) reach a server. Environment
-    variables carry the SAMSVC_ prefix (SAMSVC_SERVER, SAMSVC_API_KEY, ...); flags win."""
-
-    model_config = SettingsConfigDict(env_prefix="SAMSVC_", case_sensitive=False, extra="ignore")
-
-    server: str = Field("127.0.0.1:50051", description="gRPC address of the server (or of Envoy).")
-    api_key: str = Field("", description="API key sent as `authorization: Bearer <key>`.")
-    tls: bool = Field(False, description="Connect with TLS.")
-    ca_file: Path | None = Field(None, description="PEM root certificates for TLS; none: the system's.")
-    timeout_s: float = Field(600.0, gt=0, description="Deadline of each unary call, in seconds.")
-
-
-def add_settings_flags(
-    parser: argparse.ArgumentParser, model: type[BaseSettings], title: str, env_prefix: str = ""
-) -> None:
-    """A `--kebab-case` flag for every field of `model` (default None: the environment decides)."""
-    group = parser.add_argument_group(title)
-    for name, info in model.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{info.description} [env {env_prefix}{name.upper()}]"
-        annotation = info.annotation
-        if annotation is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif get_origin(annotation) is list or list in get_args(annotation):
-            group.add_argument(flag, dest=name, default=None, metavar="A,B", help=help_text)
-        else:
-            group.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
