@@ -24,6 +24,7 @@ from tests.support import ServerThread, closed_by_peer, raw_request, rich_status
 
 KEY = new_key()
 MAX_CONNECTIONS = 12
+ORIGIN = "http://labeler.example"
 
 
 @dataclass
@@ -63,6 +64,7 @@ def gated(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         gateway_receive_timeout_s=3.0,
         gateway_idle_timeout_s=2.0,
         gateway_max_connections=MAX_CONNECTIONS,
+        cors_origins=[ORIGIN],
     )
     yield running
     running.gateway.stop()
@@ -111,6 +113,68 @@ def test_open_routes_stay_open(gated: Gated) -> None:
     for path in ("/health", "/docs", "/openapi.json"):
         assert raw_request(gated.port, "GET", path, {}).status == 200, path
     assert raw_request(gated.port, "GET", "/api/v1/models", {}).status == 401
+
+
+def test_no_method_passes_without_a_key_and_open_routes_take_no_body(gated: Gated) -> None:
+    """OPTIONS used to pass the authorization check on every path, and the open routes buffered
+    up to an image: four unauthenticated OPTIONS holding 100 MiB each grew Envoy by 400 MiB, and
+    `GET /health` with a 13 MiB body was buffered too. Now a preflight from an allowed origin is
+    answered by the CORS filter, every other OPTIONS needs a key, and the open routes (pages,
+    health) take a few KiB at most, while authenticated callers are served throughout."""
+    import threading
+
+    before = envoy_heap(gated)
+    answers: list[Any] = []
+
+    def options_upload() -> None:
+        headers = {"Content-Type": "application/json"}
+        answers.append(raw_request(gated.port, "OPTIONS", "/api/v1/segment/batch", headers, 100 << 20, pace=0.01))
+
+    attackers = [threading.Thread(target=options_upload) for _ in range(6)]
+    for thread in attackers:
+        thread.start()
+    served = raw_request(gated.port, "GET", "/api/v1/models", {"x-api-key": KEY})
+    for thread in attackers:
+        thread.join(timeout=60)
+    assert served.status == 200, "an authenticated caller is served during the attack"
+    assert len(answers) == 6
+    for answer in answers:
+        assert answer.status == 401 and answer.sent < 1 << 20, f"{answer.sent} bytes taken before {answer.status}"
+        assert json.loads(answer.body)["details"][0]["reason"] == "API_KEY_MISSING"
+    for method, path in [("GET", "/health"), ("GET", "/api/v1/health"), ("GET", "/docs"), ("GET", "/console/")]:
+        answer = raw_request(gated.port, method, path, {}, 13 << 20, pace=0.01)
+        assert answer.status == 413 and answer.sent < 1 << 20, f"{path}: {answer.sent} bytes taken before {answer.status}"
+        assert raw_request(gated.port, method, path, {}).status == 200, f"{path} stays open without a body"
+    grpc_health = {"Content-Type": "application/grpc", "TE": "trailers"}
+    answer = raw_request(gated.port, "POST", "/grpc.health.v1.Health/Check", grpc_health, 13 << 20, pace=0.01)
+    assert answer.sent < 1 << 20, "the open gRPC health check takes no large body either"
+    assert envoy_heap(gated) - before < 4 << 20, "the gateway's heap did not grow with the refused bodies"
+
+
+def test_a_preflight_from_an_allowed_origin_needs_no_key(gated: Gated) -> None:
+    import http.client
+
+    def preflight(origin: str) -> tuple[int, dict[str, str]]:
+        connection = http.client.HTTPConnection("127.0.0.1", gated.port, timeout=30)
+        try:
+            headers = {
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type, x-api-key",
+            }
+            connection.request("OPTIONS", "/api/v1/segment", headers=headers)
+            response = connection.getresponse()
+            response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            connection.close()
+
+    status, headers = preflight(ORIGIN)
+    assert status == 200 and headers["access-control-allow-origin"] == ORIGIN
+    assert "x-api-key" in headers["access-control-allow-headers"]
+    status, headers = preflight("http://evil.example")
+    assert "access-control-allow-origin" not in headers, f"another origin's preflight is not allowed ({status})"
+    assert status in {200, 401, 403}
 
 
 def test_each_route_buffers_only_what_fits_it(gated: Gated) -> None:

@@ -122,6 +122,9 @@ def _cors_policy(origins: tuple[str, ...]) -> dict[str, Any]:
         allow_headers="content-type, authorization, x-api-key, x-request-id, grpc-timeout, x-grpc-web",
         expose_headers="x-request-id, grpc-status, grpc-message",
         max_age="86400",
+        # A preflight from another origin is answered here too (without CORS headers, so the
+        # browser refuses), never passed on to the authorization check and the routes.
+        forward_not_matching_preflights=False,
     )
 
 

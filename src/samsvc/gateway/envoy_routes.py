@@ -2,10 +2,12 @@
 renders the rest).
 
 Routing, in order:
-- / and /console/* (the web console), /docs, /docs/*, /redoc, /openapi.json, multipart uploads
-  and the label-tool adapters go to
-  the adapter, with the transcoder off (the transcoder cannot parse multipart, and the tools
-  speak their own protocols);
+- the open routes (no key needed: / and /console/* for the web console, /docs, /docs/*, /redoc,
+  /openapi.json, and health: /health, /api/v1/health, gRPC health and CheckHealth) take no body
+  beyond OPEN_BODY_BYTES, so an unauthenticated caller cannot make Envoy buffer anything;
+- the pages, multipart uploads and the label-tool adapters go to the adapter, with the
+  transcoder off (the transcoder cannot parse multipart, and the tools speak their own
+  protocols);
 - everything else is transcoded (or passed through when it already is gRPC) to the gRPC
   server. After transcoding Envoy matches routes again on the gRPC path, so the timeouts sit
   on `/samsvc.v1.SegmentationService/...` routes; streams have none.
@@ -40,6 +42,13 @@ BATCH_REST_PATHS = "^/(api/v1/)?segment/batch(:stream)?$|^/api/v1/embeddings/bat
 STREAM_IDLE_TIMEOUT_S = 3600
 #: Path prefixes of the label-tool adapters (samsvc.gateway.label_studio, samsvc.gateway.cvat).
 ADAPTER_PREFIXES = ("/label-studio/", "/cvat/")
+#: Largest body Envoy takes on a route open without a key (pages and health take none; a few
+#: KiB leave room for clients that send an empty JSON object or form).
+OPEN_BODY_BYTES = 4 * 1024
+#: The health checks, open to probes without a key unless AUTH_PROTECT_HEALTH: REST paths and
+#: unary gRPC methods (their requests are a few bytes).
+HEALTH_REST_PATHS = ("/health", "/api/v1/health")
+HEALTH_GRPC_METHODS = (f"/{SERVICE}/CheckHealth", "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
 
 REWRITE_LUA = """
 local function raw_embedding(base)
@@ -91,13 +100,34 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
         {"name": "content-type", "string_match": {"prefix": "multipart/form-data", "ignore_case": True}},
     ]
     table: list[dict[str, Any]] = [
-        {"match": {"path": path}, "route": to_adapter, "typed_per_filter_config": buffered(image, **off)}
+        {"match": {"path": path}, "route": to_adapter, "typed_per_filter_config": buffered(OPEN_BODY_BYTES, **off)}
         for path in ("/docs", "/redoc", "/openapi.json", "/", "/console")
     ]
     table += [
         *(
-            {"match": {"prefix": prefix}, "route": to_adapter, "typed_per_filter_config": buffered(image, **off)}
+            {
+                "match": {"prefix": prefix},
+                "route": to_adapter,
+                "typed_per_filter_config": buffered(OPEN_BODY_BYTES, **off),
+            }
             for prefix in ("/docs/", "/console/")
+        ),
+        *(
+            {
+                "match": {"path": path},
+                "route": {"cluster": GRPC_CLUSTER, "timeout": timeout},
+                "typed_per_filter_config": buffered(OPEN_BODY_BYTES),
+            }
+            for path in HEALTH_REST_PATHS
+        ),
+        *(
+            {
+                "match": {"path": method},
+                # Watch streams the serving status for as long as the caller listens.
+                "route": {"cluster": GRPC_CLUSTER, "timeout": "0s" if method.endswith("/Watch") else timeout},
+                "typed_per_filter_config": buffered(OPEN_BODY_BYTES),
+            }
+            for method in HEALTH_GRPC_METHODS
         ),
         *(
             {"match": {"prefix": prefix}, "route": to_adapter, "typed_per_filter_config": buffered(image, **off)}

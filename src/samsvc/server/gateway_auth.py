@@ -35,8 +35,9 @@ from samsvc.server.error_boundary import ServicerContext, to_status
 log = logging.getLogger(__name__)
 
 #: Pages the gateway serves without a key: the documentation of the API and the web console's
-#: static files (the console itself calls the API with the key its user enters).
-OPEN_PAGES = re.compile(r"/(docs|docs/.*|redoc|openapi\.json|console|console/[A-Za-z0-9_.-]+)?")
+#: static files (the console itself calls the API with the key its user enters). Their routes
+#: take no body beyond a few KiB (samsvc.gateway.envoy_routes.OPEN_BODY_BYTES).
+OPEN_PAGES = re.compile(r"/(docs|docs/.*|redoc|openapi\.json|console|console/[A-Za-z0-9_.-]*)?")
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,10 @@ class GatewayAuthServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type
         path = http.path.split("?", 1)[0]
         headers = dict(http.headers)
         grpc = headers.get("content-type", "").startswith("application/grpc")
+        # No method passes on its own: a CORS preflight from an allowed origin is answered by the
+        # CORS filter before this check, and any other OPTIONS needs a key like every request.
         rpc = self.rpc_for(http.method.upper(), path, grpc)
-        if rpc == "" or http.method.upper() == "OPTIONS":
+        if rpc == "":
             return _allowed()
         error = self.authenticator.check(rpc or path, headers.items())
         if error is None:
