@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.handler(settings, args)
     except SamsvcError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {exc.for_log()}", file=sys.stderr)  # the operator's terminal: the detail too
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,9 @@
 """Domain errors: raised where a problem is found, translated once at the server's boundary.
 
 Every error has an UPPER_SNAKE `reason` (sent as google.rpc.ErrorInfo.reason), a message for
-humans and optional string metadata. The class says which kind of failure it is; the server's
+humans and optional string metadata, all of which reach the caller; what only the operator may
+read (a file's path, a digest, an address, a peer's answer) goes in `detail`, which is logged
+and never sent. The class says which kind of failure it is; the server's
 error boundary (samsvc.server.error_boundary) maps each kind to one gRPC status code.
 Nothing here imports gRPC, so the engine and the workers raise these freely.
 """
@@ -35,11 +37,18 @@ class SamsvcError(Exception):
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
+        #: For the operator's log only: never in a status, a job record or a webhook.
+        self.detail = detail
+
+    def for_log(self) -> str:
+        """The message with the operator's detail, for a log line or the operator's terminal."""
+        return f"{self.message} ({self.detail})" if self.detail else self.message
 
 
 class InvalidArgument(SamsvcError):
@@ -54,8 +63,9 @@ class InvalidArgument(SamsvcError):
         violations: Sequence[FieldViolation] = (),
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        detail: str = "",
     ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
+        super().__init__(message, reason=reason, metadata=metadata, detail=detail)
         self.violations = list(violations)
 
     @classmethod
@@ -88,8 +98,9 @@ class ResourceExhausted(SamsvcError):
         retry_after: float = 1.0,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        detail: str = "",
     ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
+        super().__init__(message, reason=reason, metadata=metadata, detail=detail)
         self.retry_after = retry_after
 
 

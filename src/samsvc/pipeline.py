@@ -138,13 +138,15 @@ def image_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def result_cache_key(task: SegmentTask, digest: str) -> str:
+def result_cache_key(task: SegmentTask, digest: str, owner: str) -> str:
     """Everything that shapes a Segment answer: the image's bytes, the checkpoint's digest and
-    every output-affecting option (points_per_batch changes speed only)."""
+    every output-affecting option (points_per_batch changes speed only); and whose it is: an
+    answer is cached for the key that asked, so a hit never tells one key what another sent."""
     options = dataclasses.asdict(task.options)
     options.pop("points_per_batch")
     material = json.dumps(
         {
+            "owner": owner,
             "image": image_key(task.image),
             "model": task.model,
             "digest": digest,

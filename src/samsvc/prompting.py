@@ -42,8 +42,10 @@ class EmbeddedImage:
     processing_time_s: float
 
 
-def embedding_cache_key(model: str, identity: str, data: bytes) -> str:
-    return f"{model}:{identity}:{image_key(data)}"
+def embedding_cache_key(owner: str, model: str, identity: str, data: bytes) -> str:
+    """An embedding is cached for the key that sent the image: a hit (and its speed) never tells
+    one key that another sent the same image."""
+    return f"{owner}:{model}:{identity}:{image_key(data)}"
 
 
 def embed_image(
@@ -52,12 +54,13 @@ def embed_image(
     model: str,
     models: ModelManager,
     cache: EmbeddingCache | None,
+    owner: str,
     cancel: CancelToken | None = None,
 ) -> EmbeddedImage:
-    """The image's embedding from the cache, or decoded and encoded (then cached)."""
+    """The image's embedding from `owner`'s cache, or decoded and encoded (then cached)."""
     started = time.perf_counter()
     loaded = models.get(model)
-    key = embedding_cache_key(model, loaded.identity, data)
+    key = embedding_cache_key(owner, model, loaded.identity, data)
     embedding = cache.get(key, loaded.device) if cache is not None else None
     hit = embedding is not None
     if cache is not None:
@@ -93,6 +96,8 @@ class PromptTask:
     fast: bool = True
     image: bytes = b""
     header: ImageHeader | None = None
+    #: The API key asking: whose embedding cache a sent image is looked up in.
+    owner: str = ""
     embedding: ImageEmbedding | None = None
     identity: str = ""
     #: The session's id, for the error when its model changed.
@@ -142,7 +147,7 @@ def run_prompts(
     """Embed the image (or reuse its stored embedding), predict every prompt, encode."""
     started = time.perf_counter()
     if task.header is not None:
-        embedded = embed_image(task.image, task.header, task.model, models, cache, cancel)
+        embedded = embed_image(task.image, task.header, task.model, models, cache, task.owner, cancel)
         loaded, embedding, hit = models.get(task.model), embedded.embedding, embedded.reused
     else:
         (loaded, embedding), hit = _session_model(task, models), True

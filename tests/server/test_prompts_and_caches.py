@@ -131,20 +131,21 @@ def test_result_cache_hits_only_for_the_same_question(server: ServerThread) -> N
 def test_cache_key_covers_every_output_affecting_input() -> None:
     header = ImageHeader("PNG", 4, 4)
     base = SegmentTask(b"image", header, "tiny", AmgOptions(), MaskEncoding.PNG, False)
-    key = result_cache_key(base, "digest")
+    key = result_cache_key(base, "digest", "alice")
     variants = [
-        result_cache_key(base, "another-digest"),
-        result_cache_key(replace(base, image=b"other"), "digest"),
-        result_cache_key(replace(base, model="vit_b"), "digest"),
-        result_cache_key(replace(base, encoding=MaskEncoding.RLE), "digest"),
-        result_cache_key(replace(base, visualize=True), "digest"),
-        result_cache_key(replace(base, fast=True), "digest"),
+        result_cache_key(base, "another-digest", "alice"),
+        result_cache_key(base, "digest", "bob"),
+        result_cache_key(replace(base, image=b"other"), "digest", "alice"),
+        result_cache_key(replace(base, model="vit_b"), "digest", "alice"),
+        result_cache_key(replace(base, encoding=MaskEncoding.RLE), "digest", "alice"),
+        result_cache_key(replace(base, visualize=True), "digest", "alice"),
+        result_cache_key(replace(base, fast=True), "digest", "alice"),
     ]
     for name in AmgOptions.__dataclass_fields__:
         if name == "points_per_batch":
             continue
         value = getattr(base.options, name)
         changed = replace(base.options, **{name: value + 1 if isinstance(value, int) else value / 2 + 0.01})
-        variants.append(result_cache_key(replace(base, options=changed), "digest"))
+        variants.append(result_cache_key(replace(base, options=changed), "digest", "alice"))
     assert key not in variants and len(set(variants)) == len(variants)
-    assert result_cache_key(replace(base, options=replace(base.options, points_per_batch=7)), "digest") == key
+    assert result_cache_key(replace(base, options=replace(base.options, points_per_batch=7)), "digest", "alice") == key

@@ -46,12 +46,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(params=["memory", "redis"])
 def make_store(request: pytest.FixtureRequest, redis_url: str) -> MakeStore:
-    def make(max_bytes: int = 64 * EMBEDDING_BYTES, ttl_s: float = 3600) -> SessionStore:
+    def make(max_bytes: int = 64 * EMBEDDING_BYTES, ttl_s: float = 3600, per_key: int = 0) -> SessionStore:
         if request.param == "memory":
-            return MemorySessionStore(max_bytes, ttl_s)
+            return MemorySessionStore(max_bytes, ttl_s, per_key)
         return RedisSessionStore(
             connect(redis_url, text=False), torch.device("cpu"), prefix=f"t{time.monotonic_ns()}", ttl_s=ttl_s,
-            max_bytes=max_bytes,
+            max_bytes=max_bytes, max_bytes_per_key=per_key,
         )  # fmt: skip
 
     return make
@@ -83,6 +83,41 @@ def test_the_byte_budget_drops_the_least_recently_used(make_store: MakeStore) ->
     assert store.get("a", first.image_id) is not None and store.get("a", third.image_id) is not None
     with pytest.raises(FailedPrecondition):
         make_store(max_bytes=EMBEDDING_BYTES - 1).put(record("a", 4))
+
+
+def alive(store: SessionStore, owner: str, seeds: range) -> list[int]:
+    return [seed for seed in seeds if store.get(owner, image_id(bytes([seed]), "tiny"), renew=False) is not None]
+
+
+def test_one_key_cannot_evict_another_keys_sessions(make_store: MakeStore) -> None:
+    """One budget for all used to let a key push everyone else's sessions out by making its
+    own: bob's eighth session evicted alice's. Now a key's sessions are held to the per-key
+    budget and, when the store is full, the key's own least recently used go first."""
+    store = make_store(max_bytes=5 * EMBEDDING_BYTES + 500_000, per_key=3 * EMBEDDING_BYTES + 300_000)
+    store.put(record("alice", 1))
+    store.put(record("alice", 2))
+    for seed in range(10, 18):
+        store.put(record("bob", seed))
+    assert alive(store, "alice", range(1, 3)) == [1, 2], "alice's sessions survive bob's"
+    assert alive(store, "bob", range(10, 18)) == [15, 16, 17], "bob keeps his newest, within his budget"
+    # The store is full (5 sessions): bob's next session evicts bob's oldest, not alice's older ones.
+    store.put(record("bob", 18))
+    assert alive(store, "alice", range(1, 3)) == [1, 2]
+    assert alive(store, "bob", range(10, 19)) == [16, 17, 18]
+    # A key's previous answers count against its own budget too.
+    assert store.set_previous("bob", image_id(bytes([18]), "tiny"), (LOGITS,) * 8)
+    assert alive(store, "alice", range(1, 3)) == [1, 2]
+    assert 18 in alive(store, "bob", range(10, 19))
+    # Alone in the store, a key may use it up to its budget; another key's first session then
+    # evicts the least recently used of all only when the store is full.
+    carol = make_store(max_bytes=2 * EMBEDDING_BYTES + 300_000, per_key=2 * EMBEDDING_BYTES + 300_000)
+    carol.put(record("carol", 1))
+    carol.put(record("carol", 2))
+    carol.put(record("dave", 3))
+    assert alive(carol, "carol", range(1, 3)) == [2] and alive(carol, "dave", range(3, 4)) == [3]
+    with pytest.raises(FailedPrecondition) as caught:
+        make_store(per_key=EMBEDDING_BYTES - 1).put(record("a", 4))
+    assert "IMAGE_SESSION_BYTES_PER_KEY" in caught.value.message
 
 
 def test_sessions_expire_unless_used(make_store: MakeStore) -> None:

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Bytes all image sessions may hold, in memory or Redis (least recently used go first); 0: off.",
     )
+    image_session_bytes_per_key: int = Field(
+        128 * 1024 * 1024,
+        ge=0,
+        description="Bytes one API key's image sessions may hold (its own oldest go first); 0: only the total.",
+    )
     decoder_dir: Path | None = Field(
         None, description="Where exported ONNX decoders are kept (by checkpoint digest); unset: MODEL_DIR/onnx."
     )

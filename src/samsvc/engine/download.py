@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from samsvc.engine.registry import ModelSpec
 from samsvc.errors import DownloadError
+from samsvc.logs import redact_url
 from samsvc.object_storage import S3Options, is_missing, s3_client
 
 #: Bytes read per chunk while streaming.
@@ -49,7 +50,8 @@ def download_model(
     the standard AWS credential chain) into `spec.path`, checking its SHA-256; returns the path.
 
     Raises DownloadError for a model without a URL, network failures, short bodies and digest
-    mismatches. The file appears at `spec.path` only complete and verified.
+    mismatches, naming the URL without its credentials or query (a signed URL's signature). The
+    file appears at `spec.path` only complete and verified.
     """
     if spec.url is None:
         raise DownloadError(f"model {spec.name!r} has no download URL: its checkpoint is a local file ({spec.path})")
@@ -67,7 +69,8 @@ def download_model(
             os.fsync(out.fileno())
         if spec.size_bytes is not None and received != spec.size_bytes:
             raise DownloadError(
-                f"download of {spec.name!r} from {spec.url} gave {received} bytes, expected {spec.size_bytes}",
+                f"download of {spec.name!r} from {redact_url(spec.url)} gave {received} bytes, "
+                f"expected {spec.size_bytes}",
                 reason="DOWNLOAD_INCOMPLETE",
             )
         if spec.sha256 is not None and digest != spec.sha256:
@@ -94,6 +97,7 @@ def _stream(
     digest = hashlib.sha256()
     received = 0
     request = urllib.request.Request(url, headers={"User-Agent": "samsvc-model-download"})
+    url = redact_url(url)  # what the errors below may show
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
@@ -131,6 +135,7 @@ def _stream_s3(url: str, out: BinaryIO, progress: Progress | None, s3: S3Options
     from botocore.exceptions import BotoCoreError, ClientError
 
     parsed = urlparse(url)
+    url = redact_url(url)  # what the errors below may show
     digest = hashlib.sha256()
     received = 0
     try:

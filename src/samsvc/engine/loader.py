@@ -5,11 +5,17 @@ Every checkpoint, built-in or registered, of either family, takes the same path:
 built from its shape by its family's own builder (segment-anything's, or sam2's from its
 config), then the state dict is read on the CPU (`weights_only`) and loaded strictly, then
 moved to the device. A LoadedModel answers through its family (samsvc.engine.family).
+
+One load per model runs at a time; calls that arrive meanwhile wait for it and share its model
+or its error, and a failed load is remembered for DEFAULT_LOAD_FAILURE_TTL_S, so a checkpoint
+that fails its checksum is read once, not once per call. A failure's message names the model
+and what to ask the operator; the file, digests and causes are its `detail`, in the log only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import gc
 import logging
@@ -34,9 +40,14 @@ from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S
 from samsvc.engine.family import ModelFamily, family_for
 from samsvc.engine.prompts import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelRegistry, ModelSpec
-from samsvc.errors import FailedPrecondition, FieldViolation, NotFound
+from samsvc.errors import DownloadError, FailedPrecondition, FieldViolation, NotFound, SamsvcError
+from samsvc.logs import redact_url
 
 log = logging.getLogger(__name__)
+
+#: Seconds a failed load is remembered: calls meanwhile get its error at once, without reading
+#: the checkpoint again (an operator's LoadModel tries again at any time).
+DEFAULT_LOAD_FAILURE_TTL_S = 30.0
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -55,9 +66,11 @@ def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = Tru
         digest = sha256_of(path)
         if digest != spec.sha256:
             raise FailedPrecondition(
-                f"checkpoint {path} of model {spec.name!r} has sha256 {digest}, expected {spec.sha256}",
+                f"the checkpoint of model {spec.name!r} failed its integrity check on this server: "
+                f"ask the operator to {_fetch_hint(spec)} (the server's log names the file)",
                 reason="CHECKSUM_MISMATCH",
                 metadata={"model": spec.name},
+                detail=f"{path} has sha256 {digest}, expected {spec.sha256}",
             )
     sam = family_for(spec.family).build(spec)
     try:
@@ -65,24 +78,32 @@ def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = Tru
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         sam.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError, TypeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+    except (
+        RuntimeError, ValueError, TypeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+    ) as exc:  # fmt: skip
         raise FailedPrecondition(
-            f"checkpoint {path} cannot be loaded as model {spec.name!r}: {str(exc).splitlines()[0][:300]}",
+            f"the checkpoint of model {spec.name!r} cannot be loaded on this server: ask the operator "
+            f"(the server's log has the cause)",
             reason="CHECKPOINT_INVALID",
             metadata={"model": spec.name},
+            detail=f"{path}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",
         ) from exc
     return sam.to(device).eval()
 
 
-def _weights_missing(spec: ModelSpec) -> FailedPrecondition:
+def _fetch_hint(spec: ModelSpec) -> str:
     if spec.url is not None:
-        hint = f"run `samsvc models download {spec.name}`"
-    else:
-        hint = "put the checkpoint there or fix MODELS_FILE"
+        return f"run `samsvc models download {spec.name} --force`"
+    return "put its checkpoint in place (MODELS_FILE)"
+
+
+def _weights_missing(spec: ModelSpec) -> FailedPrecondition:
+    hint = f"run `samsvc models download {spec.name}`" if spec.url is not None else _fetch_hint(spec)
     return FailedPrecondition(
-        f"weights of model {spec.name!r} are not on this server ({spec.path}): {hint}",
+        f"the weights of model {spec.name!r} are not on this server: ask the operator to {hint}",
         reason="MODEL_WEIGHTS_MISSING",
-        metadata={"model": spec.name, "path": str(spec.path), "command": f"samsvc models download {spec.name}"},
+        metadata={"model": spec.name},
+        detail=f"{spec.path} is absent",
     )
 
 
@@ -195,6 +216,9 @@ class ModelManager:
         self._encoder_batch = (encoder_batch_size, encoder_batch_wait_s)
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in registry.names()}
+        #: Model -> (monotonic time of its last failed load, the failure).
+        self._failures: dict[str, tuple[float, SamsvcError]] = {}
+        self.failure_ttl_s = DEFAULT_LOAD_FAILURE_TTL_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelManager:
@@ -217,23 +241,58 @@ class ModelManager:
             raise NotFound(f"model {name!r} is not registered", reason="MODEL_NOT_FOUND", metadata={"model": name})
         return spec
 
-    def get(self, name: str) -> LoadedModel:
-        """The loaded model, loading it first if needed (blocking; call off the event loop)."""
+    def ready(self, name: str) -> LoadedModel | None:
+        """The model if it is loaded, None if a load is needed; raises the error of a load that
+        failed moments ago. Never blocks: callers decide where a load may run (it is
+        inference-sized work)."""
+        loaded = self._loaded.get(name)
+        if loaded is None:
+            self.spec(name)
+            self._raise_recent_failure(name)
+        return loaded
+
+    def get(self, name: str, *, retry: bool = False) -> LoadedModel:
+        """The loaded model, loading it first if needed (blocking; call off the event loop).
+        `retry`: try again even if a load failed moments ago (an operator's request)."""
         loaded = self._loaded.get(name)
         if loaded is not None:
             return loaded
         spec = self.spec(name)
+        if retry:
+            self._failures.pop(name, None)
+        self._raise_recent_failure(name)
         with self._locks[name]:
             loaded = self._loaded.get(name)
             if loaded is None:
-                loaded = self._load(spec)
+                self._raise_recent_failure(name)  # the load this call waited for failed
+                try:
+                    loaded = self._load(spec)
+                except SamsvcError as exc:
+                    self._failures[name] = (time.monotonic(), exc)
+                    log.warning("model %s cannot be loaded: %s [%s]", name, exc.detail or exc.message, exc.reason)
+                    raise
+                self._failures.pop(name, None)
                 self._loaded[name] = loaded
         return loaded
 
+    def _raise_recent_failure(self, name: str) -> None:
+        failure = self._failures.get(name)
+        if failure is not None and time.monotonic() < failure[0] + self.failure_ttl_s:
+            raise copy.copy(failure[1])  # a copy: each call's traceback is its own
+
     def _load(self, spec: ModelSpec) -> LoadedModel:
         if not spec.weights_present and self._auto_download and spec.url is not None:
-            log.info("downloading weights of %s from %s", spec.name, spec.url)
-            self._downloader(spec)
+            log.info("downloading weights of %s from %s", spec.name, redact_url(spec.url))
+            try:
+                self._downloader(spec)
+            except DownloadError as exc:
+                raise DownloadError(
+                    f"the weights of model {spec.name!r} could not be downloaded on this server: ask the operator "
+                    "(the server's log has the cause)",
+                    reason=exc.reason,
+                    metadata={"model": spec.name},
+                    detail=exc.for_log(),
+                ) from exc
         started = time.perf_counter()
         sam = load_checkpoint(spec, self.device, verify=self._verify)
         family = family_for(spec.family)

@@ -227,7 +227,7 @@ def _embed_image(
     # that import this module only to deliver webhooks or reconcile never need.
     from samsvc.prompting import embed_image
 
-    embedded = runtime.run_engine(embed_image, data, header, model, runtime.models, None, cancel)
+    embedded = runtime.run_engine(embed_image, data, header, model, runtime.models, None, "", cancel)
     meta = {"model": model, "identity": embedded.identity, "digest": embedded.digest, "image_id": embedded.image_id}
     runtime.blobs.put_output(job_id, index, embedded.embedding.to_bytes(meta))
     height, width = embedded.embedding.original_size

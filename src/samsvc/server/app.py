@@ -217,8 +217,11 @@ def build_sessions(settings: Settings, models: ModelManager) -> SessionStore | N
             models.device,
             ttl_s=settings.image_session_ttl_s,
             max_bytes=settings.image_session_bytes,
+            max_bytes_per_key=settings.image_session_bytes_per_key,
         )
-    return MemorySessionStore(settings.image_session_bytes, settings.image_session_ttl_s)
+    return MemorySessionStore(
+        settings.image_session_bytes, settings.image_session_ttl_s, settings.image_session_bytes_per_key
+    )
 
 
 async def _sweep_images(jobs: JobService, io_executor: ThreadPoolExecutor) -> None:

@@ -70,6 +70,14 @@ class Principal:
     admin: bool = False
     models: frozenset[str] | None = None
 
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def visible(self, names: Iterable[str]) -> list[str]:
+        """The models among `names` this key may use: all it is shown of the server's models, in
+        lists and in errors alike."""
+        return [name for name in names if self.may_use(name)]
+
     def check_model(self, model: str, field: str = "model_type") -> None:
         """PERMISSION_DENIED (MODEL_NOT_ALLOWED) for a model this key may not use, before any load."""
         if self.models is not None and model not in self.models:

@@ -12,7 +12,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from samsvc.engine.amg_types import CancelToken
 from samsvc.errors import ResourceExhausted, Unauthenticated
@@ -20,6 +20,9 @@ from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, Principal
 from samsvc.server.error_boundary import ServicerContext
 from samsvc.server.rate_limit import RateLimiter
+
+if TYPE_CHECKING:
+    from samsvc.engine.loader import LoadedModel, ModelManager
 
 T = TypeVar("T")
 
@@ -76,21 +79,29 @@ class Calls:
             await self.run_blocking(self.rate_limiter.take, principal.name, images)
         return principal
 
-    def presents_key(self, context: ServicerContext) -> bool:
-        """Whether the caller shows a valid key (always, with authentication off)."""
-        if not self.auth.enabled:
-            return True
+    def known_caller(self, context: ServicerContext) -> Principal | None:
+        """The caller's principal if it shows a valid key (always one, with authentication
+        off), else None; not charged to any limit (open calls such as health use it)."""
         try:
-            self.auth.caller(context.invocation_metadata() or ())
+            return self.auth.caller(context.invocation_metadata() or ())
         except Unauthenticated:
-            return False
-        return True
+            return None
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work in the I/O pool (in this call's context: its correlation id)."""
         loop = asyncio.get_running_loop()
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         return await loop.run_in_executor(self._io_executor, call)
+
+    async def model(self, caller: Principal, models: ModelManager, name: str) -> LoadedModel:
+        """Model `name`, loaded: a load is inference-sized work (it reads and hashes a checkpoint
+        of up to gigabytes), so it holds an inference slot and one of the caller's inferences
+        like any other. One load per model runs; callers meanwhile wait for it and share its
+        model or error, and a failure is remembered briefly (samsvc.engine.loader)."""
+        loaded = models.ready(name)
+        if loaded is not None:
+            return loaded
+        return await self.infer(caller, _load, models, name)
 
     async def infer(self, caller: Principal, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
         """Run `fn(*args, cancel_token)` in the inference pool under admission control, holding
@@ -109,3 +120,7 @@ class Calls:
                     raise
             self.admission.record_duration(time.perf_counter() - started)
         return result
+
+
+def _load(models: ModelManager, name: str, cancel: CancelToken) -> LoadedModel:
+    return models.get(name)

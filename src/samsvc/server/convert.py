@@ -15,6 +15,7 @@ from samsvc.errors import InvalidArgument
 from samsvc.jobs.export import manifest_url
 from samsvc.jobs.queues import Priority
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, StoredMask
+from samsvc.logs import redact_url
 from samsvc.prompting import PromptsOutcome
 from samsvc.server.error_boundary import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
@@ -130,8 +131,15 @@ def prompts_response(outcome: PromptsOutcome) -> segmentation_service_pb2.Segmen
 _FAMILIES = {"sam": model_pb2.MODEL_FAMILY_SAM, "sam2": model_pb2.MODEL_FAMILY_SAM2}
 
 
-def model_to_proto(state: ModelState) -> model_pb2.Model:
+def model_to_proto(state: ModelState, *, operator: bool = False) -> model_pb2.Model:
+    """A model as a caller sees it: its checkpoint by file name, and where it downloads from only
+    for built-ins (Meta's public addresses). `operator`: the admin's view, with the checkpoint's
+    path and any registered URL (without credentials or query)."""
     spec = state.spec
+    if operator:
+        url, checkpoint = redact_url(spec.url) if spec.url else "", str(spec.path)
+    else:
+        url, checkpoint = (spec.url or "") if spec.source is ModelSource.BUILTIN else "", spec.path.name
     arch = spec.architecture
     architecture = None
     if arch is not None:
@@ -147,8 +155,8 @@ def model_to_proto(state: ModelState) -> model_pb2.Model:
         architecture=architecture,
         family=_FAMILIES[spec.family],
         config=spec.config or "",
-        url=spec.url or "",
-        checkpoint=spec.path.name if spec.url else str(spec.path),
+        url=url,
+        checkpoint=checkpoint,
         size_bytes=spec.size_bytes or 0,
         sha256=spec.sha256 or "",
         weights_present=state.weights_present,

@@ -155,7 +155,7 @@ async def _fail(context: ServicerContext, observation: _Observation, error: Exce
     stack trace in the log only) for anything else."""
     method = observation.rpc
     if isinstance(error, SamsvcError):
-        log.info("%s failed: %s %s", method, error.reason, error.message)
+        log.info("%s failed: %s %s", method, error.reason, error.for_log())
         status = to_status(error)
     else:
         log.error("%s failed with an unexpected error", method, exc_info=error)

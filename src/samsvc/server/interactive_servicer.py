@@ -58,9 +58,12 @@ class InteractiveRpcs(JobRpcs):
 
     # Where embeddings come from.
 
-    def _model(self, requested: str, field: str = "model_type") -> str:
+    def _model(self, caller: Principal, requested: str, field: str = "model_type") -> str:
+        """The model a request names (or the default), registered and allowed to the caller."""
         model = requested or self._settings.default_model
-        check_model_name(model, self._models.registry.names(), field=field)
+        known = self._models.registry.names()
+        check_model_name(model, known, field=field, shown=caller.visible(known))
+        caller.check_model(model, field=field)
         return model
 
     def _session_store(self) -> SessionStore:
@@ -112,10 +115,9 @@ class InteractiveRpcs(JobRpcs):
         source = request.WhichOneof("source")
         if source == "image":
             header = check_image_bytes(request.image, self._limits)
-            model = self._model(request.model_type)
-            caller.check_model(model)
+            model = self._model(caller, request.model_type)
             return await self.calls.infer(
-                caller, embed_image, request.image, header, model, self._models, self._embedding_cache
+                caller, embed_image, request.image, header, model, self._models, self._embedding_cache, caller.name
             )
         if source == "image_id":
             record = await self._session(caller, request.image_id, request.model_type)
@@ -228,11 +230,12 @@ class InteractiveRpcs(JobRpcs):
             )
         else:
             header = check_image_bytes(request.image, self._limits)
-            model = self._model(request.model_type)
-            caller.check_model(model)
+            model = self._model(caller, request.model_type)
             width, height = header.oriented_size
             prompts = check_prompts(request.prompts, width, height)
-            task = PromptTask(model=model, prompts=prompts, image=request.image, header=header, **common)
+            task = PromptTask(
+                model=model, prompts=prompts, image=request.image, header=header, owner=caller.name, **common
+            )
         outcome = await self.calls.infer(caller, run_prompts, task, self._models, self._embedding_cache)
         if record is not None:
             await self.calls.run_blocking(
@@ -250,11 +253,10 @@ class InteractiveRpcs(JobRpcs):
         self, request: interactive_pb2.GetDecoderRequest, context: ServicerContext
     ) -> tuple[DecoderFile, interactive_pb2.DecoderInfo]:
         caller = await self.calls.caller(context)
-        model = self._model(request.model_type)
-        caller.check_model(model)
+        model = self._model(caller, request.model_type)
         quantization = interactive_convert.decoder_quantization(request.quantization)
         graph = interactive_convert.decoder_graph(request.graph)
-        loaded = await self.calls.run_blocking(self._models.get, model)
+        loaded = await self.calls.model(caller, self._models, model)
         decoder = self._decoders.known(loaded.digest, quantization, graph)
         if decoder is None:  # exporting is inference-sized work: it takes a slot
             decoder = await self.calls.infer(caller, self._decoder, model, quantization, graph)

@@ -25,6 +25,7 @@ from samsvc.jobs.records import EventKind, ImageError, JobEvent, JobRecord, JobS
 from samsvc.jobs.service import BatchImage, JobService
 from samsvc.jobs.store import ListCursor
 from samsvc.server import convert
+from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls, KeyedLimit
 from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary_boundary
 from samsvc.server.paging import (
@@ -93,13 +94,14 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
                 checked.append(BatchImage(data))
         return checked
 
-    def _check_batch(self, request: segmentation_service_pb2.SubmitBatchRequest) -> _Batch:
+    def _check_batch(self, request: segmentation_service_pb2.SubmitBatchRequest, caller: Principal) -> _Batch:
         """Judge a batch: the options and webhook (the whole request fails) and each image's
         header (only that image fails)."""
         settings = self._settings
         check_batch_count(len(request.images), settings.max_batch_images)
         model, given, encoding, visualize = convert.job_spec(request.options, settings.default_model)
-        check_model_name(model, self._models.registry.names(), field="options.model_type")
+        known = self._models.registry.names()
+        check_model_name(model, known, field="options.model_type", shown=caller.visible(known))
         options = check_amg_options(
             given,
             prefix="options.",
@@ -111,10 +113,11 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         spec = JobSpec(model, options, encoding, visualize, export_url=export_url)
         return self._batch(request, spec, "options.model_type")
 
-    def _check_embedding_batch(self, request: interactive_pb2.SubmitEmbeddingBatchRequest) -> _Batch:
+    def _check_embedding_batch(self, request: interactive_pb2.SubmitEmbeddingBatchRequest, caller: Principal) -> _Batch:
         check_batch_count(len(request.images), self._settings.max_batch_images)
         model = request.model_type or self._settings.default_model
-        check_model_name(model, self._models.registry.names())
+        known = self._models.registry.names()
+        check_model_name(model, known, shown=caller.visible(known))
         return self._batch(request, JobSpec.embedding(model), "model_type")
 
     def _batch(self, request: Any, spec: JobSpec, model_field: str) -> _Batch:
@@ -132,7 +135,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
             if isinstance(request, interactive_pb2.SubmitEmbeddingBatchRequest)
             else self._check_batch
         )
-        batch = await self.calls.run_blocking(check, request)
+        batch = await self.calls.run_blocking(check, request, caller)
         caller.check_model(batch.spec.model, field=batch.model_field)
         # Idempotency keys are per caller: another key's request_id never returns this key's job.
         request_id = batch.request_id

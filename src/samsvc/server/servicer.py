@@ -58,11 +58,14 @@ class SegmentationServicer(InteractiveRpcs):
         self._result_cache = result_cache
         self._probe = ProcessProbe()
 
-    def _check_segment(self, request: segmentation_service_pb2.SegmentRequest) -> tuple[SegmentTask, int]:
+    def _check_segment(
+        self, request: segmentation_service_pb2.SegmentRequest, caller: Principal
+    ) -> tuple[SegmentTask, int]:
         """Judge everything about the request before any pixel is decoded; with its work (prompts)."""
         header = check_image_bytes(request.image, self._limits)
         model = request.model_type or self._settings.default_model
-        check_model_name(model, self._models.registry.names())
+        known = self._models.registry.names()
+        check_model_name(model, known, shown=caller.visible(known))
         options = check_amg_options(
             convert.amg_fields_set(request),
             defaults=self._models.amg_defaults(model),
@@ -100,15 +103,15 @@ class SegmentationServicer(InteractiveRpcs):
         self, request: segmentation_service_pb2.SegmentRequest, caller: Principal
     ) -> segmentation_service_pb2.SegmentResponse:
         started = time.perf_counter()
-        task, prompts = self._check_segment(request)
+        task, prompts = self._check_segment(request, caller)
         caller.check_model(task.model)
         job_id = new_job_id(JobType.SINGLE)
         spec = JobSpec(task.model, task.options, task.encoding, task.visualize)
         cache_key = None
         result = None
         if self._result_cache is not None:
-            loaded = await self.calls.run_blocking(self._models.get, task.model)
-            cache_key = result_cache_key(task, loaded.identity)
+            loaded = await self.calls.model(caller, self._models, task.model)
+            cache_key = result_cache_key(task, loaded.identity, caller.name)
             cached = await self.calls.run_blocking(self._result_cache.get, cache_key)
             if cached is not None:
                 result = ImageResult.from_json(cached.decode())
@@ -136,10 +139,10 @@ class SegmentationServicer(InteractiveRpcs):
     async def ListModels(
         self, request: segmentation_service_pb2.ListModelsRequest, context: ServicerContext
     ) -> segmentation_service_pb2.ListModelsResponse:
-        await self.calls.caller(context)
+        caller = await self.calls.caller(context)
         size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         offset = decode_page_token(request.page_token)
-        states = self._models.states()
+        states = [state for state in self._models.states() if caller.may_use(state.spec.name)]
         page = states[offset : offset + size]
         more = offset + size < len(states)
         return segmentation_service_pb2.ListModelsResponse(
@@ -164,14 +167,15 @@ class SegmentationServicer(InteractiveRpcs):
         # Without a key it says whether the service serves, nothing more: models, load, limits
         # and resources are for callers with one.
         status = self._health.proto_status()
-        if not self.calls.presents_key(context):
+        caller = self.calls.known_caller(context)
+        if caller is None:
             return health_pb2.CheckHealthResponse(status=status)  # type: ignore[arg-type]
         jobs = await self.calls.run_blocking(self._jobs_health)
         return health_pb2.CheckHealthResponse(
             jobs=jobs,
             status=status,  # type: ignore[arg-type]
             version=__version__,
-            models=[convert.model_to_proto(s) for s in self._models.states()],
+            models=[convert.model_to_proto(s) for s in self._models.states() if caller.may_use(s.spec.name)],
             process=self._probe.resources(),
             limits=health_pb2.RequestLimits(
                 max_image_bytes=self._settings.max_image_bytes,

@@ -2,9 +2,11 @@
 
 A session holds one image's embedding (and the best low-resolution logits of its last answer,
 for refinement clicks) under `(owner, image_id)`: a session belongs to the API key that made
-it, and another key's lookup finds nothing. Sessions last `ttl_s` after their last use and
-all of a store's sessions hold at most `max_bytes` together, the least recently used going
-first. Backends: samsvc.sessions.memory_sessions (this process) and
+it, and another key's lookup finds nothing. Sessions last `ttl_s` after their last use; one
+key's sessions hold at most `max_bytes_per_key` and all of a store's sessions at most
+`max_bytes`. When either is full, the owner's own least recently used sessions go first, and
+another key's (the least recently used of all) only when the owner has no other left, so one
+key cannot empty the store of everyone else's sessions. Backends: samsvc.sessions.memory_sessions (this process) and
 samsvc.sessions.redis_sessions (shared by every replica).
 """
 
@@ -24,6 +26,8 @@ from samsvc.errors import NotFound
 DEFAULT_TTL_S = 3600
 #: Bytes all sessions of a store may hold (an SAM embedding is 4 MiB).
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: Bytes one key's sessions may hold: a quarter of the default store (32 SAM embeddings).
+DEFAULT_MAX_BYTES_PER_KEY = 128 * 1024 * 1024
 
 
 def image_id(data: bytes, model: str) -> str:
@@ -67,10 +71,12 @@ class ImageSessionRecord:
 class SessionStore(Protocol):
     ttl_s: float
     max_bytes: int
+    #: 0: a key's sessions are held only to `max_bytes`.
+    max_bytes_per_key: int
 
     def put(self, record: ImageSessionRecord) -> ImageSessionRecord:
         """Store (or replace) the session; returns it with its expiry. A session larger than
-        the whole budget is refused (FAILED_PRECONDITION)."""
+        either budget is refused (FAILED_PRECONDITION)."""
 
     def get(self, owner: str, image_id: str, renew: bool = True) -> ImageSessionRecord | None:
         """The session (renewed for another `ttl_s` unless not `renew`); None when absent or expired."""

@@ -128,11 +128,13 @@ def check_work(options: AmgOptions, max_prompts: int, prefix: str = "") -> int:
     )
 
 
-def check_model_name(name: str, known: list[str], field: str = "model_type") -> None:
-    """InvalidArgument unless `name` is a registered model."""
+def check_model_name(name: str, known: list[str], field: str = "model_type", shown: list[str] | None = None) -> None:
+    """InvalidArgument unless `name` is a registered model; the message offers `shown` (the
+    models the caller may use; default all)."""
     if name not in known:
+        choices = ", ".join(known if shown is None else shown) or "none (this key may use no model)"
         raise InvalidArgument.for_field(
-            field, f"unknown model {name!r}; choose one of {', '.join(known)}", reason="UNKNOWN_MODEL"
+            field, f"unknown model {name!r}; choose one of {choices}", reason="UNKNOWN_MODEL"
         )
 
 
