@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from samsvc.errors import ConfigurationError
 from samsvc.object_storage import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_S, S3Options, parse_location
+from samsvc.validation.export import ExportRoots
 
 #: 10 MiB: the seed's per-image limit.
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -216,7 +217,11 @@ class Settings(BaseSettings):
     )
     export_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="Folders a batch's export_url may write into, comma separated; empty allows s3:// exports only.",
+        description="Folders a batch's export_url may write into (each key under its own subfolder), comma separated.",
+    )
+    export_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Buckets (`bucket` or `bucket/prefix`) a batch's export_url may write into, comma separated.",
     )
     s3_endpoint_url: str | None = Field(
         None, description="S3 API endpoint (MinIO, another region's or a test server); unset uses AWS's."
@@ -306,6 +311,7 @@ class Settings(BaseSettings):
         "api_keys",
         "admin_jwt_algorithms",
         "export_dirs",
+        "export_buckets",
         mode="before",
     )
     @classmethod
@@ -325,6 +331,19 @@ class Settings(BaseSettings):
             except ConfigurationError as exc:
                 raise ValueError(exc.message) from None
         return value
+
+    @field_validator("export_buckets")
+    @classmethod
+    def _check_export_buckets(cls, value: list[str]) -> list[str]:
+        try:
+            ExportRoots.parse([], value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    def export_roots(self) -> ExportRoots:
+        """Where batch exports may be written (samsvc.validation.export)."""
+        return ExportRoots.parse(self.export_dirs, self.export_buckets)
 
     def s3_options(self) -> S3Options:
         return S3Options(

@@ -161,8 +161,9 @@ def _segment_image(
         result = dataclasses.replace(result, visualization=b"")
     if not spec.export_url:
         return result
-    writer = ExportWriter(spec.export_url, runtime.settings.s3_options())
+    writer = ExportWriter(spec.export_url, runtime.settings.s3_options(), runtime.settings.export_roots())
     records = [m.record for m in outcome.masks]
+    failpoints.hit("jobs.image.before_export", job_id=job_id, index=index)
     try:
         exported = export_image(
             writer, job_id, index, outcome.width, outcome.height, records, outcome.visualization or b""

@@ -1,22 +1,30 @@
-"""Result export: each finished image's masks written where the batch asked
-(`export_url`: s3://bucket/prefix, or a folder EXPORT_DIRS allows) as COCO JSON with RLE
-segmentations plus an overlay PNG, under JOB_ID/; and a manifest of every image's objects when
-the job ends. A failed write is the image's export error (EXPORT_FAILED): its masks are kept,
-the image and the job do not fail. S3 credentials are the server's (the standard AWS chain).
+"""Result export: each finished image's masks written where the batch asked (`export_url`,
+already placed under the calling key's own folder or prefix of an allowed root by
+samsvc.validation.export) as COCO JSON with RLE segmentations plus an overlay PNG, under
+JOB_ID/; and a manifest of every image's objects when the job ends. A failed write is the
+image's export error (EXPORT_FAILED): its masks are kept, the image and the job do not fail. S3
+credentials are the server's (the standard AWS chain).
+
+Each write checks the roots again (settings may have changed since the job was accepted) and
+walks a folder from its allowed root one directory at a time without following symbolic links
+(O_NOFOLLOW under the previous directory's descriptor), so a link planted after the job was
+accepted fails the write instead of leading it out of EXPORT_DIRS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from samsvc.encoding.masks import encode_rle_runs
 from samsvc.errors import Unavailable
 from samsvc.object_storage import S3Options, StorageLocation, parse_location, s3_client
+from samsvc.validation.export import ExportRoots
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +38,36 @@ def export_failed(what: str) -> Unavailable:
     return Unavailable(f"the export of {what} could not be written", reason="EXPORT_FAILED")
 
 
-class ExportWriter:
-    """Writes named objects under `location`/JOB_ID/."""
+#: Flags of each directory opened on the way to an export folder: never through a link.
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
-    def __init__(self, url: str, s3: S3Options) -> None:
+
+def url_of(location: StorageLocation, job_id: str, name: str) -> str:
+    if location.path is not None:
+        return str(location.path / job_id / name)
+    return f"s3://{location.bucket}/{location.key(job_id, name)}"
+
+
+class ExportWriter:
+    """Writes named objects under `location`/JOB_ID/, inside `roots`."""
+
+    def __init__(self, url: str, s3: S3Options, roots: ExportRoots) -> None:
         self.location: StorageLocation = parse_location(url, "export_url")
         self._s3 = s3
+        self._roots = roots
         self._client: Any = None
 
     def url_of(self, job_id: str, name: str) -> str:
-        if self.location.path is not None:
-            return str(self.location.path / job_id / name)
-        return f"s3://{self.location.bucket}/{self.location.key(job_id, name)}"
+        return url_of(self.location, job_id, name)
 
     def write(self, job_id: str, name: str, data: bytes, content_type: str) -> str:
-        """Write one object; returns its URL or path. Raises OSError or botocore's errors."""
+        """Write one object; returns its URL or path. Raises OSError (a folder outside the roots
+        or reached through a link included) or botocore's errors."""
         if self.location.path is not None:
-            directory = self.location.path / job_id
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, directory / name)
+            self._write_file(self.location.path, job_id, name, data)
         else:
+            if self._roots.bucket_root(self.location) is None:
+                raise PermissionError(f"s3://{self.location.bucket}/{self.location.prefix} is not in EXPORT_BUCKETS")
             if self._client is None:
                 self._client = s3_client(self._s3)
             self._client.put_object(
@@ -63,6 +78,31 @@ class ExportWriter:
                 **self._s3.put_args(),
             )
         return self.url_of(job_id, name)
+
+    def _write_file(self, folder: Path, job_id: str, name: str, data: bytes) -> None:
+        root = self._roots.dir_root(folder)
+        if root is None:
+            raise PermissionError(f"{folder} is not in EXPORT_DIRS")
+        descriptor = os.open(root, _DIRECTORY_FLAGS & ~os.O_NOFOLLOW)  # the operator's own root may be a link
+        try:
+            for part in (*folder.relative_to(root).parts, job_id):
+                with contextlib.suppress(FileExistsError):  # made by an earlier image or another job
+                    os.mkdir(part, 0o755, dir_fd=descriptor)
+                inner = os.open(part, _DIRECTORY_FLAGS, dir_fd=descriptor)  # ELOOP / ENOTDIR on a link
+                os.close(descriptor)
+                descriptor = inner
+            part_name = f".{name}.{os.urandom(6).hex()}.part"
+            out = os.open(part_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=descriptor)
+            try:
+                with os.fdopen(out, "wb") as handle:
+                    handle.write(data)
+                os.replace(part_name, name, src_dir_fd=descriptor, dst_dir_fd=descriptor)  # a link there is replaced
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(part_name, dir_fd=descriptor)
+                raise
+        finally:
+            os.close(descriptor)
 
 
 def _write_errors() -> tuple[type[Exception], ...]:
@@ -118,7 +158,7 @@ def export_image(
 
 
 def manifest_url(export_url: str, job_id: str) -> str:
-    return ExportWriter(export_url, S3Options()).url_of(job_id, MANIFEST_NAME) if export_url else ""
+    return url_of(parse_location(export_url, "export_url"), job_id, MANIFEST_NAME) if export_url else ""
 
 
 def manifest(job_id: str, status: str, results: Iterator[Any]) -> bytes:

@@ -145,7 +145,7 @@ class JobRuntime:
                     return
                 start = page[-1].index + 1
 
-        writer = ExportWriter(job.spec.export_url, self.settings.s3_options())
+        writer = ExportWriter(job.spec.export_url, self.settings.s3_options(), self.settings.export_roots())
         write_manifest(writer, job.job_id, job.status.value, results())
 
     @property

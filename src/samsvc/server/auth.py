@@ -90,8 +90,11 @@ class Principal:
 
 def check_key_name(name: str) -> str:
     """A key's name as it appears in logs, metrics and job owners: [A-Za-z0-9_.-]+."""
-    if not KEY_NAME.fullmatch(name):
-        raise ConfigurationError(f"API key name {name!r} must be letters, digits, '_', '.' or '-' (1 to 64)")
+    if not KEY_NAME.fullmatch(name) or not name.strip("."):
+        # Never only dots: a key's name is a folder or prefix of its exports.
+        raise ConfigurationError(
+            f"API key name {name!r} must be letters, digits, '_', '.' or '-' (1 to 64, not only dots)"
+        )
     return name
 
 

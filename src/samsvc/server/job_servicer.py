@@ -109,7 +109,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
             family_check=functools.partial(self._models.option_violations, model),
         )
         check_work(options, settings.max_prompts_per_image, prefix="options.")
-        export_url = check_export_url(request.export_url, settings.export_dirs)
+        export_url = check_export_url(request.export_url, settings.export_roots(), caller.name)
         spec = JobSpec(model, options, encoding, visualize, export_url=export_url)
         return self._batch(request, spec, "options.model_type")
 
