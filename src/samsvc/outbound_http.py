@@ -1,7 +1,8 @@
 """HTTP connections to addresses checked by samsvc.validation.webhook_url: the connection goes
 to the vetted address (not to whatever the host resolves to a moment later), TLS still
 verifies the host's name, and one attempt is bounded in time however slowly the peer answers.
-Webhook deliveries (samsvc.jobs.webhooks) and the label-tool adapters' image fetches use it."""
+Webhook deliveries (samsvc.jobs.webhooks) and the server's image fetches (`image_url`,
+samsvc.server.image_fetch) use it."""
 
 from __future__ import annotations
 
@@ -82,6 +83,18 @@ def fetch(
     `max_bytes`, UNAVAILABLE when the peer fails. Errors name the host, never an address or
     path of this side."""
     target = policy.check(url, field=field, subject=subject)
+    return fetch_target(target, max_bytes=max_bytes, timeout=timeout, headers=headers, field=field)
+
+
+def fetch_target(
+    target: WebhookTarget,
+    *,
+    max_bytes: int,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    field: str = "url",
+) -> bytes:
+    """GET a target already vetted (samsvc.validation.webhook_url), as `fetch` does."""
     connection = pinned_connection(target, timeout)
     with bounded(connection, timeout) as expired:
         try:

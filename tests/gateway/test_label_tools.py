@@ -6,12 +6,8 @@ with its token; CVAT through the Nuclio function in deploy/cvat."""
 from __future__ import annotations
 
 import base64
-import http.server
 import importlib.util
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,20 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from samsvc.config import Settings
 from samsvc.encoding.brush_rle import decode_brush_rle
 from samsvc.encoding.masks import decode_png
-from samsvc.gateway.launcher import Gateway, start_gateway
-from samsvc.server.auth import digest, new_key
 from samsvc.v1 import interactive_pb2 as ipb
 from samsvc.v1 import segmentation_service_pb2 as pb
+from tests.gateway.conftest import HEIGHT, IMAGE, KEY, TOKEN, WIDTH, Tools
 from tests.gateway.test_rest import call
-from tests.support import ServerThread, encode, scene
 
-TOKEN = "ls-access-token"
-KEY = new_key()
-WIDTH, HEIGHT = 160, 120
-IMAGE = encode(scene(WIDTH, HEIGHT, seed=71))
 BRUSH_CONFIG = """<View>
   <Image name="image" value="$image" zoom="true"/>
   <BrushLabels name="tag" toName="image"><Label value="Banana" background="#FF0000"/></BrushLabels>
@@ -40,76 +29,6 @@ BRUSH_CONFIG = """<View>
   <RectangleLabels name="tag3" toName="image" smart="true"><Label value="Banana" showInline="true"/></RectangleLabels>
 </View>"""
 POLYGON_CONFIG = BRUSH_CONFIG.replace("BrushLabels", "PolygonLabels")
-
-
-class FileServer:
-    """What Label Studio serves task images from: /data/upload/... with its token required."""
-
-    def __init__(self) -> None:
-        self.authorizations: list[str] = []
-        seen = self.authorizations
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                seen.append(self.headers.get("Authorization", ""))
-                ok = self.path == "/data/upload/1/photo.png" and self.headers.get("Authorization") == f"Token {TOKEN}"
-                body = IMAGE if ok else b"no"
-                self.send_response(200 if ok else 401)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass
-class Tools:
-    server: ServerThread
-    gateway: Gateway
-    files: FileServer
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.gateway.rest_port}"
-
-    def post(self, path: str, body: dict[str, Any], auth: str | None = None) -> tuple[int, Any]:
-        basic = base64.b64encode(f"labelstudio:{KEY if auth is None else auth}".encode()).decode()
-        status, _, data = call(
-            self.base + path,
-            "POST",
-            json.dumps(body).encode(),
-            {"Content-Type": "application/json", "Authorization": f"Basic {basic}"},
-        )
-        return status, json.loads(data) if data else None
-
-
-@pytest.fixture(scope="module")
-def tools(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tools]:
-    files = FileServer()
-    settings = base_settings.model_copy(
-        update={
-            "api_keys": [f"labelstudio:{digest(KEY)}"],
-            "label_studio_url": files.url,
-            "label_studio_api_key": TOKEN,
-            "data_dir": str(tmp_path_factory.mktemp("data")),
-            "envoy_admin_port": 0,
-        }
-    )
-    server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
-    yield Tools(server, gateway, files)
-    gateway.stop()
-    server.stop()
-    files.close()
 
 
 def keypoint(x: float, y: float, positive: bool = True) -> dict[str, Any]:
@@ -168,7 +87,7 @@ def test_health_and_setup(tools: Tools) -> None:
 
 
 def test_a_smart_keypoint_becomes_a_brush_mask(tools: Tools) -> None:
-    tools.files.authorizations.clear()
+    tools.files.requests.clear()
     status, answer = tools.post("/label-studio/predict", predict_request([keypoint(60, 45), keypoint(130, 20, False)]))
     assert status == 200
     (prediction,) = answer["results"]
@@ -178,7 +97,8 @@ def test_a_smart_keypoint_becomes_a_brush_mask(tools: Tools) -> None:
     assert result["value"]["format"] == "rle" and result["value"]["brushlabels"] == ["Banana"]
     mask = decode_brush_rle(result["value"]["rle"], HEIGHT, WIDTH)
     assert np.array_equal(mask, session_mask(tools, [(60, 45, True), (130, 20, False)]))
-    assert tools.files.authorizations == [f"Token {TOKEN}"]  # the image came from Label Studio, with its token
+    # The image came from Label Studio, with its token.
+    assert tools.files.requests == [("/data/upload/1/photo.png", f"Token {TOKEN}")]
 
 
 def test_a_rectangle_and_polygons(tools: Tools) -> None:
@@ -207,7 +127,7 @@ def test_no_interaction_yet_and_bad_requests(tools: Tools) -> None:
         "/label-studio/predict", predict_request([keypoint(5, 5)], image="http://127.0.0.1:9/secret.png")
     )
     assert status == 400 and answer["details"][0]["reason"] == "IMAGE_URL_FORBIDDEN"
-    assert "task.data" in answer["message"]
+    assert "image_url" in answer["message"]
     # A data: URI needs no fetch at all.
     inline = "data:image/png;base64," + base64.b64encode(IMAGE).decode()
     status, answer = tools.post("/label-studio/predict", predict_request([keypoint(60, 45)], image=inline))

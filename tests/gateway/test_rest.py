@@ -7,32 +7,15 @@ import base64
 import json
 import ssl
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import ALLOWED_ORIGIN, Stack
+from tests.gateway.conftest import ALLOWED_ORIGIN, Stack, call
 from tests.support import encode, raw_request, scene
 
 PERMISSIVE = {"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0}
-
-
-def call(
-    url: str,
-    method: str = "GET",
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    context: ssl.SSLContext | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=120, context=context) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
 def post_json(url: str, payload: dict[str, Any]) -> tuple[int, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from samsvc.config import Settings
 from samsvc.errors import ConfigurationError
@@ -68,7 +69,7 @@ def setup(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     settings = base_settings.model_copy(
         update={
             "api_keys": [f"alice:{digest(alice)}", f"bob:{digest(bob)}"],
-            "admin_jwt_key": ADMIN_SECRET,
+            "admin_jwt_key": SecretStr(ADMIN_SECRET),
             "data_dir": str(tmp_path_factory.mktemp("data")),
         }
     )

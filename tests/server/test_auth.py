@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
 from samsvc.config import Settings
 from samsvc.gateway.launcher import start_gateway
@@ -127,14 +128,16 @@ def test_admin_token_keys_are_checked_at_start(
         ["openssl", "pkey", "-in", str(pem) + ".key", "-pubout", "-out", str(pem)], check=True, capture_output=True
     )
     cases = {
-        "a short HMAC secret": {"admin_jwt_key": "only-20-bytes-secret"},
+        "a short HMAC secret": {"admin_jwt_key": SecretStr("only-20-bytes-secret")},
         "a PEM key for HS256": {"admin_jwt_key_file": pem},
-        "a secret for RS256": {"admin_jwt_key": "x" * 40, "admin_jwt_algorithms": ["RS256"]},
+        "a secret for RS256": {"admin_jwt_key": SecretStr("x" * 40), "admin_jwt_algorithms": ["RS256"]},
     }
     for case, update in cases.items():
         with pytest.raises(ConfigurationError) as refused:
             Authenticator.from_settings(base_settings.model_copy(update=update))
         assert "ADMIN_JWT_KEY" in refused.value.message, case
-    assert Authenticator.from_settings(base_settings.model_copy(update={"admin_jwt_key": "s" * 32})).admin_policy
+    assert Authenticator.from_settings(
+        base_settings.model_copy(update={"admin_jwt_key": SecretStr("s" * 32)})
+    ).admin_policy
     rsa = base_settings.model_copy(update={"admin_jwt_key_file": pem, "admin_jwt_algorithms": ["RS256"]})
     assert Authenticator.from_settings(rsa).admin_policy

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from pydantic import SecretStr
 
 from samsvc.config import Settings
 from samsvc.v1 import job_pb2
@@ -38,7 +39,7 @@ def batch_server(
     data_dir = tmp_path_factory.mktemp("data")
     base_settings = base_settings.model_copy(
         update={
-            "webhook_secret": WEBHOOK_SECRET,
+            "webhook_secret": SecretStr(WEBHOOK_SECRET),
             "webhook_allowed_hosts": ["127.0.0.1"],
             "webhook_min_backoff_ms": 100,
             # A retried image would take half a minute: poison images must fail at once.

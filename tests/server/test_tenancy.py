@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from samsvc.config import Settings
 from samsvc.engine import loader
@@ -68,7 +69,7 @@ def tenants(
             "model_dir": root / "weights",
             "auto_download": True,
             "api_keys": [f"alice:{digest(alice)}", f"bob:{digest(bob)}:tiny"],
-            "admin_jwt_key": ADMIN_SECRET,
+            "admin_jwt_key": SecretStr(ADMIN_SECRET),
             "data_dir": str(root / "data"),
             "result_cache_ttl_s": 3600,
             "max_workers": 2,

@@ -337,9 +337,17 @@ class CreateImageSessionRequest(_message.Message):
 
     IMAGE_FIELD_NUMBER: _builtins.int
     JOB_IMAGE_FIELD_NUMBER: _builtins.int
+    IMAGE_URL_FIELD_NUMBER: _builtins.int
     MODEL_TYPE_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """The image: JPEG, PNG or WEBP (base64 in JSON)."""
+    image_url: _builtins.str
+    """The image's http(s) address, fetched by the server once the caller is authenticated and
+    charged: a public address (or a host WEBHOOK_ALLOWED_HOSTS names), or one of Label
+    Studio's media paths on LABEL_STUDIO_URL, fetched with its token. At most
+    MAX_IMAGE_BYTES; refused with INVALID_IMAGE_URL or IMAGE_URL_FORBIDDEN, unreadable with
+    FETCH_FAILED.
+    """
     model_type: _builtins.str
     """The model to run; empty means the server's default model (with `job_image`: the job's)."""
     @_builtins.property
@@ -351,13 +359,14 @@ class CreateImageSessionRequest(_message.Message):
         *,
         image: _builtins.bytes = ...,
         job_image: Global___JobImage | None = ...,
+        image_url: _builtins.str = ...,
         model_type: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "job_image", b"job_image", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_url", b"image_url", "job_image", b"job_image", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "job_image", b"job_image", "model_type", b"model_type", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "image_url", b"image_url", "job_image", b"job_image", "model_type", b"model_type", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["image", "job_image"]  # noqa: Y015
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["image", "job_image", "image_url"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 

@@ -127,9 +127,11 @@ class Model(_message.Message):
     source: Global___ModelSource.ValueType
     """Whether the model is built in or registered by the operator."""
     url: _builtins.str
-    """Where the weights are downloaded from; empty for local-only checkpoints."""
+    """Where the weights are downloaded from: Meta's public address for built-in models; for
+    models of MODELS_FILE only in AdminService answers (without credentials or query).
+    """
     checkpoint: _builtins.str
-    """The checkpoint's file name inside MODEL_DIR, or its path for local checkpoints."""
+    """The checkpoint's file name (AdminService answers give its path on the server)."""
     size_bytes: _builtins.int
     """The checkpoint's size in bytes when known, else 0."""
     sha256: _builtins.str

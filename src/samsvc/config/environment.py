@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import SecretStr
+
 from samsvc.config.settings import Settings
 
 
@@ -19,6 +21,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
     return env
 

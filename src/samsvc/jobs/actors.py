@@ -272,7 +272,7 @@ def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
         deliver(
             job.webhook_url,
             webhook_payload(job),
-            secret=settings.webhook_secret,
+            secret=runtime.webhook_secret,
             policy=runtime.webhook_policy,
             correlation_id=REQUEST_ID.get() or job_id,
             delivery_id=webhook_delivery_id(job_id),

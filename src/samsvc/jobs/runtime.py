@@ -88,6 +88,11 @@ class JobRuntime:
     def webhook_policy(self) -> WebhookPolicy:
         return WebhookPolicy(self.settings.webhook_allowed_hosts)
 
+    @cached_property
+    def webhook_secret(self) -> str:
+        """WEBHOOK_SECRET (or its file's content), read once."""
+        return self.settings.secret("webhook_secret")
+
     @property
     def embedded(self) -> bool:
         return self.redis_client is None

@@ -177,14 +177,7 @@ class AdminTokenPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AdminTokenPolicy | None:
-        key = settings.admin_jwt_key
-        if settings.admin_jwt_key_file is not None:
-            try:
-                key = settings.admin_jwt_key_file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot read ADMIN_JWT_KEY_FILE {settings.admin_jwt_key_file}: {exc.strerror}"
-                ) from exc
+        key = settings.secret("admin_jwt_key")
         if not key:
             return None
         algorithms = tuple(settings.admin_jwt_algorithms)

@@ -29,10 +29,12 @@ from samsvc.server import convert, interactive_convert
 from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls
 from samsvc.server.error_boundary import ServicerContext, headers_boundary, send_headers, unary_boundary
+from samsvc.server.image_fetch import ImageFetcher, LabelStudioAccess
 from samsvc.server.job_servicer import JobRpcs
 from samsvc.sessions.store import ImageSessionRecord, SessionStore, session_expired
 from samsvc.v1 import interactive_pb2, segmentation_service_pb2
 from samsvc.validation.image import check_image_bytes
+from samsvc.validation.image_url import ImageUrlPolicy
 from samsvc.validation.options import check_model_name
 from samsvc.validation.prompts import check_prompts
 from samsvc.validation.sessions import check_image_id
@@ -55,6 +57,14 @@ class InteractiveRpcs(JobRpcs):
         self._embedding_cache = embedding_cache
         self._sessions = sessions
         self._decoders = decoders
+        self._fetcher = ImageFetcher(
+            calls,
+            ImageUrlPolicy(settings.webhook_allowed_hosts, settings.label_studio_url),
+            LabelStudioAccess(settings.label_studio_url, settings.secret("label_studio_api_key")),
+            max_bytes=settings.max_image_bytes,
+            max_fetches=settings.max_image_fetches,
+            per_key=settings.max_inferences_per_key,
+        )
 
     # Where embeddings come from.
 
@@ -119,6 +129,13 @@ class InteractiveRpcs(JobRpcs):
             return await self.calls.infer(
                 caller, embed_image, request.image, header, model, self._models, self._embedding_cache, caller.name
             )
+        if source == "image_url":
+            model = self._model(caller, request.model_type)  # judged before the fetch
+            data = await self._fetcher.fetch(caller, request.image_url)
+            header = check_image_bytes(data, self._limits, field="image_url")
+            return await self.calls.infer(
+                caller, embed_image, data, header, model, self._models, self._embedding_cache, caller.name
+            )
         if source == "image_id":
             record = await self._session(caller, request.image_id, request.model_type)
             return EmbeddedImage(
@@ -167,7 +184,7 @@ class InteractiveRpcs(JobRpcs):
     ) -> interactive_pb2.ImageSession:
         started = time.perf_counter()
         source = request.WhichOneof("source")
-        caller = await self.calls.caller(context, images=1 if source == "image" else 0)
+        caller = await self.calls.caller(context, images=1 if source in {"image", "image_url"} else 0)
         store = self._session_store()
         embedded = await self._embedded(caller, request)
         record = ImageSessionRecord(
