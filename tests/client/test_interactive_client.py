@@ -103,3 +103,15 @@ def test_the_embed_and_decoder_commands(target: Target, tmp_path: Path) -> None:
     assert reference.returncode == 0, reference.stderr
     assert json.loads(reference.stdout)["graph"] == "DECODER_GRAPH_REFERENCE"
     assert onnx.load(str(tmp_path / "decoder.onnx")).graph.input[0].name == "image_embeddings"
+
+
+def test_a_session_from_an_address_is_judged_by_the_server(target: Target, client_kind: str) -> None:
+    """`create_session(url=...)` has the server fetch the image; an address on this side of the
+    network is refused by the server's rules, named, before anything is fetched."""
+    from samsvc.client import InvalidArgumentError
+
+    with open_client(client_kind, target.address) as client:
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.create_session(url="http://127.0.0.1:9/photo.png")
+        assert refused.value.reason == "IMAGE_URL_FORBIDDEN"
+        assert [v.field for v in refused.value.violations] == ["image_url"]

@@ -217,17 +217,26 @@ class Client:
     # --- interactive: sessions, clicks, embeddings, decoders ---------------------------------
 
     def create_session(
-        self, image: ImageLike | None = None, *, job_id: str | None = None, index: int = 0, model: str | None = None
+        self,
+        image: ImageLike | None = None,
+        *,
+        job_id: str | None = None,
+        index: int = 0,
+        model: str | None = None,
+        url: str | None = None,
     ) -> interactive_pb2.ImageSession:
-        """Upload and encode `image` once (or open image `index` of embedding job `job_id`); its
-        `image_id` then stands for it in `prompt` and `embedding`."""
+        """Upload and encode `image` once (or have the server fetch it from `url`, or open image
+        `index` of embedding job `job_id`); its `image_id` then stands for it in `prompt` and
+        `embedding`."""
         request = interactive_pb2.CreateImageSessionRequest(model_type=model or "")
         if job_id is not None:
             request.job_image.CopyFrom(interactive_pb2.JobImage(job_id=job_id, index=index))
+        elif url is not None:
+            request.image_url = url
         elif image is not None:
             request.image = image_bytes(image)
         else:
-            raise ValueError("give an image or a job_id")
+            raise ValueError("give an image, a url or a job_id")
         session: interactive_pb2.ImageSession = self._call(self.stub.CreateImageSession, request)
         return session
 
