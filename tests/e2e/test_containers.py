@@ -55,10 +55,19 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     # Object storage is optional: a profile, and the services reach it only when told to.
     assert services["minio"]["profiles"] == services["minio-bucket"]["profiles"] == ["minio"]
     assert "mc mb --ignore-existing local/samsvc" in services["minio-bucket"]["entrypoint"][-1]
-    for name in ("api", "worker", "envoy"):
+    for name in ("api", "worker"):
         env = services[name]["environment"]
         assert (env["DATA_DIR"], env["S3_ENDPOINT_URL"]) == ("${DATA_DIR:-/data}", "${S3_ENDPOINT_URL:-}")
         assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/run/secrets/aws_credentials"
+    # Secrets are files, each container holding only those it uses; none in the environment.
+    assert {name: set(services[name].get("secrets", [])) for name in ("api", "worker", "envoy")} == {
+        "api": {"api_keys", "admin_jwt_key", "label_studio_api_key", "redis_password", "aws_credentials"},
+        "worker": {"redis_password", "aws_credentials", "webhook_secret"},
+        "envoy": set(),
+    }
+    for name in ("api", "worker", "envoy"):
+        assert not set(services[name]["environment"]) & {"ADMIN_JWT_KEY", "LABEL_STUDIO_API_KEY", "WEBHOOK_SECRET"}
+    assert not set(services["envoy"]["environment"]) & {"REDIS_URL", "REDIS_PASSWORD_FILE", "DATA_DIR"}
     assert "--appendonly yes --appendfsync always --requirepass" in services["redis"]["command"][-1]
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
@@ -80,7 +89,10 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     assert keys_file.read_text().startswith("me:") and key not in keys_file.read_text()
     assert compose["secrets"]["api_keys"]["file"] == "./secrets/api_keys"
     assert compose["secrets"]["redis_password"]["file"] == "./secrets/redis_password"
+    for empty in ("admin_jwt_key", "label_studio_api_key", "webhook_secret", "aws_credentials"):
+        (tmp_path / "secrets" / empty).touch()  # the README's step: an empty file, its feature off
     local = {
+        **{f"/run/secrets/{name}": str(tmp_path / "secrets" / name) for name in compose["secrets"]},
         "/run/secrets/api_keys": str(keys_file),
         "/run/secrets/redis_password": str(password_file),
         "/run/secrets/aws_credentials": str(tmp_path / "secrets" / "aws_credentials"),
@@ -220,8 +232,8 @@ def test_every_compose_service_is_hardened() -> None:
         assert "no-new-privileges:true" in service.get("security_opt", []), name
         assert service.get("mem_limit"), name
         assert service.get("user") and not service["user"].startswith("0"), name
-        if name.startswith("minio"):
-            continue  # object storage: no Redis
+        if name.startswith("minio") or name == "envoy":
+            continue  # object storage and the gateway: no Redis
         assert "redis_password" in service.get("secrets", []), name
         if name != "redis":
             assert service["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name

@@ -134,16 +134,24 @@ def test_no_interaction_yet_and_bad_requests(tools: Tools) -> None:
     assert status == 200 and answer["results"][0]["result"][0]["type"] == "brushlabels"
 
 
-def test_cvat_gets_its_embedding_answer_through_the_nuclio_function(tools: Tools) -> None:
+def test_cvat_gets_its_embedding_answer_through_the_nuclio_function(tools: Tools, tmp_path: Path) -> None:
     path = Path(__file__).resolve().parents[2] / "deploy" / "cvat" / "nuclio" / "main.py"
     spec = importlib.util.spec_from_file_location("cvat_samsvc_function", path)
     assert spec is not None and spec.loader is not None
     function = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(function)
-    context = SimpleNamespace(user_data=SimpleNamespace(), Response=lambda **kw: SimpleNamespace(**kw))
+    warnings: list[str] = []
+    logger = SimpleNamespace(warn=warnings.append)
+    context = SimpleNamespace(user_data=SimpleNamespace(), Response=lambda **kw: SimpleNamespace(**kw), logger=logger)
+    key_file = tmp_path / "api_key"
+    key_file.write_text(KEY + "\n")  # a mounted secret, never the command line
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SAMSVC_URL", tools.base)
-        patch.setenv("SAMSVC_API_KEY", KEY)
+        patch.setenv("SAMSVC_API_KEY", KEY)  # ignored: a key in the environment shows in `docker inspect`
+        patch.setenv("SAMSVC_API_KEY_FILE", str(tmp_path / "absent"))
+        function.init_context(context)
+        assert context.user_data.key == "" and warnings
+        patch.setenv("SAMSVC_API_KEY_FILE", str(key_file))
         function.init_context(context)
     event = SimpleNamespace(body={"image": base64.b64encode(IMAGE).decode()})  # what CVAT's lambda manager sends
     response = function.handler(context, event)

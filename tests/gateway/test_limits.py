@@ -288,3 +288,21 @@ def test_the_overload_manager_refuses_requests_near_the_heap_limit(
     finally:
         gated.gateway.stop()
         gated.server.stop()
+
+
+def test_refusals_at_the_gateway_keep_the_metrics_bounded(gated: Gated) -> None:
+    """A refused request was counted under the last segment of its path: a caller choosing
+    random paths grew the metrics (and the scrape) without bound. Unknown paths now share one
+    label; every refusal is still counted."""
+    import uuid
+
+    from prometheus_client import REGISTRY
+
+    labels = {"rpc": "(no route)", "code": "UNAUTHENTICATED"}
+    before = REGISTRY.get_sample_value("samsvc_requests_total", labels) or 0.0
+    paths = [f"/api/v1/{uuid.uuid4().hex}" for _ in range(30)]
+    for path in paths:
+        assert raw_request(gated.port, "GET", path, {}).status == 401
+    assert REGISTRY.get_sample_value("samsvc_requests_total", labels) == before + 30
+    names = {sample.labels.get("rpc") for metric in REGISTRY.collect() for sample in metric.samples}
+    assert not any(path.rsplit("/", 1)[1] in names for path in paths)

@@ -249,3 +249,28 @@ def test_a_failing_model_is_loaded_once_under_the_inference_slots(
         assert len(reads) == 2
     finally:
         manager.failure_ttl_s = loader.DEFAULT_LOAD_FAILURE_TTL_S
+
+
+def test_knocking_without_a_key_is_counted_but_not_logged_line_by_line(
+    tenants: Tenants, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every refused call without a key wrote a warning: anyone could flood the log. Each is
+    still counted in the metrics; the log gets a few lines per reason and window, the last
+    saying how many were held back."""
+    import logging
+
+    from prometheus_client import REGISTRY
+
+    from samsvc.logs import DEFAULT_SAMPLE_BURST, LogSampler
+    from samsvc.server import auth
+
+    monkeypatch.setattr(auth, "REFUSALS", LogSampler(window_s=3600))
+    labels = {"rpc": "ListModels", "code": "UNAUTHENTICATED"}
+    before = REGISTRY.get_sample_value("samsvc_requests_total", labels) or 0.0
+    caplog.set_level(logging.WARNING)
+    for _ in range(200):
+        with pytest.raises(grpc.RpcError):
+            tenants.server.stub.ListModels(pb.ListModelsRequest(), timeout=10)
+    assert REGISTRY.get_sample_value("samsvc_requests_total", labels) == before + 200
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ListModels")]
+    assert len(lines) == DEFAULT_SAMPLE_BURST, lines

@@ -202,14 +202,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if studio is not None and studio[1] in {"/", "/health"}:
             self._send(200, json.dumps(LabelStudioBackend.health()).encode(), "application/json")
         elif path == "/docs":
-            self._send(200, docs.SWAGGER_PAGE.encode(), "text/html; charset=utf-8")
+            self._send(200, docs.SWAGGER_PAGE.encode(), "text/html; charset=utf-8", docs.SECURITY_HEADERS)
         elif path == "/redoc":
-            self._send(200, docs.REDOC_PAGE.encode(), "text/html; charset=utf-8")
+            self._send(200, docs.REDOC_PAGE.encode(), "text/html; charset=utf-8", docs.SECURITY_HEADERS)
         elif path == "/openapi.json":
-            self._send(200, docs.openapi_json(), "application/json")
+            self._send(200, docs.openapi_json(), "application/json", docs.SECURITY_HEADERS)
         elif path.startswith(docs.ASSETS_PREFIX) and (found := docs.asset(path[len(docs.ASSETS_PREFIX) :])):
             content, kind = found
-            self._send(200, content, kind, {"Cache-Control": "public, max-age=86400"})
+            self._send(200, content, kind, {**docs.SECURITY_HEADERS, "Cache-Control": "public, max-age=86400"})
         elif path in {"/", "/console", CONSOLE_PREFIX}:
             self._send_console("index.html")
         elif path.startswith(CONSOLE_PREFIX) and console_file(path[len(CONSOLE_PREFIX) :]) is not None:

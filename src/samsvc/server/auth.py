@@ -34,9 +34,26 @@ from grpc_status import rpc_status
 from samsvc import metrics
 from samsvc.config import Settings
 from samsvc.errors import ConfigurationError, PermissionDenied, SamsvcError, Unauthenticated
+from samsvc.logs import LogSampler
 from samsvc.server.error_boundary import to_status
 
 log = logging.getLogger(__name__)
+#: Refusals of callers without valid credentials: every one is counted in the metrics
+#: (samsvc_requests_total, code UNAUTHENTICATED or PERMISSION_DENIED), a few logged per reason
+#: and window, so that nobody can flood the log by knocking.
+REFUSALS = LogSampler()
+
+
+def log_refusal(rpc: str, what: str, error: SamsvcError) -> None:
+    """Count the refusal of `rpc` (a method's name from a fixed set, the metrics' label) and log
+    it as `what`, sampled."""
+    code = "UNAUTHENTICATED" if isinstance(error, Unauthenticated) else "PERMISSION_DENIED"
+    metrics.REQUESTS.labels(rpc, code).inc()
+    held = REFUSALS.admit(error.reason)
+    if held is not None:
+        more = f"; {held} more refusals of this kind were not logged" if held else ""
+        log.warning("refused %s: %s (%s)%s", what[:200], error.message, error.reason, more)
+
 
 #: Methods that need no key while health stays open (AUTH_PROTECT_HEALTH closes them).
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/samsvc.v1.SegmentationService/CheckHealth")
@@ -329,9 +346,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if error is None or handler is None:
             return handler
         rpc = details.method.rsplit("/", 1)[-1]
-        code = "UNAUTHENTICATED" if isinstance(error, Unauthenticated) else "PERMISSION_DENIED"
-        metrics.REQUESTS.labels(rpc, code).inc()
-        log.warning("refused %s: %s (%s)", rpc, error.message, error.reason)
+        log_refusal(rpc, rpc, error)
         status = rpc_status.to_status(to_status(error))
 
         async def refuse_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -14,7 +14,6 @@ would have sent: a JSON `google.rpc.Status` for REST, and for gRPC callers the s
 from __future__ import annotations
 
 import base64
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,12 +26,8 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, json_format
 from google.rpc import code_pb2, status_pb2
 
-from samsvc import metrics
-from samsvc.errors import Unauthenticated
-from samsvc.server.auth import Authenticator
+from samsvc.server.auth import Authenticator, log_refusal
 from samsvc.server.error_boundary import ServicerContext, to_status
-
-log = logging.getLogger(__name__)
 
 #: Pages the gateway serves without a key: the documentation of the API and the web console's
 #: static files (the console itself calls the API with the key its user enters). Their routes
@@ -80,6 +75,10 @@ class GatewayAuthServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type
     def __init__(self, authenticator: Authenticator, routes: Sequence[HttpRoute] | None = None) -> None:
         self.authenticator = authenticator
         self.routes = list(routes) if routes is not None else load_routes()
+        self._rpcs = {route.rpc for route in self.routes}
+
+    def known_rpc(self, path: str) -> bool:
+        return path in self._rpcs
 
     def rpc_for(self, verb: str, path: str, grpc: bool) -> str | None:
         """The RPC a request will reach; "" for an open page; None when no route knows it (then a
@@ -108,10 +107,11 @@ class GatewayAuthServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type
         error = self.authenticator.check(rpc or path, headers.items())
         if error is None:
             return _allowed()
-        name = (rpc or path).rsplit("/", 1)[-1]
-        code = "UNAUTHENTICATED" if isinstance(error, Unauthenticated) else "PERMISSION_DENIED"
-        metrics.REQUESTS.labels(name, code).inc()
-        log.warning("gateway refused %s %s: %s (%s)", http.method, path, error.message, error.reason)
+        # The label is a known method's name, or one word for any other path: a caller choosing
+        # paths must not grow the metrics without bound.
+        known = rpc is not None and (not grpc or self.known_rpc(rpc))
+        label = rpc.rsplit("/", 1)[-1] if known and rpc else "(no route)"
+        log_refusal(label, f"{http.method} {path} at the gateway", error)
         return _denied(to_status(error), grpc)
 
 
