@@ -1,4 +1,5 @@
-"""What one abusive caller costs: the attacks of the bounded-cost work against a running
+"""What one abusive caller costs: the attacks of the bounded-cost work, and those on the edges
+added since (bench.abuse_edges: adapters, exports, model loads, caches, pages), against a running
 `samsvc serve` (gateway included), loopback only, bounded in count and time.
 
     uv run python -m bench.abuse [--rounds 20]
@@ -27,7 +28,9 @@ from typing import Any
 
 import grpc
 import psutil
+from pydantic import SecretStr
 
+from bench.abuse_edges import STUDIO_TOKEN, StudioFiles, edge_attacks
 from samsvc.config import Settings
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.server.auth import digest, new_key
@@ -49,10 +52,12 @@ LIMITS = {
 
 
 class Target:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, studio: StudioFiles) -> None:
         checkpoint = root / "tiny.pth"
         sha = build_random_checkpoint(checkpoint, TINY_ARCHITECTURE)
-        (root / "models.toml").write_text(models_file_entry("tiny", checkpoint, sha), encoding="utf-8")
+        # `tampered`: the same file under a digest it does not have (a checkpoint failing its check).
+        entries = models_file_entry("tiny", checkpoint, sha) + models_file_entry("tampered", checkpoint, "0" * 64)
+        (root / "models.toml").write_text(entries, encoding="utf-8")
         self.rest_port, self.admin_port = free_port(), free_port()
         settings = Settings(
             grpc_port=0,
@@ -64,9 +69,11 @@ class Target:
             rest_port=self.rest_port,
             envoy_admin_port=self.admin_port,
             metrics_port=-1,
-            log_level="ERROR",
+            log_level="WARNING",  # refusals are logged at WARNING: 31.7 counts the lines
             api_keys=[f"bench:{digest(KEY)}", f"limited:{digest(LIMITED)}:tiny"],
             webhook_allowed_hosts=[],
+            label_studio_url=studio.url,
+            label_studio_api_key=SecretStr(STUDIO_TOKEN),
             **LIMITS,
         )
         self.process = ServeProcess(settings)
@@ -80,6 +87,13 @@ class Target:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/memory", timeout=10) as answer:
             heap = int(json.loads(answer.read())["allocated"])
         return {"server_rss_mib": server / 2**20, "envoy_heap_mib": heap / 2**20}
+
+    def log_lines(self, containing: str) -> int:
+        """Lines of the server's log that contain `containing`."""
+        log = self.process.log
+        log.flush()
+        log.seek(0)
+        return sum(containing in line for line in log.read().splitlines())
 
     def stop(self) -> None:
         self.channel.close()
@@ -234,10 +248,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
+    studio = StudioFiles()
     with tempfile.TemporaryDirectory() as tmp:
-        target = Target(Path(tmp))
+        target = Target(Path(tmp), studio)
         try:
-            for name, attack in attacks(target, args.rounds).items():
+            everything = {**attacks(target, args.rounds), **edge_attacks(target, args.rounds, KEY, LIMITED, studio)}
+            for name, attack in everything.items():
                 before = target.memory()
                 took, outcome = attack()
                 after = target.memory()
@@ -254,11 +270,12 @@ def main() -> int:
                 print(f"{name}: {outcome}; {statistics.median(took) * 1000:.1f} ms median", flush=True)
         finally:
             target.stop()
+            studio.close()
     results = {"machine": f"{psutil.cpu_count()} CPUs ({platform.machine()})", "limits": LIMITS, "rows": rows}
     (Path(__file__).with_name("results_abuse.json")).write_text(json.dumps(results, indent=2) + "\n")
     table = [
-        f"Measured by `uv run python -m bench.abuse` on {results['machine']}; numbers refer to the bounded-cost "
-        "points (gateway timeouts shortened so slow attacks end in seconds).",
+        f"Measured by `uv run python -m bench.abuse` on {results['machine']}; numbers 1-7 refer to the bounded-cost "
+        "points, 31.N to the hardening of the edges (gateway timeouts shortened so slow attacks end in seconds).",
         "",
         "| attack | outcome | refused in (median / worst) | server RSS before -> after | Envoy heap before -> after |",
         "|---|---|---|---|---|",
