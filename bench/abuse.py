@@ -30,7 +30,7 @@ import grpc
 import psutil
 from pydantic import SecretStr
 
-from bench.abuse_edges import STUDIO_TOKEN, StudioFiles, edge_attacks
+from bench.abuse_edges import STUDIO_TOKEN, StudioFiles, edge_attacks, timed
 from samsvc.config import Settings
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
 from samsvc.server.auth import digest, new_key
@@ -102,15 +102,6 @@ class Target:
 
 def auth(key: str) -> list[tuple[str, str]]:
     return [("x-api-key", key)]
-
-
-def timed(attempt: Callable[[], object], rounds: int) -> tuple[list[float], object]:
-    took, outcome = [], None
-    for _ in range(rounds):
-        started = time.perf_counter()
-        outcome = attempt()
-        took.append(time.perf_counter() - started)
-    return took, outcome
 
 
 def grpc_refusal(call: Callable[[], object]) -> str:

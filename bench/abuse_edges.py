@@ -60,7 +60,8 @@ class StudioFiles:
         self.httpd.server_close()
 
 
-def _timed(attempt: Callable[[], Any], rounds: int) -> tuple[list[float], Any]:
+def timed(attempt: Callable[[], Any], rounds: int) -> tuple[list[float], Any]:
+    """Seconds each of `rounds` attempts took, and the last attempt's outcome."""
     took, outcome = [], None
     for _ in range(rounds):
         started = time.perf_counter()
@@ -132,12 +133,12 @@ def edge_attacks(target: Target, rounds: int, key: str, other: str, studio: Stud
         return took, f"HTTP {answers[0].status} after {sent} KiB of 100 MiB each; a keyed call meanwhile: {served}"
 
     def health_body() -> tuple[list[float], str]:
-        took, answer = _timed(lambda: raw_request(port, "GET", "/health", {}, 13 << 20, pace=0.005), rounds)
+        took, answer = timed(lambda: raw_request(port, "GET", "/health", {}, 13 << 20, pace=0.005), rounds)
         return took, f"HTTP {answer.status} after {answer.sent >> 10} KiB of 13 MiB"
 
     def foreign_bucket() -> tuple[list[float], str]:
         request = pb.SubmitBatchRequest(images=[encode(scene(32, 32))], export_url="s3://finance-reports/q3/")
-        took, outcome = _timed(lambda: _reason(lambda: stub.SubmitBatch(request, metadata=auth)), rounds)
+        took, outcome = timed(lambda: _reason(lambda: stub.SubmitBatch(request, metadata=auth)), rounds)
         return took, f"{outcome}, nothing written, the same for a bucket that does not exist"
 
     def adapter_without_gateway() -> tuple[list[float], str]:
@@ -152,7 +153,7 @@ def edge_attacks(target: Target, rounds: int, key: str, other: str, studio: Stud
                 answer = sock.recv(64)
             return int(answer.split()[1]) if answer.startswith(b"HTTP/1.") else None
 
-        took, status = _timed(one, rounds)
+        took, status = timed(one, rounds)
         return took, f"HTTP {status} (no key, past Envoy); Label Studio asked {len(studio.requests)} times"
 
     def token_to_other_paths() -> tuple[list[float], str]:
@@ -172,7 +173,7 @@ def edge_attacks(target: Target, rounds: int, key: str, other: str, studio: Stud
             except urllib.error.HTTPError as error:
                 return int(error.code)
 
-        took, status = _timed(one, rounds)
+        took, status = timed(one, rounds)
         return took, f"HTTP {status} (IMAGE_URL_FORBIDDEN); Label Studio asked {len(studio.requests)} times"
 
     def failing_model_loads() -> tuple[list[float], str]:
@@ -204,15 +205,15 @@ def edge_attacks(target: Target, rounds: int, key: str, other: str, studio: Stud
                 messages.append(error.details() or "")
             return messages[-1] if messages else ""
 
-        took, _ = _timed(one, rounds)
+        took, _ = timed(one, rounds)
         return took, f"FAILED_PRECONDITION (MODEL_WEIGHTS_MISSING); names a path: {any('/' in m for m in messages)}"
 
     def another_keys_image() -> tuple[list[float], str]:
         image = encode(scene(256, 192, seed=int(time.time()) % 1000))
         create = interactive_pb2.CreateImageSessionRequest(image=image, model_type="tiny")
         owner = stub.CreateImageSession(create, metadata=auth)
-        hit_took, hit = _timed(lambda: stub.CreateImageSession(create, metadata=auth), 1)
-        took, theirs = _timed(lambda: stub.CreateImageSession(create, metadata=other_auth), 1)
+        hit_took, hit = timed(lambda: stub.CreateImageSession(create, metadata=auth), 1)
+        took, theirs = timed(lambda: stub.CreateImageSession(create, metadata=other_auth), 1)
         assert not owner.embedding_cache_hit and hit.embedding_cache_hit
         return took, (
             f"cache hit for the other key: {theirs.embedding_cache_hit} ({took[0] * 1000:.0f} ms; "
@@ -221,12 +222,12 @@ def edge_attacks(target: Target, rounds: int, key: str, other: str, studio: Stud
 
     def knocking() -> tuple[list[float], str]:
         before = target.log_lines("refused ListModels")
-        took, outcome = _timed(lambda: _reason(lambda: stub.ListModels(pb.ListModelsRequest())), 1000)
+        took, outcome = timed(lambda: _reason(lambda: stub.ListModels(pb.ListModelsRequest())), 1000)
         lines = target.log_lines("refused ListModels") - before
         return took, f"{outcome} x 1000; {lines} log lines"
 
     def keyed_health_models() -> tuple[list[float], str]:
-        took, answer = _timed(lambda: stub.CheckHealth(health_pb2.CheckHealthRequest(), metadata=other_auth), rounds)
+        took, answer = timed(lambda: stub.CheckHealth(health_pb2.CheckHealthRequest(), metadata=other_auth), rounds)
         names = [m.name for m in answer.models]
         return took, f"a key for tiny sees {names}; paths shown: {any('/' in m.checkpoint for m in answer.models)}"
 
