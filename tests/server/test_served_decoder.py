@@ -157,3 +157,20 @@ def test_exports_are_made_once_and_kept_by_digest(base_settings: Settings, tmp_p
     with pytest.raises(FailedPrecondition) as caught:
         DecoderExports(blocked / "onnx").get(loaded.sam, loaded.digest, "fp32")
     assert caught.value.reason == "DECODER_EXPORT_FAILED" and str(tmp_path) not in caught.value.message
+
+
+def test_cvats_decoder_is_served_with_cvats_outputs(server: ServerThread) -> None:
+    """DECODER_GRAPH_CVAT: what CVAT's SAM plugin loads as /assets/decoder.onnx (outputs by its
+    names; tests/engine/test_decoder_cvat.py checks the values), kept apart from the others."""
+    from samsvc.engine.decoder_cvat import OUTPUT_NAMES as CVAT_OUTPUTS
+
+    for quantization in (ipb.DECODER_QUANTIZATION_FP32, ipb.DECODER_QUANTIZATION_INT8):
+        session, _, data = decoder(server, quantization, ipb.DECODER_GRAPH_CVAT)
+        assert [o.name for o in session.get_outputs()] == list(CVAT_OUTPUTS)
+        assert [i.name for i in session.get_inputs()] == list(INPUT_NAMES)
+        info = server.stub.GetDecoderInfo(
+            ipb.GetDecoderRequest(quantization=quantization, graph=ipb.DECODER_GRAPH_CVAT)
+        )
+        assert info.graph == ipb.DECODER_GRAPH_CVAT and info.onnx_sha256 == hashlib.sha256(data).hexdigest()
+    _, _, folded = decoder(server, ipb.DECODER_QUANTIZATION_FP32)
+    assert hashlib.sha256(folded).hexdigest() != info.onnx_sha256

@@ -88,6 +88,11 @@ class _DecoderGraphEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DecoderG
     """
     DECODER_GRAPH_REFERENCE: _DecoderGraph.ValueType  # 2
     """segment-anything's own export model (SamOnnxModel, with its repository's crop fix)."""
+    DECODER_GRAPH_CVAT: _DecoderGraph.ValueType  # 3
+    """The folded graph with the outputs CVAT's SAM plugin reads (its /assets/decoder.onnx): masks
+    as uint8 cropped to their inclusive box, the box as xtl, ytl, xbr, ybr (int64), then
+    iou_predictions and low_res_masks.
+    """
 
 class DecoderGraph(_DecoderGraph, metaclass=_DecoderGraphEnumTypeWrapper):
     """The graph of a served ONNX decoder: both have segment-anything's inputs and outputs and give the
@@ -103,6 +108,11 @@ has_mask_input is set (about half the reference graph's time in onnxruntime on a
 """
 DECODER_GRAPH_REFERENCE: DecoderGraph.ValueType  # 2
 """segment-anything's own export model (SamOnnxModel, with its repository's crop fix)."""
+DECODER_GRAPH_CVAT: DecoderGraph.ValueType  # 3
+"""The folded graph with the outputs CVAT's SAM plugin reads (its /assets/decoder.onnx): masks
+as uint8 cropped to their inclusive box, the box as xtl, ytl, xbr, ybr (int64), then
+iou_predictions and low_res_masks.
+"""
 Global___DecoderGraph: _TypeAlias = DecoderGraph  # noqa: Y015
 
 @_typing.final

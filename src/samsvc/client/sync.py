@@ -281,12 +281,21 @@ class Client:
         return Embedding(self._call(self.stub.GetImageEmbedding, request))
 
     def decoder(
-        self, model: str | None = None, *, int8: bool = False, reference_graph: bool = False
+        self, model: str | None = None, *, int8: bool = False, reference_graph: bool = False, cvat: bool = False
     ) -> tuple[bytes, interactive_pb2.DecoderInfo]:
         """The model's ONNX prompt decoder (float32, or int8; the folded graph, or with
-        `reference_graph` segment-anything's own export model) and what it is (digests, inputs)."""
+        `reference_graph` segment-anything's own export model, or with `cvat` the graph CVAT's SAM
+        plugin loads as its decoder.onnx) and what it is (digests, inputs)."""
+        if reference_graph and cvat:
+            raise ValueError("ask for the reference graph or CVAT's, not both")
         quantization = interactive_pb2.DECODER_QUANTIZATION_INT8 if int8 else interactive_pb2.DECODER_QUANTIZATION_FP32
-        graph = interactive_pb2.DECODER_GRAPH_REFERENCE if reference_graph else interactive_pb2.DECODER_GRAPH_FOLDED
+        graph = (
+            interactive_pb2.DECODER_GRAPH_CVAT
+            if cvat
+            else interactive_pb2.DECODER_GRAPH_REFERENCE
+            if reference_graph
+            else interactive_pb2.DECODER_GRAPH_FOLDED
+        )
         request = interactive_pb2.GetDecoderRequest(model_type=model or "", quantization=quantization, graph=graph)
         info: interactive_pb2.DecoderInfo = self._call(self.stub.GetDecoderInfo, request)
         body: httpbody_pb2.HttpBody = self._call(self.stub.GetDecoder, request)

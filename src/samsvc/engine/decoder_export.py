@@ -4,9 +4,11 @@ onnxruntime-web, CVAT's SAM plugin, Meta's demo).
 Two graphs of the same function and interface (`decoder_graph`): "folded", the default, the
 decoder rewritten for one image and a few clicks (about half the reference's time in
 onnxruntime on a CPU; outputs equal to float rounding), and "reference", segment-anything's own
-`SamOnnxModel` (with its repository's crop fix). Both are exported as segment-anything's
-`scripts/export_onnx_model.py` does: opset 17, the number of points dynamic, constant folding
-on, the best mask only (`--return-single-mask`, as the demo and CVAT run it). The int8 variant
+`SamOnnxModel` (with its repository's crop fix); and "cvat", the folded graph with the outputs
+CVAT's SAM plugin reads (`decoder_cvat`: the mask cropped to its box, the box, uint8). All are
+exported as segment-anything's `scripts/export_onnx_model.py` does: opset 17, the number of
+points dynamic, constant folding on, the best mask only (`--return-single-mask`, as the demo
+and CVAT run it). The int8 variant
 is onnxruntime's dynamic quantization of a graph with the script's settings (QUInt8 weights,
 per tensor, full range). Exports are built on first request and kept in `DECODER_DIR`, named by
 the checkpoint's digest, so a decoder always comes from the same checkpoint as the embeddings
@@ -29,7 +31,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
-from samsvc.engine import decoder_graph
+from samsvc.engine import decoder_cvat, decoder_graph
 from samsvc.engine.download import sha256_of
 from samsvc.errors import FailedPrecondition
 
@@ -44,8 +46,9 @@ OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
 DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 QUANTIZATIONS = ("fp32", "int8")
 #: The graph served unless another is asked for: "folded" (`decoder_graph.FoldedOnnxModel`);
-#: "reference" is segment-anything's own.
+#: "reference" is segment-anything's own; "cvat" CVAT's plugin's interface (`decoder_cvat`).
 DEFAULT_GRAPH = "folded"
+GRAPHS = ("folded", "reference", "cvat")
 
 
 @dataclass(frozen=True)
@@ -66,18 +69,22 @@ class DecoderFile:
 
 def graph_for(sam: Sam, graph: str) -> str:
     """The graph `sam` gets when `graph` is asked for: the reference one for a decoder whose
-    layout the folded graph does not rewrite."""
-    return graph if graph == "reference" or decoder_graph.foldable(sam) else "reference"
+    layout the folded graph does not rewrite (CVAT's interface keeps its name: it wraps either)."""
+    return graph if graph in {"reference", "cvat"} or decoder_graph.foldable(sam) else "reference"
 
 
 def export_decoder(sam: Sam, path: Path, opset: int = DEFAULT_OPSET, graph: str = DEFAULT_GRAPH) -> None:
     """Write `sam`'s prompt decoder as ONNX to `path` (the `graph_for` `graph`), as
     segment-anything's export script does."""
     model: torch.nn.Module
-    if graph_for(sam, graph) == "folded":
+    served = graph_for(sam, graph)
+    if served != "reference" and decoder_graph.foldable(sam):
         model = decoder_graph.FoldedOnnxModel(sam)
     else:
         model = decoder_graph.ReferenceOnnxModel(model=sam, return_single_mask=True)
+    output_names: tuple[str, ...] = OUTPUT_NAMES
+    if served == "cvat":
+        model, output_names = decoder_cvat.CvatOnnxModel(model), decoder_cvat.OUTPUT_NAMES
     device = next(sam.mask_decoder.parameters()).device
     embed_dim = sam.prompt_encoder.embed_dim
     embed_size = sam.prompt_encoder.image_embedding_size
@@ -106,7 +113,7 @@ def export_decoder(sam: Sam, path: Path, opset: int = DEFAULT_OPSET, graph: str 
             opset_version=opset,
             do_constant_folding=True,
             input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names),
             dynamic_axes=DYNAMIC_AXES,
             dynamo=False,
         )

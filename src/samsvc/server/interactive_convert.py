@@ -31,8 +31,13 @@ _GRAPHS: dict[int, str] = {
     interactive_pb2.DECODER_GRAPH_UNSPECIFIED: "folded",
     interactive_pb2.DECODER_GRAPH_FOLDED: "folded",
     interactive_pb2.DECODER_GRAPH_REFERENCE: "reference",
+    interactive_pb2.DECODER_GRAPH_CVAT: "cvat",
 }
-_GRAPH_VALUES = {"folded": interactive_pb2.DECODER_GRAPH_FOLDED, "reference": interactive_pb2.DECODER_GRAPH_REFERENCE}
+_GRAPH_VALUES = {
+    "folded": interactive_pb2.DECODER_GRAPH_FOLDED,
+    "reference": interactive_pb2.DECODER_GRAPH_REFERENCE,
+    "cvat": interactive_pb2.DECODER_GRAPH_CVAT,
+}
 
 
 def tensor_dtype(value: int, field: str = "dtype") -> str:

@@ -62,6 +62,11 @@ def register(commands: Any) -> None:
         action="store_true",
         help="segment-anything's own export model instead of the folded graph (same answers, slower)",
     )
+    decoder.add_argument(
+        "--cvat",
+        action="store_true",
+        help="the graph CVAT's SAM plugin loads (its /assets/decoder.onnx: cropped uint8 masks and their box)",
+    )
     decoder.add_argument("--out", default="decoder.onnx", help="file to write")
     add_client_flags(decoder)
     decoder.set_defaults(client_handler=cmd_decoder)

@@ -110,7 +110,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_decoder(args: argparse.Namespace) -> int:
     with connect(args) as client:
         try:
-            data, info = client.decoder(args.model, int8=args.int8, reference_graph=args.reference_graph)
+            data, info = client.decoder(
+                args.model, int8=args.int8, reference_graph=args.reference_graph, cvat=args.cvat
+            )
         except ClientError as error:
             return fail(error, args.json)
     target = Path(args.out)
