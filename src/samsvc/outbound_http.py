@@ -13,7 +13,7 @@ import ssl
 import threading
 from collections.abc import Iterator, Mapping
 
-from samsvc.errors import InvalidArgument, Unavailable
+from samsvc.errors import FailedPrecondition, InvalidArgument, Unavailable
 from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
 
 
@@ -93,20 +93,35 @@ def fetch_target(
     timeout: float,
     headers: Mapping[str, str] | None = None,
     field: str = "url",
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> bytes:
-    """GET a target already vetted (samsvc.validation.webhook_url), as `fetch` does."""
+    """Request a target already vetted (samsvc.validation.webhook_url), as `fetch` does. A peer
+    that refuses (HTTP 4xx) is FAILED_PRECONDITION, reason SOURCE_REFUSED, with its status in the
+    message and in metadata `source_status` (retrying cannot help until something changes there);
+    one unreachable, too slow or failing (5xx) is UNAVAILABLE, reason FETCH_FAILED."""
     connection = pinned_connection(target, timeout)
     with bounded(connection, timeout) as expired:
         try:
-            connection.request("GET", target.path, headers=dict(headers or {}))
+            connection.request(method, target.path, body=body, headers=dict(headers or {}))
             response = connection.getresponse()
-            body = response.read(max_bytes + 1)
-            status = response.status
+            answer = response.read(max_bytes + 1)
+            status, phrase = response.status, response.reason
         except (OSError, http.client.HTTPException) as exc:
             what = f"took longer than {timeout:g} s" if expired.is_set() else "was unreachable"
             raise Unavailable(f"{field}: {target.host} {what}", reason="FETCH_FAILED") from exc
+    if 400 <= status < 500:
+        raise FailedPrecondition(
+            f"{field}: {target.host} answered HTTP {status} ({phrase})",
+            reason="SOURCE_REFUSED",
+            metadata={"source_status": str(status)},
+        )
     if not 200 <= status < 300:
-        raise Unavailable(f"{field}: {target.host} answered HTTP {status}", reason="FETCH_FAILED")
-    if len(body) > max_bytes:
+        raise Unavailable(
+            f"{field}: {target.host} answered HTTP {status} ({phrase})",
+            reason="FETCH_FAILED",
+            metadata={"source_status": str(status)},
+        )
+    if len(answer) > max_bytes:
         raise InvalidArgument.for_field(field, f"is larger than {max_bytes} bytes", reason="IMAGE_TOO_LARGE")
-    return body
+    return answer

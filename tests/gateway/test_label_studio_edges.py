@@ -111,7 +111,7 @@ def test_the_adapter_answers_the_gateway_only(tools: Tools) -> None:
     assert refused.status == 403
     # Through Envoy the same calls work: Envoy adds the secret (and replaces one a caller sends).
     status, answer = tools.post("/label-studio/predict", predict_request([]))
-    assert status == 200 and answer == {"results": []}
+    assert status == 200 and len(answer["results"]) == 1
 
 
 def test_the_adapters_calls_are_bounded_per_key(tools: Tools) -> None:

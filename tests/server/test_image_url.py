@@ -129,6 +129,6 @@ def test_addresses_outside_the_rules_are_refused_unfetched(
 
 
 def test_a_source_that_fails_or_sends_too_much_is_named(server: ServerThread, files: Files) -> None:
-    assert refusal(server, f"{files.url}/data/upload/3/absent.jpg") == "FETCH_FAILED"
+    assert refusal(server, f"{files.url}/data/upload/3/absent.jpg") == "SOURCE_REFUSED"
     assert refusal(server, f"{files.url}/data/upload/3/big.png") == "IMAGE_TOO_LARGE"
     assert session(server, f"{files.url}/data/upload/3/photo.png").image_id, "the server keeps serving"

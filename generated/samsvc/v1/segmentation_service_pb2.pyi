@@ -44,9 +44,11 @@ class SegmentRequest(_message.Message):
     CROP_N_POINTS_DOWNSCALE_FACTOR_FIELD_NUMBER: _builtins.int
     MIN_MASK_REGION_AREA_FIELD_NUMBER: _builtins.int
     USE_M2M_FIELD_NUMBER: _builtins.int
+    IMAGE_URL_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """The image: JPEG, PNG or WEBP, recognised by its content (base64 in JSON).
-    At most MAX_IMAGE_BYTES (10 MiB by default) and MAX_IMAGE_SIDE pixels a side.
+    At most MAX_IMAGE_BYTES (10 MiB by default) and MAX_IMAGE_SIDE pixels a side. Required
+    unless `image_url` gives it.
     """
     model_type: _builtins.str
     """The model to run: vit_h, vit_l, vit_b or a name registered in MODELS_FILE.
@@ -90,6 +92,10 @@ class SegmentRequest(_message.Message):
     """SAM 2 models only: refine every mask by prompting the decoder with it (the sam2
     generator's use_m2m); default false. INVALID_ARGUMENT for SAM models.
     """
+    image_url: _builtins.str
+    """Instead of `image`: its http(s) address, fetched by the server once the caller is
+    authenticated and charged (the rules of CreateImageSessionRequest.image_url).
+    """
     def __init__(
         self,
         *,
@@ -109,10 +115,11 @@ class SegmentRequest(_message.Message):
         crop_n_points_downscale_factor: _builtins.int | None = ...,
         min_mask_region_area: _builtins.int | None = ...,
         use_m2m: _builtins.bool | None = ...,
+        image_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "min_mask_region_area", b"min_mask_region_area", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "image", b"image", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh", "_crop_n_layers", b"_crop_n_layers", "_crop_n_points_downscale_factor", b"_crop_n_points_downscale_factor", "_crop_nms_thresh", b"_crop_nms_thresh", "_crop_overlap_ratio", b"_crop_overlap_ratio", "_min_mask_region_area", b"_min_mask_region_area", "_points_per_batch", b"_points_per_batch", "_points_per_side", b"_points_per_side", "_pred_iou_thresh", b"_pred_iou_thresh", "_stability_score_offset", b"_stability_score_offset", "_stability_score_thresh", b"_stability_score_thresh", "_use_m2m", b"_use_m2m", "box_nms_thresh", b"box_nms_thresh", "crop_n_layers", b"crop_n_layers", "crop_n_points_downscale_factor", b"crop_n_points_downscale_factor", "crop_nms_thresh", b"crop_nms_thresh", "crop_overlap_ratio", b"crop_overlap_ratio", "image", b"image", "image_url", b"image_url", "mask_format", b"mask_format", "min_mask_region_area", b"min_mask_region_area", "model_type", b"model_type", "points_per_batch", b"points_per_batch", "points_per_side", b"points_per_side", "pred_iou_thresh", b"pred_iou_thresh", "return_visualization", b"return_visualization", "stability_score_offset", b"stability_score_offset", "stability_score_thresh", b"stability_score_thresh", "use_m2m", b"use_m2m"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__box_nms_thresh: _TypeAlias = _typing.Literal["box_nms_thresh"]  # noqa: Y015
     _WhichOneofArgType__box_nms_thresh: _TypeAlias = _typing.Literal["_box_nms_thresh", b"_box_nms_thresh"]  # noqa: Y015

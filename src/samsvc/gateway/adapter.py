@@ -17,15 +17,12 @@ it cannot read is a JSON 400, and anything unexpected a JSON 500 with the cause 
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import hashlib
 import hmac
 import http.server
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -36,10 +33,20 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from samsvc.errors import ERROR_DOMAIN, InvalidArgument, Unavailable
+from samsvc.errors import ERROR_DOMAIN, InvalidArgument
 from samsvc.gateway import cvat, docs, label_studio
+from samsvc.gateway.call_limits import CallLimits
 from samsvc.gateway.console_assets import CONSOLE_PREFIX, SECURITY_HEADERS, console_file
 from samsvc.gateway.envoy_routes import GATEWAY_HEADER
+from samsvc.gateway.http_errors import (
+    HTTP_STATUS,
+    SOURCE_FAILURES,
+    error_body,
+    info_of,
+    phrase,
+    to_json,
+    tool_http_status,
+)
 from samsvc.gateway.label_studio import LabelStudioBackend
 from samsvc.gateway.multipart import Upload, form_to_json, parse_multipart
 from samsvc.v1 import segmentation_service_pb2 as pb
@@ -47,31 +54,8 @@ from samsvc.v1 import segmentation_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-#: gRPC status -> HTTP status, as Envoy's transcoder maps them.
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-}
 #: Request headers passed on to the gRPC service as metadata.
 FORWARDED_HEADERS = ("x-request-id", "authorization", "x-api-key")
-#: Calls the adapter serves at once, in all and per credential (the rest: 429 at once).
-DEFAULT_MAX_CALLS = 64
-DEFAULT_MAX_CALLS_PER_KEY = 8
 
 
 @dataclass(frozen=True)
@@ -81,47 +65,8 @@ class ToolSettings:
 
     label_studio_url: str = ""
     max_image_bytes: int = 10 * 1024 * 1024
-
-
-class CallLimits:
-    """At most `most` calls at once, `per_key` of them with the same credential."""
-
-    def __init__(self, most: int = DEFAULT_MAX_CALLS, per_key: int = DEFAULT_MAX_CALLS_PER_KEY) -> None:
-        self.most, self.per_key = most, per_key
-        self._running = 0
-        self._by_key: collections.Counter[str] = collections.Counter()
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def hold(self, credential: str) -> Iterator[bool]:
-        """True while the call holds its place; False (nothing held) when it has none."""
-        key = hashlib.sha256(credential.encode()).hexdigest()  # never kept in the clear
-        with self._lock:
-            admitted = self._running < self.most and self._by_key[key] < self.per_key
-            if admitted:
-                self._running += 1
-                self._by_key[key] += 1
-        try:
-            yield admitted
-        finally:
-            if admitted:
-                with self._lock:
-                    self._running -= 1
-                    self._by_key[key] -= 1
-                    if not self._by_key[key]:
-                        del self._by_key[key]
-
-
-def _to_json(message: Message) -> bytes:
-    return json_format.MessageToJson(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
-    ).encode()
-
-
-def _error_body(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> bytes:
-    if status is None:
-        status = status_pb2.Status(code=code.value[0], message=message)
-    return _to_json(status)
+    prelabel_max_regions: int = label_studio.DEFAULT_PRELABEL_MAX_REGIONS
+    prelabel_points_per_side: int = label_studio.DEFAULT_PRELABEL_POINTS_PER_SIDE
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -131,8 +76,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("adapter: " + format, *args)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
+    def _send(
+        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None, reason: str = ""
+    ) -> None:
+        """Answer; `reason` becomes the status line's phrase (Envoy forwards it): the one text of
+        a failed call Label Studio shows its user."""
+        self.send_response(status, phrase(reason) or None)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in (extra or {}).items():
@@ -143,12 +92,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send_rpc_error(self, error: grpc.RpcError) -> None:
         """The gRPC service's error as the transcoder would have written it."""
         code = error.code()
-        body = _error_body(code, error.details() or "", rpc_status.from_call(error))
+        body = error_body(code, error.details() or "", rpc_status.from_call(error))
         self._send(HTTP_STATUS.get(code, 500), body, "application/json")
 
     def _not_found(self) -> None:
         status = status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message=f"no route {self.path}")
-        self._send(404, _to_json(status), "application/json")
+        self._send(404, to_json(status), "application/json")
 
     def _from_gateway(self) -> bool:
         """Whether Envoy sent this request (it carries the gateway's secret); 403 otherwise."""
@@ -159,7 +108,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         message = "the adapter answers the gateway only: call samsvc through its REST port"
         self._send(
             403,
-            _to_json(status_pb2.Status(code=grpc.StatusCode.PERMISSION_DENIED.value[0], message=message)),
+            to_json(status_pb2.Status(code=grpc.StatusCode.PERMISSION_DENIED.value[0], message=message)),
             "application/json",
         )
         log.warning("adapter: refused %s %s without the gateway's secret", self.command, urlsplit(self.path).path)
@@ -176,7 +125,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
                     message="too many calls to the label-tool adapter are running; retry shortly",
                 )
-                self._send(429, _to_json(status), "application/json", {"Retry-After": "1"})
+                self._send(429, to_json(status), "application/json", {"Retry-After": "1"})
                 return
             try:
                 serve()
@@ -186,7 +135,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 status = status_pb2.Status(
                     code=grpc.StatusCode.INTERNAL.value[0], message="internal error; the server logged the details"
                 )
-                self._send(500, _to_json(status), "application/json")
+                self._send(500, to_json(status), "application/json")
 
     def do_GET(self) -> None:
         if self._from_gateway():
@@ -232,12 +181,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(length)
             message = f"request body is {length} bytes; the limit is {self.server.max_body_bytes}"
             status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
-            self._send(413, _to_json(status), "application/json")
+            self._send(413, to_json(status), "application/json")
             return None
         return self.rfile.read(length)
 
     def _tool_call(self, handler: Callable[[dict[str, Any], list[tuple[str, str]]], dict[str, Any]]) -> None:
-        """A label tool's JSON call: the answer as JSON, or the error as a google.rpc.Status."""
+        """A label tool's JSON call: the answer as JSON, or the error as a google.rpc.Status whose
+        message is also the status line's phrase (what the tools show). A task image its source
+        would not give is that source's 4xx, one unreachable or failing 502: not "samsvc is down"."""
         body = self._read_body()
         if body is None:
             return
@@ -248,18 +199,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 raise ValueError("the body must be a JSON object")
             answer = handler(payload, metadata)
         except ValueError as exc:
-            status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=f"body: {exc}")
-            self._send(400, _to_json(status), "application/json")
-        except (InvalidArgument, Unavailable) as exc:
-            code = grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, InvalidArgument) else grpc.StatusCode.UNAVAILABLE
-            status = status_pb2.Status(code=code.value[0], message=exc.message)
-            info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN)
-            status.details.add().Pack(info)
-            self._send(HTTP_STATUS[code], _to_json(status), "application/json")
+            self._send_status(
+                400, status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=f"body: {exc}")
+            )
+        except InvalidArgument as exc:
+            status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=exc.message)
+            status.details.add().Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN))
+            self._send_status(400, status)
         except grpc.RpcError as exc:
-            self._send_rpc_error(exc)
+            status = rpc_status.from_call(exc) or status_pb2.Status(
+                code=exc.code().value[0], message=exc.details() or ""
+            )
+            self._send_status(tool_http_status(exc.code(), status), status)
         else:
             self._send(200, json.dumps(answer).encode(), "application/json")
+
+    def _send_status(self, http_status: int, status: status_pb2.Status) -> None:
+        if info_of(status).reason in SOURCE_FAILURES:
+            log.warning("%s %s: %s", self.command, urlsplit(self.path).path, status.message)
+        self._send(http_status, to_json(status), "application/json", reason=status.message)
 
     def _post(self) -> None:
         url = urlsplit(self.path)
@@ -269,7 +227,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             model, endpoint = studio
             backend = self.server.label_studio
             if endpoint == "/setup":
-                self._tool_call(lambda body, _: backend.setup(body, model))
+                self._tool_call(lambda body, metadata: backend.setup(body, model, metadata))
             else:
                 self._tool_call(lambda body, metadata: backend.predict(body, model, metadata))
             return
@@ -300,12 +258,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             response = call(self.server.request_json(path, upload), metadata)
         except (ValueError, json_format.ParseError) as exc:
             status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=f"form: {exc}")
-            self._send(400, _to_json(status), "application/json")
+            self._send(400, to_json(status), "application/json")
             return
         except grpc.RpcError as exc:
             self._send_rpc_error(exc)
             return
-        self._send(200, _to_json(response), "application/json")
+        self._send(200, to_json(response), "application/json")
 
 
 class AdapterServer(http.server.ThreadingHTTPServer):
@@ -336,7 +294,14 @@ class AdapterServer(http.server.ThreadingHTTPServer):
             ],
         )
         self.stub = segmentation_service_pb2_grpc.SegmentationServiceStub(self.channel)
-        self.label_studio = LabelStudioBackend(self.stub, timeout_s, tools.max_image_bytes, tools.label_studio_url)
+        self.label_studio = LabelStudioBackend(
+            self.stub,
+            timeout_s,
+            tools.max_image_bytes,
+            tools.label_studio_url,
+            prelabel_max_regions=tools.prelabel_max_regions,
+            prelabel_points_per_side=tools.prelabel_points_per_side,
+        )
 
     def request_json(self, path: str, upload: Upload) -> dict[str, Any]:
         if path.endswith("/batch"):

@@ -77,8 +77,23 @@ class GatewayConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: HTTP/1 options that pass the adapter's status-line phrases on (Label Studio shows a failed
+#: call's phrase to its user, and nothing else of the answer).
+REASON_PHRASES = {
+    "header_key_format": {
+        "stateful_formatter": {
+            "name": "preserve_case",
+            "typed_config": typed(
+                "envoy.extensions.http.header_formatters.preserve_case.v3.PreserveCaseFormatterConfig",
+                forward_reason_phrase=True,
+            ),
+        }
+    }
+}
+
+
 def _cluster(name: str, host: str, port: int, http2: bool) -> dict[str, Any]:
-    protocol: dict[str, Any] = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    protocol: dict[str, Any] = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": REASON_PHRASES}
     return {
         "name": name,
         "type": "STRICT_DNS",
@@ -161,6 +176,7 @@ def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, An
         request_timeout=f"{config.receive_timeout_s:g}s",
         stream_idle_timeout=f"{config.idle_timeout_s:g}s",
         common_http_protocol_options={"idle_timeout": f"{config.idle_timeout_s:g}s"},
+        http_protocol_options=REASON_PHRASES,
         http2_protocol_options={
             "max_concurrent_streams": 100,
             "initial_stream_window_size": 64 * 1024,

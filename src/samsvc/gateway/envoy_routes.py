@@ -42,6 +42,9 @@ BATCH_REST_PATHS = "^/(api/v1/)?segment/batch(:stream)?$|^/api/v1/embeddings/bat
 STREAM_IDLE_TIMEOUT_S = 3600
 #: Path prefixes of the label-tool adapters (samsvc.gateway.label_studio, samsvc.gateway.cvat).
 ADAPTER_PREFIXES = ("/label-studio/", "/cvat/")
+#: Where Label Studio posts its project's events (the webhook it makes for an ML backend, with no
+#: credentials): answered 200 by Envoy itself, the body unread, nothing logged or done.
+LABEL_STUDIO_WEBHOOK = r"^/label-studio/(m/[^/]+/)?webhook/?$"
 #: The header carrying the gateway's secret to the adapter (samsvc.gateway.adapter checks it).
 GATEWAY_HEADER = "x-samsvc-gateway"
 #: Largest body Envoy takes on a route open without a key (pages and health take none; a few
@@ -109,6 +112,13 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
         {"name": "content-type", "string_match": {"prefix": "multipart/form-data", "ignore_case": True}},
     ]
     table: list[dict[str, Any]] = [
+        {
+            "match": {"safe_regex": {"regex": LABEL_STUDIO_WEBHOOK}},
+            "direct_response": {"status": 200, "body": {"inline_string": '{"status":"ok"}'}},
+            "typed_per_filter_config": {BUFFER: disabled(), TRANSCODER: disabled()},
+        },
+    ]
+    table += [
         {"match": {"path": path}, "route": to_adapter, "typed_per_filter_config": buffered(OPEN_BODY_BYTES, **off)}
         for path in ("/docs", "/redoc", "/openapi.json", "/", "/console")
     ]
@@ -202,6 +212,6 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
         },
     ]
     for route in table:
-        if route["route"].get("cluster") == ADAPTER_CLUSTER:
+        if route.get("route", {}).get("cluster") == ADAPTER_CLUSTER:
             route["request_headers_to_add"] = _from_gateway(config)
     return table

@@ -4,16 +4,21 @@ Point a Label Studio project's model at `http://samsvc:8000/label-studio` (or
 `/label-studio/m/<model>` for another model than the default), with basic authentication whose
 password is a samsvc API key. Label Studio then calls:
 - `GET /health` (and `/`): `{"status": "UP"}`;
-- `POST /setup` with the project's label config: the model version;
-- `POST /predict` with the task and, once the annotator clicks, `params.context.result`: the
+- `POST /setup` when the project connects: the label config is checked and the model must be
+  one the key may use (ListModels with the caller's credentials), so a wrong key or an unknown
+  model shows as an error in *Settings > Model* instead of "Connected";
+- `POST /predict` with the tasks and, once the annotator clicks, `params.context.result`: the
   keypoints (`keypointlabels`, `is_positive`) and rectangles (`rectanglelabels`) placed so far,
   in percent of `original_width` x `original_height`.
 
-A prediction opens an image session for the task's image (its embedding is computed once, then
+A click opens an image session for the task's image (its embedding is computed once, then
 reused from the embedding cache by every later click), asks SegmentPrompts for three masks of
 the clicks and keeps the best, and answers it for the project's BrushLabels tag (brush RLE) or
-PolygonLabels tag (its outline in percent). Everything goes through the public gRPC API with
-the caller's credentials; this module only translates.
+PolygonLabels tag (its outline in percent). Without clicks ("Retrieve predictions", or a task
+opened with preannotations on) each task gets automatic masks as preannotations: Segment at
+`prelabel_points_per_side`, the `prelabel_max_regions` best by predicted IoU, each a region with
+the tag's first label. Everything goes through the public gRPC API with the caller's
+credentials; this module only translates.
 
 Task images are never fetched here: a relative path such as `/data/upload/...` becomes an
 address on `LABEL_STUDIO_URL`, and that or a task's http(s) address goes to CreateImageSession
@@ -26,30 +31,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
-import uuid
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-from xml.etree.ElementTree import ParseError
-
-import numpy as np
-from defusedxml import DefusedXmlException, ElementTree
-from PIL import Image
 
 from samsvc import __version__
-from samsvc.encoding.brush_rle import encode_brush_rle
 from samsvc.errors import InvalidArgument
+from samsvc.gateway.label_studio_format import Clicks, LabelConfig, bad_request, clicks_from_context, result_for
 from samsvc.v1 import interactive_pb2, mask_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1.segmentation_service_pb2_grpc import SegmentationServiceStub
 
+#: Automatic masks per task when Label Studio asks for predictions without clicks.
+DEFAULT_PRELABEL_MAX_REGIONS = 20
+#: Their grid: 16 x 16 prompts (SAM's own default is 32 x 32: four times the decoder's work).
+DEFAULT_PRELABEL_POINTS_PER_SIDE = 16
+#: Tasks one /predict call may carry (Label Studio sends a page of them for "Retrieve predictions").
+MAX_TASKS_PER_CALL = 50
+
 PREFIX = "/label-studio"
 #: `/label-studio[/m/<model>]/<endpoint>`
 _PATH = re.compile(r"^/label-studio(?:/m/(?P<model>[A-Za-z0-9_.-]{1,64}))?(?P<endpoint>/[a-z_]*)?/?$")
-#: Output tags, in order of preference, and the result type each answers with.
-OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
 
 
 def route(path: str) -> tuple[str, str] | None:
@@ -60,126 +62,25 @@ def route(path: str) -> tuple[str, str] | None:
     return match.group("model") or "", (match.group("endpoint") or "/").rstrip("/") or "/"
 
 
-def _bad(field: str, description: str) -> InvalidArgument:
-    return InvalidArgument.for_field(field, description, reason="INVALID_LABEL_STUDIO_REQUEST")
-
-
-@dataclass(frozen=True)
-class LabelConfig:
-    """What a project's label config says samsvc answers to: its image (the task data key) and
-    the output tag (BrushLabels or PolygonLabels) with the image it labels."""
-
-    from_name: str
-    to_name: str
-    result_type: str
-    data_key: str
-
-    @classmethod
-    def parse(cls, xml: str) -> LabelConfig:
-        if not xml:
-            raise _bad("label_config", "is empty")
-        try:
-            root = ElementTree.fromstring(xml, forbid_dtd=True)
-        except DefusedXmlException:
-            raise _bad("label_config", "must not declare a DOCTYPE or entities") from None
-        except ParseError as exc:
-            raise _bad("label_config", f"is not XML ({exc})") from None
-        images = {tag.get("name", ""): tag.get("value", "") for tag in root.iter("Image")}
-        for tag_name, result_type in OUTPUT_TAGS.items():
-            for tag in root.iter(tag_name):
-                to_name = tag.get("toName", "")
-                value = images.get(to_name, "")
-                if value.startswith("$"):
-                    return cls(tag.get("name", ""), to_name, result_type, value[1:])
-        raise _bad("label_config", 'needs a BrushLabels or PolygonLabels tag on an Image with value="$..."')
-
-
-@dataclass(frozen=True)
-class Clicks:
-    """The annotator's context in pixels: points (x, y, positive) and at most one box."""
-
-    points: list[tuple[float, float, bool]]
-    box: tuple[float, float, float, float] | None
-    label: str
-    width: int
-    height: int
-
-
-def clicks_from_context(context: dict[str, Any]) -> Clicks | None:
-    """The keypoints and rectangle of `params.context.result` in pixels; None without any."""
-    results = context.get("result") or []
-    if not isinstance(results, list) or not results:
-        return None
-    points: list[tuple[float, float, bool]] = []
-    box = None
-    label = ""
-    width = height = 0
-    for i, item in enumerate(results):
-        where = f"context.result[{i}]"
-        try:
-            if not isinstance(item, dict) or not isinstance(item["value"], dict):
-                raise TypeError("not an object with a value object")
-            width, height = int(item["original_width"]), int(item["original_height"])
-            kind = str(item["type"])
-            value = item["value"]
-            x, y = float(value["x"]) * width / 100, float(value["y"]) * height / 100
-            labels = value.get(kind) or []
-            if not isinstance(labels, list):
-                raise TypeError(f"{kind} is not a list")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _bad(where, f"is not a Label Studio result ({exc.__class__.__name__}: {exc})") from None
-        label = str(labels[0]) if labels else label
-        if kind == "keypointlabels":
-            points.append((x, y, bool(item.get("is_positive", True))))
-        elif kind == "rectanglelabels":
-            try:
-                w, h = float(value["width"]) * width / 100, float(value["height"]) * height / 100
-            except (KeyError, TypeError, ValueError) as exc:
-                raise _bad(where, f"is a rectangle without a size ({exc})") from None
-            box = (x, y, x + w, y + h)
-    if not points and box is None:
-        return None
-    return Clicks(points, box, label, width, height)
-
-
-def _percent_polygon(flat: list[float], width: int, height: int) -> list[list[float]]:
-    return [[100.0 * flat[i] / width, 100.0 * flat[i + 1] / height] for i in range(0, len(flat), 2)]
-
-
-def result_for(mask: mask_pb2.Mask, config: LabelConfig, clicks: Clicks, width: int, height: int) -> dict[str, Any]:
-    """One Label Studio result (BrushLabels as brush RLE, PolygonLabels as percent points)."""
-    value: dict[str, Any]
-    if config.result_type == "brushlabels":
-        with Image.open(io.BytesIO(mask.segmentation)) as png:
-            pixels = np.asarray(png.convert("L")) > 0
-        value = {"format": "rle", "rle": encode_brush_rle(pixels), "brushlabels": [clicks.label]}
-    else:
-        outline = list(mask.polygons.polygons[0].points) if mask.polygons.polygons else []
-        value = {"points": _percent_polygon(outline, width, height), "polygonlabels": [clicks.label], "closed": True}
-    return {
-        "id": uuid.uuid4().hex[:10],
-        "from_name": config.from_name,
-        "to_name": config.to_name,
-        "original_width": width,
-        "original_height": height,
-        "image_rotation": 0,
-        "value": value,
-        "score": float(mask.predicted_iou),
-        "type": config.result_type,
-        "readonly": False,
-    }
-
-
 class LabelStudioBackend:
     """The protocol's endpoints over the public gRPC API (blocking; the adapter's threads)."""
 
     def __init__(
-        self, stub: SegmentationServiceStub, timeout_s: float, max_image_bytes: int, label_studio_url: str = ""
+        self,
+        stub: SegmentationServiceStub,
+        timeout_s: float,
+        max_image_bytes: int,
+        label_studio_url: str = "",
+        *,
+        prelabel_max_regions: int = DEFAULT_PRELABEL_MAX_REGIONS,
+        prelabel_points_per_side: int = DEFAULT_PRELABEL_POINTS_PER_SIDE,
     ) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
         self.max_image_bytes = max_image_bytes
         self.base_url = label_studio_url.rstrip("/")
+        self.prelabel_max_regions = prelabel_max_regions
+        self.prelabel_points_per_side = prelabel_points_per_side
 
     @staticmethod
     def health() -> dict[str, Any]:
@@ -189,15 +90,31 @@ class LabelStudioBackend:
     def model_version(model: str) -> str:
         return f"samsvc-{__version__}-{model or 'default'}"
 
-    def setup(self, body: dict[str, Any], model: str) -> dict[str, Any]:
+    def setup(self, body: dict[str, Any], model: str, metadata: list[tuple[str, str]]) -> dict[str, Any]:
+        """Check the label config, the key and the model: Label Studio shows a failed setup as the
+        backend's error instead of "Connected"."""
         schema = body.get("schema") or body.get("label_config") or ""
         if schema:
             LabelConfig.parse(str(schema))
+        names: list[str] = []
+        token = ""
+        while True:
+            page = pb.ListModelsRequest(page_size=100, page_token=token)
+            listed = self.stub.ListModels(page, timeout=self.timeout_s, metadata=metadata)
+            names += [m.name for m in listed.models]
+            token = listed.next_page_token
+            if not token:
+                break
+        if model and model not in names:
+            raise InvalidArgument.for_field(
+                "model", f"samsvc serves no model {model!r} to this key; choose one of {', '.join(names) or 'none'} "
+                "(/label-studio/m/<model>)", reason="UNKNOWN_MODEL",
+            )  # fmt: skip
         return {"model_version": self.model_version(model)}
 
-    def image_source(self, url: str) -> interactive_pb2.CreateImageSessionRequest:
-        """The session request for a task's image: a data: URI's bytes, or an address for the
-        server to fetch (a Label Studio path made absolute on LABEL_STUDIO_URL)."""
+    def image_source(self, url: str) -> tuple[bytes, str]:
+        """A task's image: (its bytes, "") for a data: URI, else (b"", its address for the
+        server to fetch; a Label Studio path made absolute on LABEL_STUDIO_URL, as given)."""
         if url.startswith("data:"):
             _, _, payload = url.partition(",")
             if len(payload) > self.max_image_bytes * 4 // 3 + 4:
@@ -205,38 +122,58 @@ class LabelStudioBackend:
                     "task.data", f"is larger than {self.max_image_bytes} bytes", reason="IMAGE_TOO_LARGE"
                 )
             try:
-                return interactive_pb2.CreateImageSessionRequest(image=base64.b64decode(payload, validate=True))
+                return base64.b64decode(payload, validate=True), ""
             except binascii.Error:
-                raise _bad("task.data", "is a data: URI without base64 content") from None
+                raise bad_request("task.data", "is a data: URI without base64 content") from None
         if url.startswith("/"):
             if not self.base_url:
-                raise _bad("task.data", "is a Label Studio path: set LABEL_STUDIO_URL so samsvc can read it")
+                raise bad_request("task.data", "is a Label Studio path: set LABEL_STUDIO_URL so samsvc can read it")
             url = self.base_url + url  # as given: the server judges the path, `..` and all
         if urlsplit(url).scheme not in {"http", "https"}:
-            raise _bad("task.data", "must be an http(s) address, a Label Studio path or a data: URI")
-        return interactive_pb2.CreateImageSessionRequest(image_url=url)
+            raise bad_request("task.data", "must be an http(s) address, a Label Studio path or a data: URI")
+        return b"", url
 
     def predict(self, body: dict[str, Any], model: str, metadata: list[tuple[str, str]]) -> dict[str, Any]:
         tasks = body.get("tasks")
         params = body.get("params") or {}
         if not isinstance(params, dict):
-            raise _bad("params", "must be an object")
+            raise bad_request("params", "must be an object")
         context = params.get("context") or body.get("context") or {}
-        if not isinstance(tasks, list) or not tasks or not isinstance(tasks[0], dict):
-            raise _bad("tasks", "must be a list holding the task to predict (an object)")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(task, dict) for task in tasks):
+            raise bad_request("tasks", "must be a list holding the tasks to predict (objects)")
+        if len(tasks) > MAX_TASKS_PER_CALL:
+            raise bad_request("tasks", f"holds {len(tasks)} tasks; at most {MAX_TASKS_PER_CALL} per call")
         if not isinstance(context, dict):
-            raise _bad("params.context", "must be an object")
-        clicks = clicks_from_context(context)
-        if clicks is None:
-            return {"results": []}  # no interaction yet: nothing to segment
+            raise bad_request("params.context", "must be an object")
         config = LabelConfig.parse(str(body.get("label_config") or ""))
-        data = tasks[0].get("data")
+        clicks = clicks_from_context(context)
+        call = {"timeout": self.timeout_s, "metadata": metadata}
+        if clicks is None:
+            results = [self._prelabel(task, config, model, call) for task in tasks]
+        else:
+            results = [self._click(tasks[0], config, clicks, model, call)]
+        return {"results": results}
+
+    def _task_image(self, task: dict[str, Any], config: LabelConfig) -> tuple[bytes, str]:
+        data = task.get("data")
         url = data.get(config.data_key) if isinstance(data, dict) else None
         if not isinstance(url, str) or not url:
-            raise _bad("task.data", f"has no image under {config.data_key!r}")
-        request = self.image_source(url)
-        request.model_type = model
-        call = {"timeout": self.timeout_s, "metadata": metadata}
+            raise bad_request("task.data", f"has no image under {config.data_key!r}")
+        return self.image_source(url)
+
+    def _prediction(self, regions: list[dict[str, Any]], model: str) -> dict[str, Any]:
+        score = max((region["score"] for region in regions), default=0.0)
+        return {"result": regions, "score": score, "model_version": self.model_version(model)}
+
+    def _click(
+        self, task: dict[str, Any], config: LabelConfig, clicks: Clicks, model: str, call: dict[str, Any]
+    ) -> dict[str, Any]:
+        image, url = self._task_image(task, config)
+        request = interactive_pb2.CreateImageSessionRequest(model_type=model)
+        if url:
+            request.image_url = url
+        else:
+            request.image = image
         session = self.stub.CreateImageSession(request, **call)
         fmt = mask_pb2.MASK_FORMAT_PNG if config.result_type == "brushlabels" else mask_pb2.MASK_FORMAT_POLYGONS
         prompt = pb.Prompt(
@@ -252,5 +189,24 @@ class LabelStudioBackend:
             **call,
         )
         best = max(answer.results[0].masks, key=lambda m: m.predicted_iou)
-        result = result_for(best, config, clicks, session.image_width, session.image_height)
-        return {"results": [{"result": [result], "score": result["score"], "model_version": self.model_version(model)}]}
+        label = clicks.label or (config.labels[0] if config.labels else "")
+        region = result_for(best, config, label, session.image_width, session.image_height)
+        return self._prediction([region], model)
+
+    def _prelabel(self, task: dict[str, Any], config: LabelConfig, model: str, call: dict[str, Any]) -> dict[str, Any]:
+        """Automatic masks of the task's image as preannotations (the best first)."""
+        if self.prelabel_max_regions <= 0:
+            return self._prediction([], model)
+        image, url = self._task_image(task, config)
+        fmt = mask_pb2.MASK_FORMAT_PNG if config.result_type == "brushlabels" else mask_pb2.MASK_FORMAT_POLYGONS
+        answer = self.stub.Segment(
+            pb.SegmentRequest(
+                image=image, image_url=url, model_type=model, points_per_side=self.prelabel_points_per_side,
+                mask_format=fmt,
+            ),
+            **call,
+        )  # fmt: skip
+        best = sorted(answer.masks, key=lambda m: m.predicted_iou, reverse=True)[: self.prelabel_max_regions]
+        label = config.labels[0] if config.labels else ""
+        regions = [result_for(mask, config, label, answer.image_width, answer.image_height) for mask in best]
+        return self._prediction(regions, model)

@@ -10,7 +10,8 @@ from importlib import resources
 from pathlib import Path
 
 from samsvc.config import Settings
-from samsvc.gateway.adapter import AdapterServer, CallLimits, ToolSettings, start_adapter
+from samsvc.gateway.adapter import AdapterServer, ToolSettings, start_adapter
+from samsvc.gateway.call_limits import CallLimits
 from samsvc.gateway.envoy_config import JSON_OVERHEAD_BYTES, GatewayConfig
 from samsvc.gateway.envoy_process import EnvoyProcess
 
@@ -48,7 +49,12 @@ class Gateway:
 
 def start_gateway(settings: Settings, grpc_host: str, grpc_port: int) -> Gateway:
     image, batch = body_limit(settings.max_image_bytes), body_limit(settings.max_batch_bytes)
-    tools = ToolSettings(label_studio_url=settings.label_studio_url, max_image_bytes=settings.max_image_bytes)
+    tools = ToolSettings(
+        label_studio_url=settings.label_studio_url,
+        max_image_bytes=settings.max_image_bytes,
+        prelabel_max_regions=settings.label_studio_prelabel_max_regions,
+        prelabel_points_per_side=settings.label_studio_prelabel_points_per_side,
+    )
     secret = secrets.token_urlsafe(32)  # this Envoy's, in its private config file only
     adapter, adapter_port = start_adapter(
         "127.0.0.1",

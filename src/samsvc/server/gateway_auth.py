@@ -26,6 +26,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, json_format
 from google.rpc import code_pb2, status_pb2
 
+from samsvc.gateway.envoy_routes import LABEL_STUDIO_WEBHOOK
 from samsvc.server.auth import Authenticator, log_refusal
 from samsvc.server.error_boundary import ServicerContext, to_status
 
@@ -33,6 +34,9 @@ from samsvc.server.error_boundary import ServicerContext, to_status
 #: static files (the console itself calls the API with the key its user enters). Their routes
 #: take no body beyond a few KiB (samsvc.gateway.envoy_routes.OPEN_BODY_BYTES).
 OPEN_PAGES = re.compile(r"/(docs|docs/.*|redoc|openapi\.json|console|console/[A-Za-z0-9_.-]*)?")
+#: Label Studio's events for its ML backend, sent without credentials: Envoy answers them itself
+#: (samsvc.gateway.envoy_routes.LABEL_STUDIO_WEBHOOK), reading no body.
+OPEN_POSTS = re.compile(LABEL_STUDIO_WEBHOOK)
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class GatewayAuthServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type
         key is required, and Envoy answers 404 once it is given)."""
         if grpc:
             return path  # native gRPC: the path is /package.Service/Method
-        if verb == "GET" and OPEN_PAGES.fullmatch(path):
+        if (verb == "GET" and OPEN_PAGES.fullmatch(path)) or (verb == "POST" and OPEN_POSTS.match(path)):
             return ""
         for route in self.routes:
             if route.verb == verb and route.pattern.fullmatch(path):

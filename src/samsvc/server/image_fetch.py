@@ -10,13 +10,18 @@ MAX_INFERENCES_PER_KEY per key; beyond, RESOURCE_EXHAUSTED at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import binascii
+import json
+import threading
+import time
 
-from samsvc.errors import ResourceExhausted
+from samsvc.errors import FailedPrecondition, ResourceExhausted
 from samsvc.outbound_http import fetch_target
 from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls, KeyedLimit
 from samsvc.validation.image_url import ImageUrlPolicy
+from samsvc.validation.webhook_url import WebhookPolicy
 
 #: Seconds one image fetch may take in all (connect, headers, body).
 DEFAULT_FETCH_TIMEOUT_S = 30.0
@@ -24,15 +29,77 @@ DEFAULT_FETCH_TIMEOUT_S = 30.0
 DEFAULT_FETCH_RETRY_AFTER_S = 2.0
 
 
-@dataclass(frozen=True)
+#: Label Studio's endpoint that trades a personal access token for an access token.
+TOKEN_REFRESH_PATH = "/api/token/refresh/"  # noqa: S105 (a path, not a secret)
+#: Seconds before an access token's expiry when a new one is asked for.
+DEFAULT_ACCESS_MARGIN_S = 30.0
+#: Largest answer of the refresh endpoint read.
+_REFRESH_ANSWER_BYTES = 64 * 1024
+
+
+def _jwt_claims(token: str) -> dict[str, object] | None:
+    """The claims of a JWT (read, not verified: Label Studio verifies it), or None if `token` is
+    not one (a legacy token is 40 hex characters)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
 class LabelStudioAccess:
-    """Where Label Studio is and its token (sent only with its media paths)."""
+    """Where Label Studio is and its token, sent only with its media paths. Both kinds of token
+    of Label Studio 1.23 work: a legacy token goes as `Token <key>`; a personal access token (a
+    JWT refresh token, from the Account page) is traded at TOKEN_REFRESH_PATH for a short-lived
+    access token, sent as `Bearer <access>` and renewed shortly before it expires."""
 
-    url: str = ""
-    token: str = ""
+    def __init__(self, url: str = "", token: str = "", *, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._timeout_s = timeout_s
+        self._personal = _jwt_claims(token) is not None
+        self._access: tuple[str, float] = ("", 0.0)  # (token, monotonic time it is good until)
+        self._lock = threading.Lock()
 
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Token {self.token}"} if self.token else {}
+    def headers(self, policy: WebhookPolicy) -> dict[str, str]:
+        """The Authorization header for Label Studio (blocking: may ask Label Studio for an
+        access token)."""
+        if not self.token:
+            return {}
+        if not self._personal:
+            return {"Authorization": f"Token {self.token}"}
+        with self._lock:
+            access, until = self._access
+            if not access or time.monotonic() >= until:
+                access = self._refresh(policy)
+            return {"Authorization": f"Bearer {access}"}
+
+    def _refresh(self, policy: WebhookPolicy) -> str:
+        target = policy.check(self.url + TOKEN_REFRESH_PATH, field="LABEL_STUDIO_API_KEY", subject="IMAGE_URL")
+        answer = fetch_target(
+            target,
+            max_bytes=_REFRESH_ANSWER_BYTES,
+            timeout=self._timeout_s,
+            headers={"Content-Type": "application/json"},
+            field="Label Studio's token refresh",
+            method="POST",
+            body=json.dumps({"refresh": self.token}).encode(),
+        )
+        try:
+            access = str(json.loads(answer)["access"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FailedPrecondition(
+                "Label Studio's token refresh gave no access token: check LABEL_STUDIO_API_KEY",
+                reason="SOURCE_REFUSED",
+            ) from exc
+        claims = _jwt_claims(access) or {}
+        expiry = claims.get("exp")
+        lifetime = float(expiry) - time.time() if isinstance(expiry, int | float) else 60.0
+        self._access = (access, time.monotonic() + max(lifetime - DEFAULT_ACCESS_MARGIN_S, 0.0))
+        return access
 
 
 class ImageFetcher:
@@ -78,7 +145,7 @@ class ImageFetcher:
 
     def _fetch_now(self, url: str, field: str) -> bytes:
         source = self._policy.check(url, field)  # resolved now, connected to the vetted address
-        headers = self._studio.headers() if source.label_studio else {}
+        headers = self._studio.headers(self._policy.studio) if source.label_studio else {}
         return fetch_target(
             source.target, max_bytes=self._max_bytes, timeout=self._timeout_s, headers=headers, field=field
         )

@@ -20,7 +20,7 @@ from samsvc.config import Settings
 from samsvc.engine.decoder_export import DecoderExports
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
-from samsvc.errors import Unavailable
+from samsvc.errors import InvalidArgument, Unavailable
 from samsvc.jobs.records import ImageResult, JobSpec, JobType
 from samsvc.jobs.service import JobService, new_job_id
 from samsvc.pipeline import SegmentOutcome, SegmentTask, result_cache_key, run_segment
@@ -90,7 +90,15 @@ class SegmentationServicer(InteractiveRpcs):
     async def Segment(
         self, request: segmentation_service_pb2.SegmentRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
-        return await self._segment(request, await self.calls.caller(context, images=1))
+        caller = await self.calls.caller(context, images=1)
+        if request.image_url:
+            if request.image:
+                raise InvalidArgument.for_field(
+                    "image_url", "send the image or its address, not both", reason="INVALID_PARAMETER"
+                )
+            self._model(caller, request.model_type)  # judged before anything is fetched
+            request.image = await self._fetcher.fetch(caller, request.image_url)
+        return await self._segment(request, caller)
 
     @unary_boundary
     async def SegmentUpload(

@@ -61,7 +61,7 @@ class ImageUrlPolicy:
         self._studio_base = label_studio_url.rstrip("/")
         studio_host = urlsplit(self._studio_base).hostname or ""
         # Label Studio runs on the operator's network: its own host is reachable although private.
-        self._studio = WebhookPolicy((*allowed_hosts, *([studio_host] if studio_host else [])))
+        self.studio = WebhookPolicy((*allowed_hosts, *([studio_host] if studio_host else [])))
         self._studio_path = urlsplit(self._studio_base).path.rstrip("/")
 
     def is_label_studio(self, url: str) -> bool:
@@ -92,4 +92,4 @@ class ImageUrlPolicy:
                 f"({', '.join(prefix + '...' for prefix in MEDIA_PREFIXES)}); only those are fetched with its token",
                 reason="IMAGE_URL_FORBIDDEN",
             )
-        return ImageSource(self._studio.check(url, field, resolve=resolve, subject="IMAGE_URL"), True)
+        return ImageSource(self.studio.check(url, field, resolve=resolve, subject="IMAGE_URL"), True)
