@@ -51,7 +51,7 @@ def upload_to_segment_request(
     """The SegmentRequest a raw upload stands for: its body is the image, its fields the same."""
     request = segmentation_service_pb2.SegmentRequest(image=upload.http_body.data)
     for field in segmentation_service_pb2.SegmentRequest.DESCRIPTOR.fields:
-        if field.name == "image":
+        if field.name in {"image", "image_url"}:  # the upload's body is the image
             continue
         source: Any = upload
         if not field.has_presence or source.HasField(field.name):
