@@ -192,3 +192,39 @@ def test_a_data_dir_url_of_unknown_scheme_stops_start_up(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "data_dir" in result.stderr and "DATA_DIR: unknown scheme 's3x'" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no folder named "s3x:"
+
+
+def test_models_verify_names_each_bad_checkpoint(tmp_path: Path, sam2_checkpoint: tuple[Path, str]) -> None:
+    """`samsvc models verify` checks what is present (built-in and MODELS_FILE) against the
+    recorded size and sha256, with a progress bar, and exits 1 naming each file that fails. A
+    SAM 2.0 file saved under a SAM 2.1 name (or a truncated copy) is one."""
+    import shutil
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    good = tmp_path / "good.pth"
+    digest = build_random_checkpoint(good, seed=1)
+    tampered = tmp_path / "tampered.pth"
+    shutil.copy(good, tampered)
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[models.good]\ncheckpoint = "{good}"\nsha256 = "{digest}"\narchitecture = "vit_b"\n'
+        f'[models.tampered]\ncheckpoint = "{tampered}"\nsha256 = "{"0" * 64}"\narchitecture = "vit_b"\n'
+        f'[models.unpinned]\ncheckpoint = "{good}"\narchitecture = "vit_b"\n',
+        encoding="utf-8",
+    )
+    # Another release's file (a random SAM 2 here) where sam2.1_hiera_tiny's should be.
+    shutil.copy(sam2_checkpoint[0], weights / "sam2.1_hiera_tiny.pt")
+    env = {"MODEL_DIR": str(weights), "MODELS_FILE": str(models)}
+    result = samsvc("models", "verify", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert lines["good"].startswith("OK ") and "sha256 verified" in lines["good"]
+    assert lines["tampered"].startswith("BAD ") and "expected " + "0" * 64 in lines["tampered"]
+    assert lines["sam2.1_hiera_tiny"].startswith("BAD ") and "expected 156008466" in lines["sam2.1_hiera_tiny"]
+    assert lines["unpinned"].startswith("no digest recorded; sha256 " + digest)
+    assert str(tampered) in result.stderr and "sam2.1_hiera_tiny.pt" in result.stderr and "100%" in result.stderr
+    only_good = samsvc("models", "verify", "good", "--quiet", env=env)
+    assert only_good.returncode == 0 and "100%" not in only_good.stderr
+    absent = samsvc("models", "verify", "vit_b", env=env)
+    assert absent.returncode == 1 and "ABSENT" in absent.stdout

@@ -177,6 +177,50 @@ def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the checkpoints present (or those named) against their recorded size and SHA-256;
+    exit 1 naming each one that fails."""
+    from samsvc.engine.download import sha256_of
+    from samsvc.engine.loader import size_mismatch
+    from samsvc.engine.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+    names = args.names or [spec.name for spec in registry if spec.weights_present]
+    if not names:
+        print(f"no checkpoints in {settings.model_dir} or MODELS_FILE to verify")
+        return 0
+    failed: list[str] = []
+    for name in names:
+        spec = registry.get(name)
+        if spec is None:
+            print(f"{name}: not a registered model; known: {', '.join(registry.names())}", file=sys.stderr)
+            failed.append(name)
+            continue
+        if not spec.weights_present:
+            print(f"{name}: ABSENT {spec.path}")
+            failed.append(str(spec.path))
+            continue
+        mismatch = size_mismatch(spec)
+        if mismatch is not None:
+            print(f"{name}: BAD {mismatch.detail} (another release, or a truncated download)")
+            failed.append(str(spec.path))
+            continue
+        size = spec.path.stat().st_size
+        with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=args.quiet) as bar:
+            digest = sha256_of(spec.path, progress=bar.update)
+        if spec.sha256 is None:
+            print(f"{name}: no digest recorded; sha256 {digest} ({spec.path}, {size} bytes)")
+        elif digest != spec.sha256:
+            print(f"{name}: BAD {spec.path} has sha256 {digest}, expected {spec.sha256}")
+            failed.append(str(spec.path))
+        else:
+            print(f"{name}: OK {spec.path} ({size} bytes, sha256 verified)")
+    if failed:
+        print(f"error: {len(failed)} checkpoint(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_models_build_tiny(settings: Settings, args: argparse.Namespace) -> int:
     import os
 
@@ -248,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_settings_flags(download)
     download.set_defaults(handler=cmd_models_download)
+    verify = model_commands.add_parser(
+        "verify", help="check the checkpoints present against their recorded size and sha256 (exit 1 if any fails)"
+    )
+    verify.add_argument("names", nargs="*", help="models to check (default: every one whose checkpoint is here)")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_settings_flags(verify)
+    verify.set_defaults(handler=cmd_models_verify)
     tiny = model_commands.add_parser(
         "build-tiny", help="write a small random-weight SAM checkpoint and print its MODELS_FILE entry"
     )

@@ -1,4 +1,5 @@
-"""Downloads against a real HTTP server on loopback: good, corrupt, interrupted, absent."""
+"""Downloads against a real HTTP server on loopback (with range requests, as
+dl.fbaipublicfiles.com serves them): good, corrupt, interrupted then resumed, too long, absent."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import http.server
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,22 +20,46 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+#: Range headers the server was sent, in order.
+RANGES: list[str] = []
+#: How many times /flaky.pth still breaks off a third of the way.
+FLAKY = {"left": 0}
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        RANGES.append(self.headers.get("Range", ""))
         if self.path == "/good.pth":
-            self._send(PAYLOAD, len(PAYLOAD))
+            self._send(PAYLOAD)
         elif self.path == "/corrupt.pth":
-            self._send(PAYLOAD[:-1] + b"\x00", len(PAYLOAD))
+            self._send(PAYLOAD[:-1] + b"\x00")
         elif self.path == "/interrupted.pth":
-            self._send(PAYLOAD[: len(PAYLOAD) // 3], len(PAYLOAD))
+            self._send(PAYLOAD, cut=len(PAYLOAD) // 3)
+        elif self.path == "/flaky.pth":
+            breaking = FLAKY["left"] > 0
+            FLAKY["left"] -= breaking
+            self._send(PAYLOAD, cut=len(PAYLOAD) // 3 if breaking else None)
+        elif self.path == "/too-long.pth":
+            self._send(PAYLOAD * 8)
+        elif self.path == "/no-ranges.pth":
+            self._send(PAYLOAD, ranges=False)
         else:
             self.send_error(404, "no such checkpoint")
 
-    def _send(self, body: bytes, length: int) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(length))
+    def _send(self, body: bytes, *, cut: int | None = None, ranges: bool = True) -> None:
+        """The file, or the part a Range asks for (206), breaking off after `cut` bytes of it."""
+        start = 0
+        asked = self.headers.get("Range", "")
+        if ranges and asked.startswith("bytes=") and asked.endswith("-"):
+            start = int(asked[6:-1])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        sent = body[start:]
+        self.send_header("Content-Length", str(len(sent)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(sent if cut is None else sent[:cut])
         self.wfile.flush()
         self.close_connection = True
 
@@ -86,10 +112,42 @@ def test_checksum_mismatch_leaves_nothing(file_server: str, tmp_path: Path) -> N
     assert leftovers(tmp_path) == []
 
 
-def test_interrupted_download_leaves_nothing(file_server: str, tmp_path: Path) -> None:
+def test_an_interrupted_download_keeps_its_part_and_resumes(file_server: str, tmp_path: Path) -> None:
+    """An interruption used to throw away what arrived (2.5 GB for vit_h). The part is kept and
+    the next attempt asks for the rest only (a range request), then checks the whole file."""
+    FLAKY["left"] = 2
+    RANGES.clear()
+    spec = replace(spec_for(f"{file_server}/flaky.pth", tmp_path / "m.pth"), size_bytes=len(PAYLOAD))
     with pytest.raises(DownloadError) as caught:
-        download_model(spec_for(f"{file_server}/interrupted.pth", tmp_path / "m.pth"))
-    assert caught.value.reason == "DOWNLOAD_INCOMPLETE"
+        download_model(spec)
+    assert caught.value.reason == "DOWNLOAD_INCOMPLETE" and "resume" in caught.value.message
+    assert leftovers(tmp_path) == [".m.pth.part"]
+    assert (tmp_path / ".m.pth.part").stat().st_size == len(PAYLOAD) // 3
+    with pytest.raises(DownloadError):
+        download_model(spec)  # breaks off again, further on
+    seen: list[tuple[int, int | None]] = []
+    assert download_model(spec, progress=lambda d, t: seen.append((d, t))).read_bytes() == PAYLOAD
+    third = len(PAYLOAD) // 3
+    assert ["", f"bytes={third}-", f"bytes={2 * third}-"] == RANGES, "each attempt asks for the rest only"
+    assert seen[0][0] > third and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert leftovers(tmp_path) == ["m.pth"]
+
+
+def test_a_part_a_server_cannot_resume_starts_over(file_server: str, tmp_path: Path) -> None:
+    (tmp_path / ".m.pth.part").write_bytes(b"junk from another file")
+    spec = replace(spec_for(f"{file_server}/no-ranges.pth", tmp_path / "m.pth"), size_bytes=len(PAYLOAD))
+    assert download_model(spec).read_bytes() == PAYLOAD  # the server ignored the range: from the start
+
+
+def test_a_body_longer_than_the_recorded_size_stops_at_once(file_server: str, tmp_path: Path) -> None:
+    """A file whose size is known: one that goes on past it is cut off (announced as 8 MiB here),
+    before it fills the disk, and nothing is kept."""
+    spec = replace(spec_for(f"{file_server}/too-long.pth", tmp_path / "m.pth"), size_bytes=len(PAYLOAD))
+    seen: list[int] = []
+    with pytest.raises(DownloadError) as caught:
+        download_model(spec, progress=lambda d, t: seen.append(d))
+    assert caught.value.reason == "DOWNLOAD_TOO_LARGE"
+    assert not seen or max(seen) <= len(PAYLOAD)
     assert leftovers(tmp_path) == []
 
 

@@ -127,3 +127,32 @@ def test_precision_is_part_of_the_model_identity(models_file: Path, tmp_path: Pa
     with half.precision():
         masks = generate_masks(half.sam, scene(48, 32), AmgOptions(points_per_side=1, pred_iou_thresh=0.0), fast=True)
     assert all(m.segmentation.shape == (32, 48) for m in masks)
+
+
+def test_a_checkpoint_of_another_size_is_refused_before_it_is_read(
+    tiny_checkpoint: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A SAM 2.0 file saved under a SAM 2.1 name, or a truncated download, was loaded (or failed
+    deep in torch) with the pinned config; its size alone now refuses it, checksums on or off."""
+    path, digest = tiny_checkpoint
+    pinned = ModelSpec(
+        "tiny", TINY_ARCHITECTURE, ModelSource.REGISTERED, path, sha256=digest, size_bytes=path.stat().st_size + 1
+    )
+    for verify in (True, False):
+        with pytest.raises(FailedPrecondition) as caught:
+            load_checkpoint(pinned, CPU, verify=verify)
+        assert caught.value.reason == "CHECKPOINT_SIZE_MISMATCH"
+        assert str(path) not in caught.value.message and str(path) in caught.value.detail
+    manager = ModelManager(ModelRegistry([pinned]), device="cpu")
+    assert manager.state("tiny").problem == "CHECKPOINT_SIZE_MISMATCH"
+    assert manager.state("tiny").weights_present
+
+
+def test_a_failed_load_is_reported_past_its_retry_window(tiny_checkpoint: tuple[Path, str]) -> None:
+    path, _ = tiny_checkpoint
+    manager = ModelManager(ModelRegistry([spec(path, "0" * 64)]), device="cpu")
+    assert manager.state("tiny").problem == ""
+    with pytest.raises(FailedPrecondition):
+        manager.get("tiny")
+    manager.failure_ttl_s = 0.0
+    assert manager.state("tiny").problem == "CHECKSUM_MISMATCH", "kept past the retry window"

@@ -36,10 +36,24 @@ def test_builtins_have_official_urls_and_digests(tmp_path: Path) -> None:
         assert spec.path == (tmp_path / f"{name}.pt").absolute()
     for spec in (s for s in registry if s.family == "sam"):
         assert spec.url and spec.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_")
-        assert spec.sha256 and len(spec.sha256) == 64
         assert spec.path.parent == tmp_path.absolute()
         assert spec.architecture == BUILTIN_ARCHITECTURES[spec.name]
         assert spec.source is ModelSource.BUILTIN
+
+
+def test_every_built_in_is_pinned_by_digest_and_size(tmp_path: Path) -> None:
+    """A built-in without a digest was served whatever arrived: a truncated copy (public ones of
+    1,310,720 bytes exist for every SAM 2.1 file) or a SAM 2.0 file under a 2.1 name."""
+    builtins = [spec for spec in registry_from(tmp_path, "") if spec.source is ModelSource.BUILTIN]
+    assert {spec.family for spec in builtins} == {"sam", "sam2"} and len(builtins) == 7
+    for spec in builtins:
+        assert spec.sha256 and len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0, spec.name
+        assert spec.size_bytes and spec.size_bytes > 100_000_000, spec.name
+    tiny = next(spec for spec in builtins if spec.name == "sam2.1_hiera_tiny")
+    assert (tiny.sha256, tiny.size_bytes) == (
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466,
+    )  # fmt: skip
+    assert tiny.size_bytes != 155906050, "SAM 2.0's tiny (072824) is another file"
 
 
 def test_registered_models_by_path_url_and_named_shape(tmp_path: Path) -> None:

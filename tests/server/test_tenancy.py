@@ -128,6 +128,10 @@ def test_model_errors_name_the_model_and_the_operator_not_the_files(
         assert not leaks(error_text(caught.value), tenants), error_text(caught.value)
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert f"model {model} cannot be loaded" in logged, "the operator's log has the cause"
+    # The health report and the list say the model cannot be loaded, and why (no more).
+    listed = stub.ListModels(pb.ListModelsRequest(page_size=100), metadata=tenants.call(key))
+    state = next(m for m in listed.models if m.name == model)
+    assert not state.loadable and state.load_problem == reason
     assert "hunter2" not in logged and "deadbeef" not in logged, "credentials stay out of the log too"
 
 

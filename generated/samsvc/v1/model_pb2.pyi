@@ -122,6 +122,8 @@ class Model(_message.Message):
     LOAD_TIME_SECONDS_FIELD_NUMBER: _builtins.int
     FAMILY_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    LOADABLE_FIELD_NUMBER: _builtins.int
+    LOAD_PROBLEM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name requests use in `model_type` (for example "vit_h")."""
     source: Global___ModelSource.ValueType
@@ -150,6 +152,15 @@ class Model(_message.Message):
     """SAM 2 models: the sam2 package's config that builds them (for example
     "configs/sam2.1/sam2.1_hiera_t.yaml"); empty for SAM.
     """
+    loadable: _builtins.bool
+    """False when the model cannot be loaded on this server as things stand; `load_problem` says
+    why (the operator's log has the detail).
+    """
+    load_problem: _builtins.str
+    """Why not, as an error reason: MODEL_WEIGHTS_MISSING, CHECKPOINT_SIZE_MISMATCH (a checkpoint of
+    another size than its pinned one), or the reason its last load failed with
+    (CHECKSUM_MISMATCH, CHECKPOINT_INVALID, ...); empty when loadable.
+    """
     @_builtins.property
     def architecture(self) -> Global___ModelArchitecture:
         """The encoder's shape (SAM models; unset for SAM 2, whose shape is `config`)."""
@@ -170,10 +181,12 @@ class Model(_message.Message):
         load_time_seconds: _builtins.float = ...,
         family: Global___ModelFamily.ValueType = ...,
         config: _builtins.str = ...,
+        loadable: _builtins.bool = ...,
+        load_problem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "config", b"config", "device", b"device", "family", b"family", "load_time_seconds", b"load_time_seconds", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "config", b"config", "device", b"device", "family", b"family", "load_problem", b"load_problem", "load_time_seconds", b"load_time_seconds", "loadable", b"loadable", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,6 +62,9 @@ def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = Tru
     path = spec.path
     if not path.is_file():
         raise _weights_missing(spec)
+    size_problem = size_mismatch(spec)
+    if size_problem is not None:  # checked first and always: a stat, where the digest reads it all
+        raise size_problem
     if verify and spec.sha256 is not None:
         digest = sha256_of(path)
         if digest != spec.sha256:
@@ -89,6 +92,23 @@ def load_checkpoint(spec: ModelSpec, device: torch.device, *, verify: bool = Tru
             detail=f"{path}: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",
         ) from exc
     return sam.to(device).eval()
+
+
+def size_mismatch(spec: ModelSpec) -> FailedPrecondition | None:
+    """The error for a present checkpoint whose size is not the recorded one (a truncated
+    download, another release's file under this name), else None."""
+    if spec.size_bytes is None or not spec.path.is_file():
+        return None
+    size = spec.path.stat().st_size
+    if size == spec.size_bytes:
+        return None
+    return FailedPrecondition(
+        f"the checkpoint of model {spec.name!r} is not the file it should be (its size differs): ask the operator "
+        f"to {_fetch_hint(spec)} (the server's log names the file)",
+        reason="CHECKPOINT_SIZE_MISMATCH",
+        metadata={"model": spec.name},
+        detail=f"{spec.path} has {size} bytes, expected {spec.size_bytes}",
+    )
 
 
 def _fetch_hint(spec: ModelSpec) -> str:
@@ -184,6 +204,9 @@ class ModelState:
     loaded: bool
     device: str
     load_time_s: float
+    #: Why the model cannot be loaded here (an error reason: MODEL_WEIGHTS_MISSING,
+    #: CHECKPOINT_SIZE_MISMATCH, or its last load's), "" when nothing is known against it.
+    problem: str = ""
 
 
 class ModelManager:
@@ -218,6 +241,9 @@ class ModelManager:
         self._locks: dict[str, threading.Lock] = {name: threading.Lock() for name in registry.names()}
         #: Model -> (monotonic time of its last failed load, the failure).
         self._failures: dict[str, tuple[float, SamsvcError]] = {}
+        #: Model -> the reason of its last failed load, until a load succeeds (for the health
+        #: report; `_failures` only holds loads back for a short while).
+        self._problems: dict[str, str] = {}
         self.failure_ttl_s = DEFAULT_LOAD_FAILURE_TTL_S
 
     @classmethod
@@ -269,9 +295,11 @@ class ModelManager:
                     loaded = self._load(spec)
                 except SamsvcError as exc:
                     self._failures[name] = (time.monotonic(), exc)
+                    self._problems[name] = exc.reason
                     log.warning("model %s cannot be loaded: %s [%s]", name, exc.detail or exc.message, exc.reason)
                     raise
                 self._failures.pop(name, None)
+                self._problems.pop(name, None)
                 self._loaded[name] = loaded
         return loaded
 
@@ -353,4 +381,22 @@ class ModelManager:
             loaded=loaded is not None,
             device=str(self.device),
             load_time_s=loaded.load_time_s if loaded else 0.0,
+            problem="" if loaded is not None else self._problem(spec),
         )
+
+    def _problem(self, spec: ModelSpec) -> str:
+        mismatch = size_mismatch(spec)
+        if mismatch is not None:
+            return mismatch.reason
+        if spec.name in self._problems:
+            return self._problems[spec.name]
+        downloads = self._auto_download and spec.url is not None
+        return "" if spec.weights_present or downloads else "MODEL_WEIGHTS_MISSING"
+
+    def audit(self) -> None:
+        """Log each present checkpoint whose size is not the recorded one (at start: a stat per
+        file; digests are checked when a model loads, or by `samsvc models verify`)."""
+        for spec in self.registry:
+            mismatch = size_mismatch(spec)
+            if mismatch is not None:
+                log.warning("model %s cannot be loaded: %s [%s]", spec.name, mismatch.detail, mismatch.reason)

@@ -81,13 +81,26 @@ SAM2_CONFIGS: Mapping[str, str] = {
 DTYPES = ("fp32", "fp16", "bf16")
 _OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 _OFFICIAL_SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
-#: The SAM 2.1 built-ins (each downloaded as NAME.pt) and their configs' short names.
+#: The SAM 2.1 built-ins (each downloaded as NAME.pt): their configs' short names, SHA-256 and
+#: size. The digests are the `oid sha256` of the files' Git LFS pointers on Hugging Face, where at
+#: least two separate uploads of each agree (the small one is also on Meta's own
+#: facebook/sam2.1-hiera-small); no published source hashes the dl.fbaipublicfiles.com files
+#: directly. SAM 2.0 files (the 072824 release) differ in both, so one saved under a SAM 2.1 name
+#: is refused rather than served with the wrong config.
 _SAM2_OFFICIAL = {
-    "sam2.1_hiera_tiny": "sam2.1_hiera_t",
-    "sam2.1_hiera_small": "sam2.1_hiera_s",
-    "sam2.1_hiera_base_plus": "sam2.1_hiera_b+",
-    "sam2.1_hiera_large": "sam2.1_hiera_l",
-}
+    "sam2.1_hiera_tiny": (
+        "sam2.1_hiera_t", "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156008466,
+    ),
+    "sam2.1_hiera_small": (
+        "sam2.1_hiera_s", "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38", 184416285,
+    ),
+    "sam2.1_hiera_base_plus": (
+        "sam2.1_hiera_b+", "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5", 323606802,
+    ),
+    "sam2.1_hiera_large": (
+        "sam2.1_hiera_l", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898083611,
+    ),
+}  # fmt: skip
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -166,10 +179,8 @@ def _sam_specs(model_dir: Path) -> list[ModelSpec]:
 
 
 def _sam2_specs(model_dir: Path) -> list[ModelSpec]:
-    """Meta's SAM 2.1 image models (the 092824 release) with the sam2 package's configs. Their
-    SHA-256 digests and sizes are not recorded yet (they could not be read off the files where
-    this was written): downloads are checked by TLS only, and MODELS_FILE entries with a
-    `sha256` are checked like SAM's."""
+    """Meta's SAM 2.1 image models (the 092824 release) with the sam2 package's configs, pinned
+    by digest and size like SAM's."""
     return [
         ModelSpec(
             name=name,
@@ -177,10 +188,12 @@ def _sam2_specs(model_dir: Path) -> list[ModelSpec]:
             source=ModelSource.BUILTIN,
             path=(model_dir / filename).absolute(),
             url=_OFFICIAL_SAM2_BASE + filename,
+            sha256=digest,
+            size_bytes=size,
             family="sam2",
             config=SAM2_CONFIGS[shape],
         )
-        for name, shape in _SAM2_OFFICIAL.items()
+        for name, (shape, digest, size) in _SAM2_OFFICIAL.items()
         for filename in [name + ".pt"]
     ]
 

@@ -96,6 +96,7 @@ class RunningServer:
 
 async def start_server(settings: Settings, models: ModelManager | None = None) -> RunningServer:
     models = models or ModelManager.from_settings(settings)
+    models.audit()  # a checkpoint of the wrong size is named in the log before anyone asks
     authenticator = Authenticator.from_settings(settings)
     check_exposure(settings, authenticator, exposed_hosts(settings))
     server = grpc.aio.server(options=server_options(settings), interceptors=[AuthInterceptor(authenticator)])

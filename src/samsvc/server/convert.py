@@ -161,6 +161,8 @@ def model_to_proto(state: ModelState, *, operator: bool = False) -> model_pb2.Mo
         sha256=spec.sha256 or "",
         weights_present=state.weights_present,
         loaded=state.loaded,
+        loadable=not state.problem,
+        load_problem=state.problem,
         device=state.device,
         load_time_seconds=state.load_time_s,
     )
