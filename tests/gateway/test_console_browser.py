@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,10 +19,10 @@ import pytest
 from samsvc.config import Settings
 from samsvc.gateway.launcher import start_gateway
 from samsvc.server.auth import digest, new_key
+from tests.gateway.chromium import chromium, needs_chromium
 from tests.support import ServerThread, encode, scene
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+pytestmark = needs_chromium
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 KEY = new_key()
 OPTIONS = {"pps": "4", "iou": "0", "stability": "0", "nms": "1"}
@@ -48,16 +47,8 @@ def base(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

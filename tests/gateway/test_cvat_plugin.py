@@ -17,7 +17,6 @@ import functools
 import http.server
 import importlib.util
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,13 +35,13 @@ from samsvc.engine.disc_checkpoint import build_disc_checkpoint
 from samsvc.gateway.launcher import Gateway, start_gateway
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import segmentation_service_pb2 as pb
+from tests.gateway.chromium import CHROMIUM, chromium
 from tests.gateway.conftest import call
 from tests.support import ServerThread, encode, scene
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "tests" / "gateway" / "cvat_plugin"
 ORT_DIST = PLUGIN / "node_modules" / "onnxruntime-web" / "dist"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or not ORT_DIST.is_dir(),
     reason="needs chromium and `npm ci` in tests/gateway/cvat_plugin (.ci/run does both)",
@@ -156,17 +155,7 @@ def cvat(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def page(cvat: Cvat) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )  # fmt: skip
+    with chromium() as browser:
         opened = browser.new_page()
         errors: list[str] = []
         opened.on("pageerror", lambda error: errors.append(str(error)))
@@ -175,7 +164,6 @@ def page(cvat: Cvat) -> Iterator[Any]:
         opened.evaluate("async () => window.plugin.init('/assets/decoder.onnx')")
         yield opened
         assert errors == [], errors
-        browser.close()
 
 
 def plugin_leave(page: Any, key: str, result: Any, width: int, height: int, **clicks: Any) -> dict[str, Any]:

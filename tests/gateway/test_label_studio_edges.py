@@ -143,3 +143,28 @@ def test_the_adapters_calls_are_bounded_per_key(tools: Tools) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+def test_a_caller_leaving_mid_body_is_let_go(tools: Tools, caplog: pytest.LogCaptureFixture) -> None:
+    """A caller that closed its connection half way through its body had the half parsed as JSON,
+    answered 400 to a closed socket, and the broken pipe then failed the 500 boundary too: an
+    ERROR with a traceback per call. Now the short body is seen for what it is: nothing is
+    answered, the call's place is freed, one INFO line says the caller left."""
+    from tests.support import wait_for
+
+    secret = tools.gateway.envoy.config.adapter_secret
+    limits = tools.gateway.adapter.limits
+    head = (
+        f"POST /label-studio/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nx-samsvc-gateway: {secret}\r\n"
+        f"x-api-key: {KEY}\r\n\r\n"
+    )
+    caplog.set_level("INFO", logger="samsvc.gateway.adapter")
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", tools.adapter_port), timeout=30) as sock:
+            sock.sendall(head.encode() + b'{"tasks": [')
+    wait_for(lambda: limits.running == 0, timeout=20, interval=0.05, what="the calls' places to be freed")
+    left = [r for r in caplog.records if "the caller left after 11 of 1000 bytes" in r.getMessage()]
+    assert len(left) == 3, [r.getMessage() for r in caplog.records]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+    status, answer = tools.post("/label-studio/predict", predict_request([keypoint(60, 45)]))
+    assert status == 200 and answer["results"], "the adapter still serves"

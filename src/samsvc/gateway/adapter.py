@@ -86,8 +86,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (extra or {}).items():
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the caller left: nobody to answer
+            self.close_connection = True
+            log.info("adapter: %s %s: the caller left before its %d answer", self.command, self._route(), status)
+
+    def _route(self) -> str:
+        return urlsplit(self.path).path
 
     def _send_rpc_error(self, error: grpc.RpcError) -> None:
         """The gRPC service's error as the transcoder would have written it."""
@@ -175,7 +182,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, content, kind, SECURITY_HEADERS)
 
     def _read_body(self) -> bytes | None:
-        """The request body, or None after answering 413 for one over the limit."""
+        """The request body; None after answering 413 for one over the limit, or when the caller
+        left before sending it all (nobody to answer)."""
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.server.max_body_bytes:
             self.rfile.read(length)
@@ -183,7 +191,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
             self._send(413, to_json(status), "application/json")
             return None
-        return self.rfile.read(length)
+        body = self.rfile.read(length)
+        if len(body) < length:  # the caller closed before sending it all: nobody to answer
+            self.close_connection = True
+            log.info(
+                "adapter: %s %s: the caller left after %d of %d bytes", self.command, self._route(), len(body), length
+            )
+            return None
+        return body
 
     def _tool_call(self, handler: Callable[[dict[str, Any], list[tuple[str, str]]], dict[str, Any]]) -> None:
         """A label tool's JSON call: the answer as JSON, or the error as a google.rpc.Status whose

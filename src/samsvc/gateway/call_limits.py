@@ -22,6 +22,11 @@ class CallLimits:
         self._by_key: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
+    @property
+    def running(self) -> int:
+        """Calls holding a place now."""
+        return self._running
+
     @contextlib.contextmanager
     def hold(self, credential: str) -> Iterator[bool]:
         """True while the call holds its place; False (nothing held) when it has none."""
