@@ -14,7 +14,7 @@ import pytest
 
 from tests.gateway.conftest import KEY, LIMITED_KEY, TOKEN, Tools
 from tests.gateway.test_label_tools import keypoint, predict_request
-from tests.support import raw_request
+from tests.support import raw_request, wait_for
 
 
 def test_the_caller_is_checked_before_the_task_image_is_fetched(tools: Tools) -> None:
@@ -130,13 +130,18 @@ def test_the_adapters_calls_are_bounded_per_key(tools: Tools) -> None:
             sock.sendall(head.encode() + b"{")
             held.append(sock)
         headers = {"x-samsvc-gateway": secret, "x-api-key": KEY}
+        limits = tools.gateway.adapter.limits
+        wait_for(lambda: limits.running >= per_key, timeout=20, interval=0.05, what="the held calls to take places")
+        seen: list[int | None] = []
 
         def refused() -> bool:
-            return raw_request(tools.adapter_port, "POST", "/label-studio/predict", headers, 2, timeout=5).status == 429
+            seen.append(raw_request(tools.adapter_port, "POST", "/label-studio/predict", headers, 2, timeout=5).status)
+            return seen[-1] == 429
 
-        from tests.support import wait_for
-
-        wait_for(refused, timeout=20, interval=0.1, what="the key's next call to be refused")
+        try:
+            wait_for(refused, timeout=20, interval=0.1, what="the key's next call to be refused")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the adapter answered {seen}, {limits.running} calls running") from None
         other = {"x-samsvc-gateway": secret, "x-api-key": LIMITED_KEY, "Content-Type": "application/json"}
         status, _ = raw_json(tools.adapter_port, "/label-studio/setup", {}, other)
         assert status == 200, "another key is served meanwhile"
@@ -150,8 +155,6 @@ def test_a_caller_leaving_mid_body_is_let_go(tools: Tools, caplog: pytest.LogCap
     answered 400 to a closed socket, and the broken pipe then failed the 500 boundary too: an
     ERROR with a traceback per call. Now the short body is seen for what it is: nothing is
     answered, the call's place is freed, one INFO line says the caller left."""
-    from tests.support import wait_for
-
     secret = tools.gateway.envoy.config.adapter_secret
     limits = tools.gateway.adapter.limits
     head = (
@@ -162,9 +165,13 @@ def test_a_caller_leaving_mid_body_is_let_go(tools: Tools, caplog: pytest.LogCap
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", tools.adapter_port), timeout=30) as sock:
             sock.sendall(head.encode() + b'{"tasks": [')
+
+    def left() -> int:
+        return sum("the caller left after 11 of 1000 bytes" in r.getMessage() for r in caplog.records)
+
+    wait_for(lambda: left() >= 3, timeout=20, interval=0.05, what="the adapter to see the three callers leave")
     wait_for(lambda: limits.running == 0, timeout=20, interval=0.05, what="the calls' places to be freed")
-    left = [r for r in caplog.records if "the caller left after 11 of 1000 bytes" in r.getMessage()]
-    assert len(left) == 3, [r.getMessage() for r in caplog.records]
+    assert left() == 3, [r.getMessage() for r in caplog.records]
     assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
     status, answer = tools.post("/label-studio/predict", predict_request([keypoint(60, 45)]))
     assert status == 200 and answer["results"], "the adapter still serves"
