@@ -15,6 +15,8 @@ import pytest
 from samsvc.engine.checkpoints import build_random_checkpoint
 from samsvc.engine.registry import ModelRegistry
 
+pytestmark = pytest.mark.processes  # every test runs the `samsvc` command
+
 
 def samsvc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os

@@ -40,6 +40,7 @@ def test_pre_commit_hooks_are_valid_and_run_the_suites_checks() -> None:
         "ruff-format": "uv run ruff format",
         "mypy": "uv run mypy",
         "generated": "uv run python scripts/generate.py --check",
+        "contract": "uv run python scripts/check_contract.py",
     }
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from samsvc.config import Settings
 from tests.support import RedisServer, ServerThread, WorkerProcess
+from tests.support.starts import starts
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Target:
         return self.server.address
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", scope="module", params=["embedded", "redis"])
 def target(
     request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Target]:

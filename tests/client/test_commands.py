@@ -22,6 +22,8 @@ from samsvc.client.commands.batch_state import STATE_FILE, BatchState, FinishedI
 from tests.client.conftest import Target
 from tests.support import encode, scene, wait_for
 
+pytestmark = pytest.mark.processes  # every test runs the `samsvc` command
+
 FLAGS = ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
 
 

@@ -70,6 +70,7 @@ def test_embedding_jobs_from_the_client(target: Target, client_kind: str) -> Non
         assert session.embedding_cache_hit and client.prompt(image_id=session.image_id, points=[(5, 5)]).masks
 
 
+@pytest.mark.processes
 def test_the_embed_and_decoder_commands(target: Target, tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)

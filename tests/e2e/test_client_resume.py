@@ -10,14 +10,19 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from samsvc.config import Settings
 from tests.clients import open_client
 from tests.support import RedisServer, ServeProcess, ServerThread, WorkerProcess, encode, free_port, scene
+
+pytestmark = pytest.mark.processes  # samsvc's own processes: workers, `samsvc serve`
 
 
 def test_segment_batch_resumes_when_the_server_restarts(
     redis_settings: tuple[Settings, RedisServer], client_kind: str
 ) -> None:
+
     settings = redis_settings[0]
     port = free_port()
     worker = WorkerProcess(settings)

@@ -23,6 +23,8 @@ from samsvc.config import Settings
 from tests.server.test_metrics import value
 from tests.support import RedisServer, encode, free_port, scene, wait_for
 
+pytestmark = pytest.mark.processes  # samsvc's own processes: workers, `samsvc serve`
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 
@@ -48,6 +50,7 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1), m.group(2)), value)
 
 
+@pytest.mark.redis
 def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp_path: Path) -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]

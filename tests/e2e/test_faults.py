@@ -29,8 +29,9 @@ from tests.faults import (
     wait_ended,
 )
 from tests.support import RedisServer, ServerThread, WebhookReceiver, WorkerProcess, encode, scene, wait_for
+from tests.support.options import FAST
 
-FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+pytestmark = pytest.mark.processes  # samsvc's own processes: workers, `samsvc serve`
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ def submit(server: ServerThread, count: int, **fields: object) -> str:
 def test_redis_killed_while_an_image_runs_and_while_its_result_is_recorded(
     settings: Settings, redis_server: RedisServer, tmp_path: Path
 ) -> None:
+
     run = {"action": "block", "dir": str(tmp_path), "once": True}
     worker = WorkerProcess(settings, env=failpoints_env(jobs__image__run=run))
     server = ServerThread(settings)

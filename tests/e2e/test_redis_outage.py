@@ -16,6 +16,8 @@ from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
 from tests.support import RedisServer, ServeProcess, WorkerProcess, encode, rich_status, scene, wait_for
 
+pytestmark = pytest.mark.processes  # samsvc's own processes: workers, `samsvc serve`
+
 TINY = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 
@@ -32,6 +34,7 @@ def segment(stub: pb_grpc.SegmentationServiceStub, metadata: list[tuple[str, str
 def test_segment_survives_redis_outage_and_batches_recover(
     base_settings: Settings, redis_server: RedisServer, tmp_path: Path
 ) -> None:
+
     settings = base_settings.model_copy(
         update={"redis_url": redis_server.url, "data_dir": str(tmp_path / "data"), "result_cache_ttl_s": 600}
     )

@@ -7,12 +7,15 @@ import re
 import urllib.request
 
 import psutil
+import pytest
 
 from samsvc.config import Settings
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.server.test_metrics import value
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
+
+pytestmark = pytest.mark.processes  # samsvc's own processes: workers, `samsvc serve`
 
 
 def loads_torch(pid: int) -> bool:

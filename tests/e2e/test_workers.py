@@ -13,6 +13,8 @@ from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
 
+pytestmark = pytest.mark.processes  # samsvc's own processes: workers, `samsvc serve`
+
 MEDIUM = pb.SegmentOptions(points_per_side=4, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.starts import expect_started
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 FLAGS = [
@@ -24,6 +26,7 @@ def chromium() -> Iterator[Any]:
     """A headless Chromium browser, closed on leaving."""
     from playwright.sync_api import sync_playwright
 
+    expect_started("browser")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:

@@ -19,7 +19,9 @@ from pydantic import SecretStr
 from samsvc.config import Settings
 from samsvc.gateway.launcher import Gateway, start_gateway
 from samsvc.server.auth import digest, new_key
+from tests.gateway.chromium import chromium
 from tests.support import ServerThread, encode, scene
+from tests.support.starts import starts
 
 
 def call(
@@ -76,7 +78,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.fixture(scope="module")
+@starts("envoy", scope="module")
 def stack(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("gateway")
     cert, key = self_signed(tmp)
@@ -153,7 +155,7 @@ class Tools:
         return status, json.loads(data) if data else None
 
 
-@pytest.fixture(scope="module")
+@starts("envoy", scope="module")
 def tools(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tools]:
     files = FileServer()
     settings = base_settings.model_copy(
@@ -171,3 +173,10 @@ def tools(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     gateway.stop()
     server.stop()
     files.close()
+
+
+@starts("browser", scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (tests/gateway/chromium.py), shared by a test module."""
+    with chromium() as launched:
+        yield launched

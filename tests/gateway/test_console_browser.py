@@ -19,8 +19,9 @@ import pytest
 from samsvc.config import Settings
 from samsvc.gateway.launcher import start_gateway
 from samsvc.server.auth import digest, new_key
-from tests.gateway.chromium import chromium, needs_chromium
+from tests.gateway.chromium import needs_chromium
 from tests.support import ServerThread, encode, scene
+from tests.support.starts import starts
 
 pytestmark = needs_chromium
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
@@ -28,7 +29,7 @@ KEY = new_key()
 OPTIONS = {"pps": "4", "iou": "0", "stability": "0", "nms": "1"}
 
 
-@pytest.fixture(scope="module")
+@starts("envoy", scope="module")
 def base(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = base_settings.model_copy(
         update={
@@ -43,12 +44,6 @@ def base(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     yield f"http://127.0.0.1:{gateway.rest_port}"
     gateway.stop()
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.gateway.chromium import CHROMIUM, chromium
 from tests.gateway.conftest import call
 from tests.support import ServerThread, encode, scene
+from tests.support.starts import starts
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "tests" / "gateway" / "cvat_plugin"
@@ -116,7 +117,7 @@ def load_function(base: str, key_file: Path) -> Any:
     return module
 
 
-@pytest.fixture(scope="module")
+@starts("envoy", scope="module")
 def cvat(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cvat]:
     root = tmp_path_factory.mktemp("cvat")
     checkpoint = root / "disc.pth"
@@ -153,7 +154,7 @@ def cvat(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@starts("browser", scope="module")
 def page(cvat: Cvat) -> Iterator[Any]:
     with chromium() as browser:
         opened = browser.new_page()

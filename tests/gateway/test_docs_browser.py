@@ -4,21 +4,12 @@ browser reports no violation), and Swagger UI's "Try it out" on GET /models gets
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.gateway.chromium import chromium, needs_chromium
+from tests.gateway.chromium import needs_chromium
 from tests.gateway.conftest import Stack
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 def watched(browser: Any, url: str) -> tuple[Any, list[str]]:

@@ -31,6 +31,7 @@ from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.gateway.conftest import call
 from tests.gateway.label_studio.server import LEGACY_TOKEN, LabelStudio
 from tests.support import ServerThread, encode, scene
+from tests.support.starts import starts
 
 KEY = new_key()
 WIDTH, HEIGHT = 200, 150
@@ -57,14 +58,14 @@ class Samsvc:
         self.server.stop()
 
 
-@pytest.fixture(scope="module")
+@starts("processes", scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:
     running = LabelStudio(tmp_path_factory.mktemp("label-studio"))
     yield running
     running.stop()
 
 
-@pytest.fixture(scope="module")
+@starts("envoy", scope="module")
 def start_samsvc(
     base_settings: Settings, studio: LabelStudio, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[[str], Samsvc]]:
@@ -249,6 +250,7 @@ def test_label_studios_webhook_is_accepted_unread(studio: LabelStudio, samsvc: S
     assert status == 200
 
 
+@pytest.mark.processes
 def test_label_studio_refuses_samsvc_on_loopback_without_the_readme_settings(tmp_path: Path, samsvc: Samsvc) -> None:
     """Why the README gives ML_BLOCK_LOCAL_IP=false: with Label Studio's defaults a backend on a
     loopback or private address is refused when it is added."""

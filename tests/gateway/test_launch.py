@@ -14,12 +14,15 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from samsvc.config import Settings
 from samsvc.gateway.envoy_config import GatewayConfig, write_config
 from samsvc.gateway.envoy_process import envoy_binary, validate
 from samsvc.gateway.launcher import descriptor_set_path
 from tests.support import ServeProcess, ServerThread, free_port, settings_env, wait_for
+
+pytestmark = [pytest.mark.processes, pytest.mark.envoy]  # `samsvc serve` and `samsvc gateway` start Envoy
 
 
 def test_rendered_config_validates(tmp_path: Path) -> None:

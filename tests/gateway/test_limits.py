@@ -21,6 +21,7 @@ from samsvc.server.auth import digest, new_key
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
 from tests.support import ServerThread, closed_by_peer, raw_request, rich_status, wait_for
+from tests.support.starts import starts
 
 KEY = new_key()
 MAX_CONNECTIONS = 12
@@ -53,7 +54,7 @@ def start_gated(base_settings: Settings, data_dir: Path, **limits: Any) -> Gated
     return Gated(server, start_gateway(settings, "127.0.0.1", server.running.port), settings)
 
 
-@pytest.fixture(scope="module")
+@starts("envoy", scope="module")
 def gated(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gated]:
     running = start_gated(
         base_settings,
@@ -227,6 +228,7 @@ def test_idle_connections_are_closed_and_connections_are_capped(gated: Gated) ->
     wait_for(lambda: raw_request(gated.port, "GET", "/health", {}).status == 200, timeout=20, what="new connections")
 
 
+@pytest.mark.envoy
 def test_the_overload_manager_refuses_requests_near_the_heap_limit(
     base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

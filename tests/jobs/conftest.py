@@ -14,23 +14,25 @@ from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.service import new_job_id
 from samsvc.jobs.store import JobStore
 from tests.support import RedisServer
+from tests.support.starts import starts
 
 SPEC = JobSpec("tiny", AmgOptions(points_per_side=2), MaskEncoding.RLE, False)
 #: Milliseconds after a job ends before its ending is overdue, in these stores.
 ENDING_GRACE_MS = 60_000
 
 
-@pytest.fixture(scope="module")
+@starts("redis", scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, redis_server: RedisServer) -> JobStore:
+@starts("redis", when_param="redis", params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> JobStore:
     if request.param == "memory":
         return MemoryJobStore(ending_grace_ms=ENDING_GRACE_MS)
+    redis_server: RedisServer = request.getfixturevalue("redis_server")
     prefix = f"test{new_job_id(JobType.BATCH)[-8:]}"
     store = RedisJobStore.from_url(redis_server.url, prefix=prefix)
     store.ending_grace_ms = ENDING_GRACE_MS

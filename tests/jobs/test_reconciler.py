@@ -118,6 +118,7 @@ def test_an_ending_left_undone_is_finished(runtime: JobRuntime) -> None:
     assert reconciler.finish_endings() == 0, "deferred while the webhook is attempted"
 
 
+@pytest.mark.redis
 def test_one_reconciler_acts_at_a_time(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     try:

@@ -4,7 +4,6 @@ and STORE_UNAVAILABLE (a retryable error) while the server is down, then working
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from samsvc.jobs.blobs import open_blob_store
 from samsvc.jobs.s3_blobs import S3BlobStore
 from samsvc.object_storage import S3Options, parse_location
 from tests.support import S3Server
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    yield server
-    server.stop()
 
 
 def store_for(s3: S3Server, prefix: str, **options: object) -> S3BlobStore:

@@ -20,12 +20,13 @@ from samsvc.jobs.s3_blobs import S3BlobStore
 from samsvc.object_storage import S3Options, StorageLocation
 from samsvc.validation.export import ExportRoots
 from tests.support import S3Server
+from tests.support.starts import starts
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = b"weights" * 1000
 
 
-@pytest.fixture(scope="module")
+@starts("s3", scope="module")
 def s3() -> Iterator[S3Server]:
     server = S3Server(bucket="samsvc")
     admin = server.client()

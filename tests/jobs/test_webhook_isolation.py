@@ -20,8 +20,9 @@ from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.validation.webhook_url import WebhookPolicy
 from tests.faults import wait_ended
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
+from tests.support.options import FAST
+from tests.support.starts import starts
 
-FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 POLICY = WebhookPolicy(["127.0.0.1"])
 
 
@@ -112,7 +113,7 @@ def test_only_the_start_of_a_huge_answer_is_read() -> None:
         server.server_close()
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", params=["embedded", "redis"])
 def settings(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     settings = base_settings.model_copy(
         update={

@@ -26,6 +26,7 @@ from samsvc.v1 import admin_service_pb2 as admin_pb
 from samsvc.v1 import admin_service_pb2_grpc
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import ServerThread, encode, rich_status, scene
+from tests.support.starts import starts
 
 ADMIN_SECRET = "test-admin-secret-that-is-long-enough-for-hs256"
 
@@ -63,7 +64,7 @@ class Setup:
             return error.code, json.loads(error.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
+@starts("envoy", scope="module")
 def setup(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     alice, bob = new_key(), new_key()
     settings = base_settings.model_copy(
@@ -211,6 +212,7 @@ def test_admin_operations_are_off_without_a_jwt_key(base_settings: Settings) -> 
         server.stop()
 
 
+@pytest.mark.envoy
 def test_rate_limits_per_key_in_memory(base_settings: Settings, tmp_path: Path) -> None:
     alice, bob = new_key(), new_key()
     settings = base_settings.model_copy(

@@ -20,9 +20,10 @@ from samsvc.gateway.launcher import start_gateway
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.server.test_grpcurl import GRPCURL
 from tests.support import ServerThread, encode, rich_status, scene
+from tests.support.starts import starts
 
 
-@pytest.fixture(scope="module")
+@starts("processes", scope="module")
 def key_and_server(
     base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, ServerThread]]:
@@ -83,6 +84,7 @@ def test_health_and_reflection_stay_open(key_and_server: tuple[str, ServerThread
     assert "samsvc.v1.SegmentationService" in listed.stdout
 
 
+@pytest.mark.envoy
 def test_rest_gets_401_then_200_with_a_key(key_and_server: tuple[str, ServerThread]) -> None:
     key, server = key_and_server
     settings = server.settings.model_copy(update={"rest_port": 0, "envoy_admin_port": 0})

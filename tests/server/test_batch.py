@@ -26,13 +26,14 @@ from tests.support import (
     scene,
     wait_for,
 )
+from tests.support.options import FAST
+from tests.support.starts import starts
 
 WEBHOOK_SECRET = "test-webhook-secret"
-FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 SLOW = pb.SegmentOptions(points_per_side=6, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", scope="module", params=["embedded", "redis"])
 def batch_server(
     request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:

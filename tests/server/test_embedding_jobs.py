@@ -16,12 +16,13 @@ from samsvc.v1 import interactive_pb2 as ipb
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, rich_status, scene
+from tests.support.starts import starts
 
 ALICE, BOB = new_key(), new_key()
 A, B = [("x-api-key", ALICE)], [("x-api-key", BOB)]
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", scope="module", params=["embedded", "redis"])
 def server(
     request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:

@@ -23,8 +23,8 @@ from samsvc.server.auth import digest, new_key
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import S3Server, ServerThread, encode, rich_status, scene
+from tests.support.options import FAST
 
-FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 #: A bucket the server's credentials reach but no export may touch.
 FINANCE = "finance-reports"
 #: The folder or prefix of exports without authentication.
@@ -32,11 +32,10 @@ ANONYMOUS = "anonymous"
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    server.client().create_bucket(Bucket=FINANCE)
-    yield server
-    server.stop()
+def s3(s3: S3Server) -> S3Server:
+    """The shared S3 server, with the finance bucket no export may reach besides."""
+    s3.client().create_bucket(Bucket=FINANCE)
+    return s3
 
 
 @pytest.fixture(scope="module")

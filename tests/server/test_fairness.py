@@ -15,6 +15,7 @@ from samsvc.errors import ConfigurationError
 from samsvc.server.auth import digest, new_key, parse_keys
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import RedisServer, ServerThread, encode, rich_status, scene, wait_for
+from tests.support.starts import starts
 
 ALICE, BOB, TINY_ONLY = new_key(), new_key(), new_key()
 SLOW = dict(points_per_side=8, points_per_batch=1, pred_iou_thresh=0.0, stability_score_thresh=0.0)
@@ -25,7 +26,7 @@ def as_(key: str) -> list[tuple[str, str]]:
     return [("x-api-key", key)]
 
 
-@pytest.fixture
+@starts("redis")
 def server(base_settings: Settings, tmp_path: Path) -> Iterator[ServerThread]:
     redis_server = RedisServer(tmp_path)  # no worker: batch images wait in the queue
     settings = base_settings.model_copy(

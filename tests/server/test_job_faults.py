@@ -21,8 +21,7 @@ from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.faults import assert_each_image_once, fast, reason_of, wait_ended
 from tests.support import ServerThread, WebhookReceiver, encode, scene, wait_for
-
-FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+from tests.support.options import FAST
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ import base64
 import json
 
 import grpc
+import pytest
 
 from samsvc.config import Settings
 from samsvc.v1 import job_pb2, segmentation_service_pb2_grpc
@@ -20,6 +21,7 @@ def log_lines(serve: ServeProcess) -> list[dict[str, object]]:
     return [json.loads(line) for line in serve.log.read().splitlines() if line.strip()]
 
 
+@pytest.mark.processes
 def test_json_lines_carry_the_correlation_id(base_settings: Settings) -> None:
     serve = ServeProcess(base_settings.model_copy(update={"log_format": "json"}))
     image = encode(scene(64, 48))

@@ -22,6 +22,7 @@ def value(text: str, name: str, **labels: str) -> float:
     return float(found.group(1))
 
 
+@pytest.mark.processes
 def test_metrics_follow_traffic(base_settings: Settings) -> None:
     serve = ServeProcess(base_settings.model_copy(update={"metrics_port": 0, "result_cache_ttl_s": 60}))
     try:

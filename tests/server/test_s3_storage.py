@@ -32,15 +32,8 @@ from tests.support import (
     scene,
     wait_for,
 )
-
-FAST = pb.SegmentOptions(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    yield server
-    server.stop()
+from tests.support.options import FAST
+from tests.support.starts import starts
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +53,7 @@ def server(base_settings: Settings, s3: S3Server) -> Iterator[ServerThread]:
     running.stop()
 
 
-@pytest.fixture(scope="module")
+@starts("redis", "processes", scope="module")
 def redis_mode(
     base_settings: Settings, s3: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
@@ -149,6 +142,7 @@ def test_storage_down_mid_job_retries_and_loses_nothing(
     assert finished == {0, 1, 2}
 
 
+@pytest.mark.processes
 def test_checkpoints_come_from_a_bucket_checked_by_sha256(
     s3: S3Server, tiny_checkpoint: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from samsvc.v1 import segmentation_service_pb2_grpc
 from tests.support import ServeProcess, encode, scene, wait_for
 
 
+@pytest.mark.processes
 def test_sigterm_drains_then_stops(base_settings: Settings) -> None:
     serve = ServeProcess(base_settings.model_copy(update={"shutdown_grace": 60.0}))
     # Open Watch streams must not hold the server: it exits as soon as the in-flight call is done.

@@ -4,10 +4,8 @@ caller's own index, not everyone's jobs. Against a real redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from samsvc.cache.redis_cache import RedisByteCache
@@ -19,13 +17,6 @@ from tests.jobs.conftest import job
 from tests.support import RedisServer, ServerThread, encode, scene
 
 MANY_MASKS = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
 
 
 def stored_bytes(client: redis.Redis, pattern: str) -> int:

@@ -18,12 +18,13 @@ from samsvc.server.auth import digest, new_key
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import RedisServer, ServerThread, encode, rich_status, scene, wait_for
+from tests.support.starts import starts
 
 ALICE, BOB = new_key(), new_key()
 STREAMS = 200
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@starts("redis", when_param="redis", params=["embedded", "redis"])
 def server(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: Path) -> Iterator[ServerThread]:
     settings = base_settings.model_copy(
         update={

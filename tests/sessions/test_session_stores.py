@@ -19,6 +19,7 @@ from samsvc.sessions.redis_sessions import RedisSessionStore
 from samsvc.sessions.store import ImageSessionRecord, SessionStore, image_id
 from samsvc.validation.sessions import check_image_id
 from tests.support import RedisServer, wait_for
+from tests.support.starts import starts
 
 MakeStore = Callable[..., SessionStore]
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
@@ -37,15 +38,17 @@ def record(owner: str, seed: int) -> ImageSessionRecord:
     )
 
 
-@pytest.fixture(scope="module")
+@starts("redis", scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server.url
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request: pytest.FixtureRequest, redis_url: str) -> MakeStore:
+@starts("redis", when_param="redis", params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> MakeStore:
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+
     def make(max_bytes: int = 64 * EMBEDDING_BYTES, ttl_s: float = 3600, per_key: int = 0) -> SessionStore:
         if request.param == "memory":
             return MemorySessionStore(max_bytes, ttl_s, per_key)
@@ -138,6 +141,7 @@ def test_ids_are_content_and_model() -> None:
     assert check_image_id(image_id(b"x", "sam2.1_hiera_tiny")) == "sam2.1_hiera_tiny"
 
 
+@pytest.mark.redis
 def test_a_redis_outage_is_unavailable_not_a_missing_session(tmp_path_factory: pytest.TempPathFactory) -> None:
     server = RedisServer(tmp_path_factory.mktemp("outage"))
     try:
