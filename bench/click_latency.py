@@ -45,8 +45,8 @@ from segment_anything.predictor import SamPredictor
 
 from samsvc.config import Settings
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
-from samsvc.engine.embeddings import predictor_for
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.sam.embedding import predictor_for
 from samsvc.v1 import interactive_pb2 as ipb
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc
@@ -200,7 +200,7 @@ def main() -> int:
             reference_embedding = ImageEmbedding(
                 torch.from_numpy(features.copy()), (t.resized_height, t.resized_width), (height, width)
             )
-            predictor: SamPredictor = predictor_for(loaded.sam, reference_embedding)
+            predictor: SamPredictor = predictor_for(loaded.model, reference_embedding)
 
             def reference(x: float, y: float) -> None:
                 predictor.predict(point_coords=np.array([[x, y]]), point_labels=np.array([1]), multimask_output=False)

@@ -20,7 +20,7 @@ import torch
 
 from samsvc.engine.encoder_batching import BatchingEncoder
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES
-from samsvc.engine.sam_family import build_sam
+from samsvc.engine.sam.family import build_sam
 
 
 def main() -> int:

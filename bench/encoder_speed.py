@@ -1,5 +1,5 @@
 """Image encoder: segment-anything's attention against samsvc's sliced attention
-(samsvc.engine.fast_encoder), same model and input, alternating in one run; also each one's
+(samsvc.engine.sam.fast_encoder), same model and input, alternating in one run; also each one's
 peak resident memory, the median of a few fresh processes per encoder (allocator arenas make
 one process's peak vary by a few hundred MB).
 
@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from samsvc.engine.fast_encoder import encode
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES
-from samsvc.engine.sam_family import build_sam
+from samsvc.engine.sam.family import build_sam
+from samsvc.engine.sam.fast_encoder import encode
 
 
 def peak_rss_mb(model: str, sliced: bool) -> float:
@@ -28,8 +28,8 @@ def peak_rss_mb(model: str, sliced: bool) -> float:
     # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
     code = (
         "import torch\n"
-        "from samsvc.engine.fast_encoder import encode\n"
-        "from samsvc.engine.sam_family import build_sam\n"
+        "from samsvc.engine.sam.fast_encoder import encode\n"
+        "from samsvc.engine.sam.family import build_sam\n"
         "from samsvc.engine.registry import BUILTIN_ARCHITECTURES\n"
         f"encoder = build_sam(BUILTIN_ARCHITECTURES[{model!r}]).eval().image_encoder\n"
         "x = torch.randn(1, 3, 1024, 1024)\n"

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from samsvc.engine.amg import generate_masks
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.family import family_for
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES, ModelRegistry
-from samsvc.engine.sam2_family import build_sam2_model
-from samsvc.engine.sam_family import SamFamily, build_sam
+from samsvc.engine.sam.amg import generate_masks
+from samsvc.engine.sam.family import SamFamily, build_sam
+from samsvc.engine.sam2.family import build_sam2_model
 from tests.support import scene
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -34,14 +34,15 @@ from segment_anything import SamAutomaticMaskGenerator
 from bench.amg_speed import side_by_side
 from samsvc.config import Settings
 from samsvc.encoding.masks import encode_png, encode_polygons, encode_rle
-from samsvc.engine import fast_encoder
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
-from samsvc.engine.embeddings import embed
 from samsvc.engine.loader import load_checkpoint
-from samsvc.engine.prompts import PromptSpec, predict_prompts
+from samsvc.engine.prompt_types import PromptSpec
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES, ModelSource, ModelSpec
-from samsvc.engine.sam_family import build_sam
+from samsvc.engine.sam import fast_encoder
+from samsvc.engine.sam.embedding import embed
+from samsvc.engine.sam.family import build_sam
+from samsvc.engine.sam.prompts import predict_prompts
 from samsvc.v1 import mask_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import ServerThread, encode, scene

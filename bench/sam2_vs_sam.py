@@ -28,10 +28,10 @@ import torch
 
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.family import ModelFamily, family_for
-from samsvc.engine.prompts import PromptSpec
+from samsvc.engine.prompt_types import PromptSpec
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES, SAM2_CONFIGS
-from samsvc.engine.sam2_family import build_sam2_model
-from samsvc.engine.sam_family import build_sam
+from samsvc.engine.sam.family import build_sam
+from samsvc.engine.sam2.family import build_sam2_model
 from tests.support import scene
 
 ROOT = Path(__file__).resolve().parent.parent

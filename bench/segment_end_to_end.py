@@ -5,7 +5,7 @@
 
 Starts a server and Envoy on loopback (result cache off: every answer is checked not to be a
 hit) with two models: `tiny`, random weights (its masks rarely pass the default thresholds, so
-the decoder dominates), and `discs`, the hand-weighted model of samsvc.engine.disc_checkpoint
+the decoder dominates), and `discs`, the hand-weighted model of samsvc.engine.sam.disc_checkpoint
 (hundreds of masks survive, so filtering, NMS, mask encoding and sending count). For each model
 and setting (points per side : pred_iou_thresh : stability_score_thresh; NMS 0.7, PNG masks)
 it alternates, round by round:
@@ -46,14 +46,14 @@ from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
 
 from samsvc.config import Settings
-from samsvc.engine import fast_amg, fast_decoder
-from samsvc.engine.amg import generate_masks
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
-from samsvc.engine.disc_checkpoint import build_disc_checkpoint
-from samsvc.engine.fast_encoder import FastPredictor
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.registry import ModelRegistry
+from samsvc.engine.sam import fast_amg, fast_decoder
+from samsvc.engine.sam.amg import generate_masks
+from samsvc.engine.sam.disc_checkpoint import build_disc_checkpoint
+from samsvc.engine.sam.fast_encoder import FastPredictor
 from samsvc.gateway.launcher import start_gateway
 from samsvc.v1 import mask_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
@@ -192,7 +192,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{gateway.rest_port}/api/v1/segment"
         try:
             for name in args.models.split(","):
-                sam = manager.get(name).sam
+                sam = manager.get(name).model
                 # Warm every path once (first calls allocate and initialise) at a cheap setting.
                 measure(server, url, sam, name, image, data, encoded_image, 2, 0.0, 0.0, args, profiled=False)
                 for pps, iou, stability in parse_settings(args.settings):

@@ -79,7 +79,7 @@ def main() -> int:
 
         server = ServerThread(settings)
         manager = ModelManager(ModelRegistry.from_settings(Path(tmp), models), device="cpu")
-        reference_model = manager.get("tiny").sam
+        reference_model = manager.get("tiny").model
         request = pb.SegmentRequest(image=data, mask_format=mask_pb2.MASK_FORMAT_RLE, **params)
         stub: segmentation_service_pb2_grpc.SegmentationServiceStub = server.stub
         stub.Segment(request)  # load the model and warm up both paths

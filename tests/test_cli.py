@@ -150,7 +150,7 @@ def test_build_tiny_registers_a_relative_path_that_moves_with_its_file(tmp_path:
 def test_build_tiny_discs_writes_the_hand_weighted_model(tmp_path: Path) -> None:
     import torch
 
-    from samsvc.engine.disc_checkpoint import disc_sam
+    from samsvc.engine.sam.disc_checkpoint import disc_sam
 
     models = tmp_path / "models.toml"
     result = samsvc("models", "build-tiny", str(tmp_path / "d.pth"), "--discs", "--register-in", str(models))

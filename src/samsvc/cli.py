@@ -225,7 +225,7 @@ def cmd_models_build_tiny(settings: Settings, args: argparse.Namespace) -> int:
     import os
 
     from samsvc.engine.checkpoints import build_random_checkpoint, models_file_entry
-    from samsvc.engine.disc_checkpoint import build_disc_checkpoint
+    from samsvc.engine.sam.disc_checkpoint import build_disc_checkpoint
 
     path = Path(args.path).absolute()
     if args.discs:

@@ -20,7 +20,7 @@ from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
 from samsvc.engine.amg_types import CancelToken
 from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import LoadedModel, ModelManager
-from samsvc.engine.prompts import PromptSpec
+from samsvc.engine.prompt_types import PromptSpec
 from samsvc.pipeline import encode_pixels, image_key
 from samsvc.sessions.store import image_id, session_expired
 from samsvc.validation.image import ImageHeader, decode_image

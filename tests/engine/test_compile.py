@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from samsvc.engine.amg import generate_masks
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.registry import ModelRegistry
+from samsvc.engine.sam.amg import generate_masks
 from tests.engine.test_fast_amg import assert_same_answer
 from tests.support import scene
 
@@ -21,6 +21,6 @@ def test_compiled_model_gives_the_eager_answer(models_file: Path, tmp_path: Path
     image = scene(96, 64, seed=12)
     options = AmgOptions(points_per_side=3, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     for fast in (False, True):
-        reference = generate_masks(eager.sam, image, options, fast=fast)
+        reference = generate_masks(eager.model, image, options, fast=fast)
         assert reference
-        assert_same_answer(reference, generate_masks(compiled.sam, image, options, fast=fast))
+        assert_same_answer(reference, generate_masks(compiled.model, image, options, fast=fast))

@@ -13,9 +13,9 @@ import pytest
 import torch
 from segment_anything.utils.onnx import SamOnnxModel
 
-from samsvc.engine import decoder_cvat
-from samsvc.engine.decoder_export import export_decoder, quantize_decoder
-from samsvc.engine.disc_checkpoint import disc_sam
+from samsvc.engine.sam import decoder_cvat
+from samsvc.engine.sam.decoder_export import export_decoder, quantize_decoder
+from samsvc.engine.sam.disc_checkpoint import disc_sam
 
 SIZES = [(480, 640), (300, 200), (77, 513)]
 
@@ -76,7 +76,7 @@ def decoder_cvat_inputs() -> tuple[str, ...]:
 
 
 def embedding_of(sam: torch.nn.Module, size: tuple[int, int]) -> np.ndarray:
-    from samsvc.engine.embeddings import embed
+    from samsvc.engine.sam.embedding import embed
     from tests.support import scene
 
     return embed(sam, scene(size[1], size[0], seed=5)).features.numpy()

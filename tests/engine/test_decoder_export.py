@@ -14,8 +14,8 @@ from segment_anything.build_sam import _build_sam
 from segment_anything.predictor import SamPredictor
 from segment_anything.utils import onnx as sam_onnx
 
-from samsvc.engine import decoder_export, decoder_graph
-from samsvc.engine.decoder_export import export_decoder
+from samsvc.engine.sam import decoder_export, decoder_graph
+from samsvc.engine.sam.decoder_export import export_decoder
 
 
 def run(path: Path, predictor: SamPredictor, point: tuple[float, float]) -> np.ndarray:

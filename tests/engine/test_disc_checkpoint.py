@@ -11,12 +11,12 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 from segment_anything.modeling import Sam
 
-from samsvc.engine.amg import generate_masks
 from samsvc.engine.amg_types import AmgOptions, MaskRecord
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.disc_checkpoint import DISC_RADII, build_disc_checkpoint
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
+from samsvc.engine.sam.amg import generate_masks
+from samsvc.engine.sam.disc_checkpoint import DISC_RADII, build_disc_checkpoint
 from tests.support import scene
 
 

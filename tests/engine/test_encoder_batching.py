@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from samsvc.engine.amg import generate_masks
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.encoder_batching import BatchingEncoder
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.registry import ModelRegistry
-from samsvc.engine.sam_family import build_sam
+from samsvc.engine.sam.amg import generate_masks
+from samsvc.engine.sam.family import build_sam
 from tests.engine.test_fast_amg import assert_same_answer
 from tests.support import scene
 
@@ -79,11 +79,11 @@ def test_concurrent_mask_generation_batches_and_keeps_the_answer(models_file: Pa
 
     def run(image: object) -> list:
         start.wait()
-        return generate_masks(batched.sam, image, options)  # type: ignore[arg-type]
+        return generate_masks(batched.model, image, options)  # type: ignore[arg-type]
 
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(run, images))
-    encoder = batched.sam.image_encoder
+    encoder = batched.model.image_encoder
     assert isinstance(encoder, BatchingEncoder) and (encoder.passes, encoder.images) == (1, 2)
     for image, masks in zip(images, together, strict=True):
-        assert_same_answer(generate_masks(eager.sam, image, options), masks)
+        assert_same_answer(generate_masks(eager.model, image, options), masks)

@@ -16,14 +16,14 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.amg import MaskData, mask_to_rle_pytorch
 from segment_anything.utils.amg import rle_to_mask as reference_rle_to_mask
 
-from samsvc.engine import fast_decoder
-from samsvc.engine.amg import generate_masks
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord, rle_to_mask
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.fast_amg import DEFAULT_CPU_UPSAMPLE_GROUP, UnsharedMaskData, masks_to_rles, upsample_masks
-from samsvc.engine.fast_decoder import predict_masks
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
+from samsvc.engine.sam import fast_decoder
+from samsvc.engine.sam.amg import generate_masks
+from samsvc.engine.sam.fast_amg import DEFAULT_CPU_UPSAMPLE_GROUP, UnsharedMaskData, masks_to_rles, upsample_masks
+from samsvc.engine.sam.fast_decoder import predict_masks
 from samsvc.errors import Cancelled
 from tests.support import scene
 

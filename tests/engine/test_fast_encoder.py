@@ -12,12 +12,12 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.predictor import SamPredictor
 
-from samsvc.engine import fast_encoder
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.encoder_batching import BatchingEncoder
-from samsvc.engine.fast_encoder import FastPredictor, encode
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
+from samsvc.engine.sam import fast_encoder
+from samsvc.engine.sam.fast_encoder import FastPredictor, encode
 from tests.support import scene
 
 

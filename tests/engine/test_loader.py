@@ -115,8 +115,8 @@ def test_auto_download_fetches_absent_weights(tmp_path: Path) -> None:
 
 
 def test_precision_is_part_of_the_model_identity(models_file: Path, tmp_path: Path) -> None:
-    from samsvc.engine.amg import generate_masks
     from samsvc.engine.amg_types import AmgOptions
+    from samsvc.engine.sam.amg import generate_masks
     from tests.support import scene
 
     registry = ModelRegistry.from_settings(tmp_path, models_file)
@@ -125,7 +125,7 @@ def test_precision_is_part_of_the_model_identity(models_file: Path, tmp_path: Pa
     assert (full.dtype, half.dtype) == ("fp32", "bf16")
     assert full.digest == half.digest and full.identity != half.identity
     with half.precision():
-        masks = generate_masks(half.sam, scene(48, 32), AmgOptions(points_per_side=1, pred_iou_thresh=0.0), fast=True)
+        masks = generate_masks(half.model, scene(48, 32), AmgOptions(points_per_side=1, pred_iou_thresh=0.0), fast=True)
     assert all(m.segmentation.shape == (32, 48) for m in masks)
 
 

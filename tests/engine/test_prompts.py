@@ -12,12 +12,13 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from samsvc.engine import fast_decoder, prompts
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.embeddings import embed
 from samsvc.engine.loader import load_checkpoint
-from samsvc.engine.prompts import ImageSides, PromptSpec, dense_pe, predict_prompts
+from samsvc.engine.prompt_types import PromptSpec
 from samsvc.engine.registry import ModelSource, ModelSpec
+from samsvc.engine.sam import fast_decoder, prompts
+from samsvc.engine.sam.embedding import embed
+from samsvc.engine.sam.prompts import ImageSides, dense_pe, predict_prompts
 from tests.support import scene
 
 

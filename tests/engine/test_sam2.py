@@ -20,7 +20,7 @@ from samsvc.engine.amg_types import AmgOptions, MaskRecord, rle_to_mask
 from samsvc.engine.checkpoints import SAM2_TINY_CONFIG
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.loader import LoadedModel, ModelManager
-from samsvc.engine.prompts import PromptSpec
+from samsvc.engine.prompt_types import PromptSpec
 from samsvc.engine.registry import ModelRegistry
 from tests.support import scene
 
@@ -62,7 +62,7 @@ def assert_same_masks(ours: list[MaskRecord], reference: list[dict[str, object]]
 
 def test_the_checkpoint_loads_strictly_through_models_file(loaded: LoadedModel, theirs: torch.nn.Module) -> None:
     assert loaded.spec.family == "sam2" and loaded.family.name == "sam2"
-    mine, reference = loaded.sam.state_dict(), theirs.state_dict()
+    mine, reference = loaded.model.state_dict(), theirs.state_dict()
     assert mine.keys() == reference.keys()
     assert all(torch.equal(mine[k], reference[k]) for k in mine)
 

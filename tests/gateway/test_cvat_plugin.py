@@ -31,7 +31,7 @@ import pytest
 from samsvc.config import Settings
 from samsvc.encoding.masks import decode_png
 from samsvc.engine.checkpoints import models_file_entry
-from samsvc.engine.disc_checkpoint import build_disc_checkpoint
+from samsvc.engine.sam.disc_checkpoint import build_disc_checkpoint
 from samsvc.gateway.launcher import Gateway, start_gateway
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import segmentation_service_pb2 as pb

@@ -23,7 +23,7 @@ from samsvc.config import Settings
 from samsvc.encoding.brush_rle import decode_brush_rle
 from samsvc.encoding.masks import decode_png
 from samsvc.engine.checkpoints import models_file_entry
-from samsvc.engine.disc_checkpoint import build_disc_checkpoint
+from samsvc.engine.sam.disc_checkpoint import build_disc_checkpoint
 from samsvc.gateway.launcher import Gateway, start_gateway
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import interactive_pb2 as ipb

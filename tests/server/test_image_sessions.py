@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from samsvc.config import Settings
-from samsvc.engine.embeddings import embed
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.sam.embedding import embed
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import interactive_pb2 as ipb
 from samsvc.v1 import mask_pb2
@@ -206,7 +206,7 @@ def test_embedding_is_the_encoders_output_with_its_transform(keyed: Keys, base_s
     assert (tensor.name, list(tensor.shape), tensor.dtype) == ("image_embeddings", [1, 256, 64, 64], 1)
     loaded = ModelManager.from_settings(base_settings).get("tiny")
     assert message.checkpoint_sha256 == loaded.digest
-    expected = embed(loaded.sam, load_image(image, ImageLimits(max_bytes=len(image), max_side=1024)))
+    expected = embed(loaded.model, load_image(image, ImageLimits(max_bytes=len(image), max_side=1024)))
     ours = np.frombuffer(tensor.data, dtype="<f4").reshape(1, 256, 64, 64)
     assert np.allclose(ours, expected.features.numpy(), atol=1e-5)
     t = message.transform

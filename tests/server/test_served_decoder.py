@@ -16,8 +16,8 @@ import pytest
 
 from samsvc.config import Settings
 from samsvc.encoding.masks import decode_png
-from samsvc.engine.decoder_export import INPUT_NAMES, OUTPUT_NAMES, DecoderExports
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.sam.decoder_export import INPUT_NAMES, OUTPUT_NAMES, DecoderExports
 from samsvc.errors import FailedPrecondition
 from samsvc.v1 import interactive_pb2 as ipb
 from samsvc.v1 import segmentation_service_pb2 as pb
@@ -135,7 +135,7 @@ def test_exports_are_made_once_and_kept_by_digest(base_settings: Settings, tmp_p
     exports = DecoderExports(tmp_path / "onnx")
     results: list[object] = []
     threads = [
-        threading.Thread(target=lambda: results.append(exports.get(loaded.sam, loaded.digest, "fp32")))
+        threading.Thread(target=lambda: results.append(exports.get(loaded.model, loaded.digest, "fp32")))
         for _ in range(3)
     ]
     for thread in threads:
@@ -149,20 +149,20 @@ def test_exports_are_made_once_and_kept_by_digest(base_settings: Settings, tmp_p
     # A new process finds the file: no export.
     path = tmp_path / "onnx" / files[0]
     stamp = path.stat().st_mtime_ns
-    again = DecoderExports(tmp_path / "onnx").get(loaded.sam, loaded.digest, "fp32")
+    again = DecoderExports(tmp_path / "onnx").get(loaded.model, loaded.digest, "fp32")
     assert path.stat().st_mtime_ns == stamp and again.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     # A decoder directory that cannot be written is the operator's problem, named without a path.
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     with pytest.raises(FailedPrecondition) as caught:
-        DecoderExports(blocked / "onnx").get(loaded.sam, loaded.digest, "fp32")
+        DecoderExports(blocked / "onnx").get(loaded.model, loaded.digest, "fp32")
     assert caught.value.reason == "DECODER_EXPORT_FAILED" and str(tmp_path) not in caught.value.message
 
 
 def test_cvats_decoder_is_served_with_cvats_outputs(server: ServerThread) -> None:
     """DECODER_GRAPH_CVAT: what CVAT's SAM plugin loads as /assets/decoder.onnx (outputs by its
     names; tests/engine/test_decoder_cvat.py checks the values), kept apart from the others."""
-    from samsvc.engine.decoder_cvat import OUTPUT_NAMES as CVAT_OUTPUTS
+    from samsvc.engine.sam.decoder_cvat import OUTPUT_NAMES as CVAT_OUTPUTS
 
     for quantization in (ipb.DECODER_QUANTIZATION_FP32, ipb.DECODER_QUANTIZATION_INT8):
         session, _, data = decoder(server, quantization, ipb.DECODER_GRAPH_CVAT)

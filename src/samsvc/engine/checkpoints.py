@@ -11,7 +11,7 @@ import torch
 
 from samsvc.engine.download import sha256_of
 from samsvc.engine.registry import Architecture
-from samsvc.engine.sam_family import build_sam
+from samsvc.engine.sam.family import build_sam
 
 #: A 1M-parameter encoder with the full-size prompt encoder and mask decoder (20 MB).
 TINY_ARCHITECTURE = Architecture(
@@ -39,7 +39,7 @@ SAM2_TINY_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 def build_random_sam2_checkpoint(path: Path, config: str = SAM2_TINY_CONFIG, *, seed: int = 0) -> str:
     """Write a randomly initialised SAM 2 checkpoint ({"model": state dict}, the official files'
     layout) to `path`; returns its SHA-256."""
-    from samsvc.engine.sam2_family import build_sam2_model
+    from samsvc.engine.sam2.family import build_sam2_model
 
     generator_state = torch.random.get_rng_state()
     try:

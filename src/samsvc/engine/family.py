@@ -1,23 +1,28 @@
-"""The engine interface: what every model family (SAM, SAM 2) does for the service. One module
-per family implements it (samsvc.engine.sam_family, samsvc.engine.sam2_family); nothing above
-the engine asks which family a model is, it calls the loaded model's family.
+"""The engine interface: what every model family (SAM, SAM 2) does for the service. One package
+per family implements it (samsvc.engine.sam, samsvc.engine.sam2), imported only when one of its
+models is built; nothing above the engine asks which family a model is, it calls the loaded
+model's family. This module and the types it names import neither family's library (nor torch).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
-from samsvc.engine.embeddings import ImageEmbedding
-from samsvc.engine.prompts import PromptOutput, PromptSpec
+from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelSpec
 from samsvc.errors import FieldViolation
+
+if TYPE_CHECKING:
+    import torch
+
+    from samsvc.engine.embeddings import ImageEmbedding
 
 Precision = Callable[[], contextlib.AbstractContextManager[Any]]
 
@@ -78,12 +83,16 @@ class ModelFamily(Protocol):
         ...
 
 
+#: Each family's implementation, imported only when a model of that family is built: loading
+#: this interface, or one family, does not import another family's library.
+IMPLEMENTATIONS: dict[str, str] = {
+    "sam": "samsvc.engine.sam.family:SamFamily",
+    "sam2": "samsvc.engine.sam2.family:Sam2Family",
+}
+
+
 def family_for(name: str) -> ModelFamily:
-    """The family implementation by name (registry.FAMILIES)."""
-    if name == "sam2":
-        from samsvc.engine.sam2_family import Sam2Family
-
-        return Sam2Family()
-    from samsvc.engine.sam_family import SamFamily
-
-    return SamFamily()
+    """The family implementation by name (registry.FAMILIES); SAM for an empty name."""
+    module, _, attribute = IMPLEMENTATIONS[name or "sam"].partition(":")
+    family: ModelFamily = getattr(importlib.import_module(module), attribute)()
+    return family

@@ -38,7 +38,7 @@ from samsvc.engine.download import download_model, sha256_of
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S
 from samsvc.engine.family import ModelFamily, family_for
-from samsvc.engine.prompts import PromptOutput, PromptSpec
+from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelRegistry, ModelSpec
 from samsvc.errors import DownloadError, FailedPrecondition, FieldViolation, NotFound, SamsvcError
 from samsvc.logs import redact_url
@@ -133,7 +133,7 @@ class LoadedModel:
 
     spec: ModelSpec
     #: The network (segment-anything's Sam, or sam2's SAM2Base), read-only while served.
-    sam: Any
+    model: Any
     device: torch.device
     load_time_s: float
     #: SHA-256 of the checkpoint: part of every cache key, so a cache never answers for
@@ -172,15 +172,15 @@ class LoadedModel:
         self, image: npt.NDArray[np.uint8], options: AmgOptions, cancel: CancelToken | None = None, *, fast: bool
     ) -> list[MaskRecord]:
         """Automatic masks, by the model's family, under its precision."""
-        return self.family.generate_masks(self.sam, image, options, cancel, fast=fast, precision=self.precision)
+        return self.family.generate_masks(self.model, image, options, cancel, fast=fast, precision=self.precision)
 
     def embed(self, image: npt.NDArray[np.uint8]) -> ImageEmbedding:
-        return self.family.embed(self.sam, image, self.precision)
+        return self.family.embed(self.model, image, self.precision)
 
     def predict_prompts(
         self, embedding: ImageEmbedding, prompts: list[PromptSpec], multimask: bool, *, fast: bool
     ) -> list[PromptOutput]:
-        return self.family.predict_prompts(self.sam, embedding, prompts, multimask, self.precision, fast=fast)
+        return self.family.predict_prompts(self.model, embedding, prompts, multimask, self.precision, fast=fast)
 
     def exportable_decoder(self) -> Any:
         """The network whose decoder segment-anything's ONNX export takes; FAILED_PRECONDITION
@@ -192,7 +192,7 @@ class LoadedModel:
                 reason="DECODER_UNAVAILABLE",
                 metadata={"model": self.spec.name},
             )
-        return self.sam
+        return self.model
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ class ModelManager:
         dtype = spec.dtype or self._default_dtype
         return LoadedModel(
             spec=spec,
-            sam=sam,
+            model=sam,
             device=self.device,
             load_time_s=elapsed,
             digest=digest,

@@ -26,9 +26,9 @@ from samsvc.cache.backend import ByteCache
 from samsvc.cache.memory_cache import MemoryByteCache
 from samsvc.cache.redis_cache import RedisByteCache
 from samsvc.config import Settings, server_torch_threads
-from samsvc.engine.decoder_export import DecoderExports
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.sam.decoder_export import DecoderExports
 from samsvc.engine.threads import ComputeLanes, cpu_count, use_torch_threads
 from samsvc.jobs.service import JobService
 from samsvc.metrics import serve_metrics

@@ -19,9 +19,9 @@ from google.api import httpbody_pb2
 
 from samsvc.config import Settings
 from samsvc.engine.amg_types import CancelToken
-from samsvc.engine.decoder_export import DecoderExports, DecoderFile
 from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.sam.decoder_export import DecoderExports, DecoderFile
 from samsvc.errors import FailedPrecondition, InvalidArgument
 from samsvc.jobs.service import JobService
 from samsvc.prompting import EmbeddedImage, PromptTask, embed_image, run_prompts

@@ -17,9 +17,9 @@ import time
 from samsvc import __version__, metrics
 from samsvc.cache.backend import ByteCache
 from samsvc.config import Settings
-from samsvc.engine.decoder_export import DecoderExports
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
+from samsvc.engine.sam.decoder_export import DecoderExports
 from samsvc.errors import InvalidArgument, Unavailable
 from samsvc.jobs.records import ImageResult, JobSpec, JobType
 from samsvc.jobs.service import JobService, new_job_id

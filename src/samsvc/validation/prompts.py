@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from samsvc.engine.prompts import LOW_RES, PromptSpec
+from samsvc.engine.prompt_types import LOW_RES, PromptSpec
 from samsvc.errors import FieldViolation
 from samsvc.validation.options import invalid_parameters
 

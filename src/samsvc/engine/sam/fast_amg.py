@@ -4,9 +4,9 @@ The procedure is `segment_anything.SamAutomaticMaskGenerator`'s step for step (t
 grids, crops, batches, filters, NMS and ordering), with changes that leave every result the
 same:
 - the image encoder computes its attention a slice of queries at a time
-  (samsvc.engine.fast_encoder: the same embedding in half the time and a fraction of the memory);
+  (samsvc.engine.sam.fast_encoder: the same embedding in half the time and a fraction of the memory);
 - the mask decoder computes what all prompts of a batch share once and folds its projections
-  into the prompt tokens (samsvc.engine.fast_decoder);
+  into the prompt tokens (samsvc.engine.sam.fast_decoder);
 - masks are dropped by predicted IoU before the decoder's upscaling (a prompt none of whose
   masks pass is never upscaled) and before they are upsampled to full resolution, so only
   survivors pay for either (both are per mask, so survivors come out the same),
@@ -46,8 +46,8 @@ from segment_anything.utils.amg import (
 from torchvision.ops.boxes import batched_nms, box_area  # type: ignore[import-untyped]
 
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord, compact_rle
-from samsvc.engine.fast_decoder import decode_prompts
-from samsvc.engine.fast_encoder import FastPredictor
+from samsvc.engine.sam.fast_decoder import decode_prompts
+from samsvc.engine.sam.fast_encoder import FastPredictor
 
 
 def masks_to_rles(masks: torch.Tensor) -> list[dict[str, Any]]:

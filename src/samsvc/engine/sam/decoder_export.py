@@ -31,8 +31,8 @@ import torch
 from segment_anything.modeling import Sam
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
-from samsvc.engine import decoder_cvat, decoder_graph
 from samsvc.engine.download import sha256_of
+from samsvc.engine.sam import decoder_cvat, decoder_graph
 from samsvc.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)

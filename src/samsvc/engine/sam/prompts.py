@@ -3,7 +3,7 @@ one image, reusing its embedding.
 
 The arithmetic is SamPredictor.predict's: its coordinate transforms, prompt encoder, mask
 decoder, mask selection and postprocessing. With `fast` (the default engine) the mask decoder
-is samsvc.engine.fast_decoder's, which reorders floating-point sums (scores agree to 1e-4,
+is samsvc.engine.sam.fast_decoder's, which reorders floating-point sums (scores agree to 1e-4,
 masks to the last pixels at the threshold); without it, SamPredictor.predict_torch runs as is.
 """
 
@@ -15,46 +15,18 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from segment_anything.modeling import PromptEncoder, Sam
 from segment_anything.predictor import SamPredictor
 
-from samsvc.engine import fast_decoder
-from samsvc.engine.embeddings import ImageEmbedding, predictor_for
-from samsvc.engine.fast_amg import upsample_masks
-
-#: SAM's low-resolution mask size.
-LOW_RES = 256
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    #: (x, y, label): label 1 foreground, 0 background.
-    points: tuple[tuple[float, float, int], ...] = ()
-    #: (x0, y0, x1, y1) in pixels, or None.
-    box: tuple[float, float, float, float] | None = None
-    #: 1 x 256 x 256 logits of a previous answer, or None.
-    mask_logits: npt.NDArray[np.float32] | None = None
-
-
-@dataclass(frozen=True)
-class PromptOutput:
-    masks: npt.NDArray[np.bool_]  # k x H x W
-    scores: npt.NDArray[np.float32]  # k
-    low_res_logits: npt.NDArray[np.float32]  # k x 256 x 256
-
-    @property
-    def best_logits(self) -> npt.NDArray[np.float32]:
-        """1 x 256 x 256: the logits of the mask with the highest predicted IoU (what a
-        refinement click feeds back)."""
-        best = int(np.argmax(self.scores))
-        return self.low_res_logits[best : best + 1]
-
+from samsvc.engine.embeddings import ImageEmbedding
+from samsvc.engine.prompt_types import PromptOutput, PromptSpec
+from samsvc.engine.sam import fast_decoder
+from samsvc.engine.sam.embedding import predictor_for
+from samsvc.engine.sam.fast_amg import upsample_masks
 
 _DENSE_PE: weakref.WeakKeyDictionary[PromptEncoder, torch.Tensor] = weakref.WeakKeyDictionary()
 

@@ -40,7 +40,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.download import sha256_of
 from samsvc.engine.registry import Architecture
-from samsvc.engine.sam_family import build_sam
+from samsvc.engine.sam.family import build_sam
 
 #: The features' angular frequency across the model's input (a full side is omega radians):
 #: below 2 pi, so each pixel's features are unique and a point has one disc.

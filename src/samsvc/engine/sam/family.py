@@ -1,6 +1,6 @@
-"""The SAM family (segment-anything's ViT models) behind the engine interface: its builder,
-the seed's AMG defaults, samsvc's fast engine or segment-anything's generator, SamPredictor's
-embeddings and prompts."""
+"""The SAM family (segment-anything's ViT models) behind the engine interface: its builder, the
+AMG defaults the design document set, samsvc's fast engine or segment-anything's generator,
+SamPredictor's embeddings and prompts."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import numpy.typing as npt
 import torch
 from segment_anything.build_sam import _build_sam
 
-from samsvc.engine import amg, embeddings, prompts
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import BatchingEncoder
 from samsvc.engine.family import Precision
-from samsvc.engine.prompts import PromptOutput, PromptSpec
+from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import Architecture, ModelSpec
+from samsvc.engine.sam import amg, prompts
+from samsvc.engine.sam import embedding as sam_embedding
 from samsvc.errors import ConfigurationError, FieldViolation
 
 
@@ -74,7 +75,7 @@ class SamFamily:
         return amg.generate_masks(model, image, options, cancel, fast=fast, precision=precision)
 
     def embed(self, model: Any, image: npt.NDArray[np.uint8], precision: Precision) -> ImageEmbedding:
-        return embeddings.embed(model, image, precision)
+        return sam_embedding.embed(model, image, precision)
 
     def predict_prompts(
         self,

@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from samsvc.engine.amg import CancellableGeneration, amg_record
 from samsvc.engine.amg_types import (
     DEFAULT_BOX_NMS_THRESH,
     DEFAULT_CROP_N_LAYERS,
@@ -33,7 +32,8 @@ from samsvc.engine.amg_types import (
 )
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.family import Precision
-from samsvc.engine.prompts import PromptOutput, PromptSpec
+from samsvc.engine.generation import CancellableGeneration, amg_record
+from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelSpec
 from samsvc.errors import ConfigurationError, FieldViolation
 
