@@ -118,7 +118,7 @@ class Timers:
 def profile(sam: Sam, data: bytes, options: AmgOptions) -> dict[str, float]:
     """One run of what Segment does, in process, split into stages (seconds)."""
     from samsvc.encoding.masks import MaskEncoding
-    from samsvc.pipeline import encode_mask
+    from samsvc.inference.pipeline import encode_mask
     from samsvc.server.convert import segment_response
     from samsvc.validation.image import ImageLimits, check_image_bytes, decode_image
 
@@ -140,8 +140,8 @@ def profile(sam: Sam, data: bytes, options: AmgOptions) -> dict[str, float]:
         FastPredictor.set_image = set_image  # type: ignore[method-assign]
         fast_amg.decode_prompts = decode_prompts
         fast_decoder.DecodedPrompts.masks = masks  # type: ignore[method-assign]
+    from samsvc.inference.pipeline import SegmentOutcome
     from samsvc.jobs.records import ImageResult
-    from samsvc.pipeline import SegmentOutcome
 
     outcome = SegmentOutcome(
         masks=encoded, visualization=None, width=int(image.shape[1]), height=int(image.shape[0]), model="m",

@@ -34,7 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
-    from samsvc.logs import configure
+    from samsvc.infra.logs import configure
 
     configure(settings.log_level, settings.log_format)
 

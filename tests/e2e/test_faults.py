@@ -13,8 +13,8 @@ import grpc
 import pytest
 import redis
 
-from samsvc import failpoints
 from samsvc.config import Settings
+from samsvc.jobs import failpoints
 from samsvc.jobs.queues import BROKER_NAMESPACE, IMAGE_QUEUES, Priority
 from samsvc.jobs.runtime import build_runtime
 from samsvc.v1 import job_pb2

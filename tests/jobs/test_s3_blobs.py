@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from samsvc.errors import ConfigurationError, NotFound, Unavailable
+from samsvc.infra.object_storage import S3Options, parse_location
 from samsvc.jobs.blobs import open_blob_store
 from samsvc.jobs.s3_blobs import S3BlobStore
-from samsvc.object_storage import S3Options, parse_location
 from tests.support import S3Server
 
 

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from samsvc import failpoints
 from samsvc.config import Settings
+from samsvc.jobs import failpoints
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb

@@ -13,9 +13,9 @@ from typing import Any
 import grpc
 import pytest
 
-from samsvc import failpoints
 from samsvc.config import Settings
 from samsvc.errors import Unavailable
+from samsvc.jobs import failpoints
 from samsvc.jobs.queues import Priority
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb

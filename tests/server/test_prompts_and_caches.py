@@ -19,7 +19,7 @@ from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
-from samsvc.pipeline import SegmentTask, result_cache_key
+from samsvc.inference.pipeline import SegmentTask, result_cache_key
 from samsvc.v1 import mask_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.validation.image import ImageHeader

@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from samsvc import failpoints
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
+from samsvc.jobs import failpoints
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import (

@@ -265,7 +265,7 @@ def test_knocking_without_a_key_is_counted_but_not_logged_line_by_line(
 
     from prometheus_client import REGISTRY
 
-    from samsvc.logs import DEFAULT_SAMPLE_BURST, LogSampler
+    from samsvc.infra.logs import DEFAULT_SAMPLE_BURST, LogSampler
     from samsvc.server import auth
 
     monkeypatch.setattr(auth, "REFUSALS", LogSampler(window_s=3600))

@@ -13,7 +13,7 @@ import torch
 
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.errors import FailedPrecondition, Unavailable
-from samsvc.redis_connection import connect
+from samsvc.infra.redis_connection import connect
 from samsvc.sessions.memory_sessions import MemorySessionStore
 from samsvc.sessions.redis_sessions import RedisSessionStore
 from samsvc.sessions.store import ImageSessionRecord, SessionStore, image_id

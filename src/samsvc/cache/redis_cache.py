@@ -14,7 +14,7 @@ import time
 
 import redis
 
-from samsvc.redis_budget import DROP_LUA
+from samsvc.infra.redis_budget import DROP_LUA
 
 log = logging.getLogger(__name__)
 

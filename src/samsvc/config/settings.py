@@ -12,7 +12,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from samsvc.config.gateway import GatewaySettings
 from samsvc.errors import ConfigurationError
-from samsvc.object_storage import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_S, S3Options, parse_location
+from samsvc.infra.object_storage import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_S, S3Options, parse_location
 from samsvc.validation.export import ExportRoots
 
 #: 10 MiB: the seed's per-image limit.
@@ -271,7 +271,7 @@ class Settings(GatewaySettings):
         2, ge=1, le=256, description="Threads delivering webhooks, apart from the ones running images."
     )
     failpoints: str = Field(
-        "", description="Fault injection for fault tests (JSON; see samsvc.failpoints); empty in production."
+        "", description="Fault injection for fault tests (JSON; see samsvc.jobs.failpoints); empty in production."
     )
 
     @field_validator(

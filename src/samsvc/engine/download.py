@@ -27,8 +27,8 @@ from urllib.parse import urlparse
 
 from samsvc.engine.registry import ModelSpec
 from samsvc.errors import DownloadError
-from samsvc.logs import redact_url
-from samsvc.object_storage import S3Options, is_missing, s3_client
+from samsvc.infra.logs import redact_url
+from samsvc.infra.object_storage import S3Options, is_missing, s3_client
 
 #: Bytes read per chunk while streaming.
 DEFAULT_CHUNK_BYTES = 1024 * 1024

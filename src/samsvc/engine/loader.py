@@ -41,7 +41,7 @@ from samsvc.engine.family import ModelFamily, family_for
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelRegistry, ModelSpec
 from samsvc.errors import DownloadError, FailedPrecondition, FieldViolation, NotFound, SamsvcError
-from samsvc.logs import redact_url
+from samsvc.infra.logs import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ HTTP_STATUS = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
-#: Reasons of a task image its source would not give (samsvc.outbound_http).
+#: Reasons of a task image its source would not give (samsvc.infra.outbound_http).
 SOURCE_FAILURES = ("SOURCE_REFUSED", "FETCH_FAILED")
 #: Longest status-line phrase sent.
 MAX_PHRASE_CHARS = 300

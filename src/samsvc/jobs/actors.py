@@ -29,7 +29,6 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from samsvc import failpoints, metrics
 from samsvc.engine.amg_types import CancelToken
 from samsvc.errors import (
     Cancelled,
@@ -41,6 +40,10 @@ from samsvc.errors import (
     SamsvcError,
     Unavailable,
 )
+from samsvc.inference.pipeline import SegmentTask, run_segment
+from samsvc.infra import metrics
+from samsvc.infra.logs import REQUEST_ID
+from samsvc.jobs import failpoints
 from samsvc.jobs.broker import IMAGE_ACTORS, WEBHOOK_ACTOR, delivery_token
 from samsvc.jobs.export import ExportWriter, export_image
 from samsvc.jobs.leases import new_token
@@ -49,8 +52,6 @@ from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobSpec, Job
 from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
-from samsvc.logs import REQUEST_ID
-from samsvc.pipeline import SegmentTask, run_segment
 from samsvc.validation.image import ImageHeader, ImageLimits, check_image_bytes
 
 log = logging.getLogger(__name__)
@@ -224,9 +225,9 @@ def _embed_image(
 ) -> ImageResult:
     """An embedding job's image: its embedding kept as the job's output (with what it was
     computed by), its result naming the image's session id."""
-    # Imported here: samsvc.prompting holds the engine's embeddings (torch), which the processes
+    # Imported here: samsvc.inference.interactive holds the engine's embeddings (torch), which the processes
     # that import this module only to deliver webhooks or reconcile never need.
-    from samsvc.prompting import embed_image
+    from samsvc.inference.interactive import embed_image
 
     embedded = runtime.run_engine(embed_image, data, header, model, runtime.models, None, "", cancel)
     meta = {"model": model, "identity": embedded.identity, "digest": embedded.digest, "image_id": embedded.image_id}

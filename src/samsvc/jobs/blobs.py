@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from samsvc.errors import NotFound
-from samsvc.object_storage import S3Options, parse_location
+from samsvc.infra.object_storage import S3Options, parse_location
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 #: Name suffixes of a job's images and of its outputs.

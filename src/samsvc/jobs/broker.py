@@ -29,9 +29,9 @@ from dramatiq.middleware import CurrentMessage
 
 from samsvc.config import Settings
 from samsvc.errors import Unavailable
+from samsvc.infra.redis_connection import connect
 from samsvc.jobs.leases import LeaseKeeper, new_token
 from samsvc.jobs.queues import ACTOR_PRIORITIES, ALL_QUEUES, BROKER_NAMESPACE, IMAGE_QUEUES, Priority
-from samsvc.redis_connection import connect
 
 #: Seconds a gated consumer waits before looking at the higher queues again.
 GATE_PAUSE_S = 0.05

@@ -23,10 +23,10 @@ import redis
 import redis.asyncio
 
 from samsvc.errors import Unavailable
+from samsvc.infra.redis_connection import connect_async
 from samsvc.jobs.records import EventKind, JobEvent
 from samsvc.jobs.redis_base import DEFAULT_PREFIX, UNREACHABLE_MESSAGE
 from samsvc.jobs.store import JobStore
-from samsvc.redis_connection import connect_async
 
 log = logging.getLogger(__name__)
 

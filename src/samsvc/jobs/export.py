@@ -23,7 +23,7 @@ from typing import Any
 
 from samsvc.encoding.masks import encode_rle_runs
 from samsvc.errors import Unavailable
-from samsvc.object_storage import S3Options, StorageLocation, parse_location, s3_client
+from samsvc.infra.object_storage import S3Options, StorageLocation, parse_location, s3_client
 from samsvc.validation.export import ExportRoots
 
 log = logging.getLogger(__name__)

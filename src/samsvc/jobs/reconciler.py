@@ -27,8 +27,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from samsvc import failpoints, metrics
 from samsvc.errors import Internal, SamsvcError, Unavailable
+from samsvc.infra import metrics
+from samsvc.jobs import failpoints
 from samsvc.jobs.actors import image_failure, record_image
 from samsvc.jobs.broker import waiting_images
 from samsvc.jobs.leader import Leadership, LocalLeadership, RedisLeadership

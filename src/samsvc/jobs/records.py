@@ -16,8 +16,8 @@ from typing import Any
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.errors import FieldViolation, InvalidArgument, SamsvcError
+from samsvc.inference.pipeline import EncodedMask, SegmentOutcome
 from samsvc.jobs.queues import Priority
-from samsvc.pipeline import EncodedMask, SegmentOutcome
 
 
 class JobStatus(Enum):

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from samsvc.infra.redis_connection import connect
 from samsvc.jobs.records import EventKind, ImageResult, JobEvent, JobRecord, JobStatus, JobType, now_ms
 from samsvc.jobs.redis_base import DEFAULT_PREFIX, translated
 from samsvc.jobs.redis_ledger import RedisImageLedger
@@ -39,7 +40,6 @@ from samsvc.jobs.store import (
     RecordOutcome,
     queued_images_refusal,
 )
-from samsvc.redis_connection import connect
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import dramatiq
 import redis
 
-from samsvc import failpoints, metrics
 from samsvc.config import Settings
 from samsvc.errors import Unavailable
+from samsvc.infra import metrics
+from samsvc.infra.logs import REQUEST_ID
+from samsvc.infra.redis_connection import connect
+from samsvc.jobs import failpoints
 from samsvc.jobs.blobs import BlobStore, open_blob_store
 from samsvc.jobs.broker import build_broker, queue_depth
 from samsvc.jobs.export import DEFAULT_MANIFEST_PAGE, ExportWriter, write_manifest
@@ -33,8 +36,6 @@ from samsvc.jobs.records import ImageResult, JobRecord, now_ms
 from samsvc.jobs.redis_base import DEFAULT_PREFIX
 from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.store import JobStore
-from samsvc.logs import REQUEST_ID
-from samsvc.redis_connection import connect
 from samsvc.validation.webhook_url import WebhookPolicy
 
 if TYPE_CHECKING:  # the engine loads in the processes that run it, not in every importer

@@ -11,8 +11,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from samsvc.infra.object_storage import S3Options, StorageLocation, is_missing, s3_client, unavailable
 from samsvc.jobs.blobs import INPUT_SUFFIX, OUTPUT_SUFFIX, checked_id, missing_input, missing_output
-from samsvc.object_storage import S3Options, StorageLocation, is_missing, s3_client, unavailable
 
 #: Keys per DeleteObjects call (S3's limit).
 _DELETE_BATCH = 1000

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import dramatiq
 import redis
 
-from samsvc import failpoints, metrics
 from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, NotFound, SamsvcError, Unavailable
+from samsvc.infra import metrics
+from samsvc.jobs import failpoints
 from samsvc.jobs.broker import queue_depth
 from samsvc.jobs.embedded import start_embedded_workers
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed

@@ -23,9 +23,9 @@ from typing import Any
 
 from samsvc import __version__
 from samsvc.errors import Unavailable
+from samsvc.infra.outbound_http import bounded, pinned_connection
 from samsvc.jobs.export import manifest_url
 from samsvc.jobs.records import JobRecord
-from samsvc.outbound_http import bounded, pinned_connection
 from samsvc.validation.webhook_url import WebhookPolicy
 
 #: Seconds to connect and to wait for the receiver's answer.

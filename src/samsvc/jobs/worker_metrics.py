@@ -23,8 +23,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from samsvc.config import load_settings
+from samsvc.infra.redis_connection import connect
 from samsvc.jobs.queues import BROKER_NAMESPACE, IMAGE_QUEUES
-from samsvc.redis_connection import connect
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from samsvc import metrics
 from samsvc.cache.backend import ByteCache
 from samsvc.cache.memory_cache import MemoryByteCache
 from samsvc.cache.redis_cache import RedisByteCache
@@ -30,9 +29,10 @@ from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports
 from samsvc.engine.threads import ComputeLanes, cpu_count, use_torch_threads
+from samsvc.infra import metrics
+from samsvc.infra.metrics import serve_metrics
+from samsvc.infra.redis_connection import connect
 from samsvc.jobs.service import JobService
-from samsvc.metrics import serve_metrics
-from samsvc.redis_connection import connect
 from samsvc.server.admin_servicer import AdminServicer
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, AuthInterceptor, check_exposure

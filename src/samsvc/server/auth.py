@@ -31,10 +31,10 @@ import grpc
 import jwt
 from grpc_status import rpc_status
 
-from samsvc import metrics
 from samsvc.config import Settings
 from samsvc.errors import ConfigurationError, PermissionDenied, SamsvcError, Unauthenticated
-from samsvc.logs import LogSampler
+from samsvc.infra import metrics
+from samsvc.infra.logs import LogSampler
 from samsvc.server.error_boundary import to_status
 
 log = logging.getLogger(__name__)

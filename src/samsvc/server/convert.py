@@ -12,11 +12,11 @@ from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.errors import InvalidArgument
+from samsvc.inference.interactive import PromptsOutcome
+from samsvc.infra.logs import redact_url
 from samsvc.jobs.export import manifest_url
 from samsvc.jobs.queues import Priority
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, StoredMask
-from samsvc.logs import redact_url
-from samsvc.prompting import PromptsOutcome
 from samsvc.server.error_boundary import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
 

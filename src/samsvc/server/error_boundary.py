@@ -21,7 +21,6 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from samsvc import metrics
 from samsvc.errors import (
     ERROR_DOMAIN,
     Cancelled,
@@ -39,7 +38,8 @@ from samsvc.errors import (
     Unauthenticated,
     Unavailable,
 )
-from samsvc.logs import REQUEST_ID, new_request_id
+from samsvc.infra import metrics
+from samsvc.infra.logs import REQUEST_ID, new_request_id
 
 log = logging.getLogger(__name__)
 

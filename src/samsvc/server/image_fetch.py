@@ -17,7 +17,7 @@ import threading
 import time
 
 from samsvc.errors import FailedPrecondition, ResourceExhausted
-from samsvc.outbound_http import fetch_target
+from samsvc.infra.outbound_http import fetch_target
 from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls, KeyedLimit
 from samsvc.validation.image_url import ImageUrlPolicy

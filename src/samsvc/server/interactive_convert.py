@@ -6,7 +6,7 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 
 from samsvc.engine.sam.decoder_export import INPUT_NAMES, OUTPUT_NAMES, DecoderFile
-from samsvc.prompting import EmbeddedImage
+from samsvc.inference.interactive import EmbeddedImage
 from samsvc.server.convert import enum_value
 from samsvc.sessions.store import ImageSessionRecord
 from samsvc.v1 import interactive_pb2

@@ -23,8 +23,8 @@ from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports, DecoderFile
 from samsvc.errors import FailedPrecondition, InvalidArgument
+from samsvc.inference.interactive import EmbeddedImage, PromptTask, embed_image, run_prompts
 from samsvc.jobs.service import JobService
-from samsvc.prompting import EmbeddedImage, PromptTask, embed_image, run_prompts
 from samsvc.server import convert, interactive_convert
 from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls

@@ -14,16 +14,17 @@ import functools
 import logging
 import time
 
-from samsvc import __version__, metrics
+from samsvc import __version__
 from samsvc.cache.backend import ByteCache
 from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports
 from samsvc.errors import InvalidArgument, Unavailable
+from samsvc.inference.pipeline import SegmentOutcome, SegmentTask, result_cache_key, run_segment
+from samsvc.infra import metrics
 from samsvc.jobs.records import ImageResult, JobSpec, JobType
 from samsvc.jobs.service import JobService, new_job_id
-from samsvc.pipeline import SegmentOutcome, SegmentTask, result_cache_key, run_segment
 from samsvc.server import convert
 from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from samsvc.errors import ConfigurationError, InvalidArgument
-from samsvc.object_storage import StorageLocation, parse_location
+from samsvc.infra.object_storage import StorageLocation, parse_location
 
 #: Longest export_url accepted.
 MAX_EXPORT_URL_CHARS = 1024

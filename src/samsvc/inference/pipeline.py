@@ -1,6 +1,6 @@
 """One image through decoding, the engine and the encodings: the unit of work that the
 synchronous Segment RPC runs (and that batch workers run per image). Prompts and embeddings
-are samsvc.prompting's.
+are samsvc.inference.interactive's.
 
 Input arrives already checked by samsvc.validation except for the pixels themselves, whose
 decoding happens here, off the event loop.
@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, overload
 import numpy as np
 import numpy.typing as npt
 
-from samsvc import metrics
 from samsvc.encoding.masks import (
     MaskEncoding,
     Polygon,
@@ -31,6 +30,7 @@ from samsvc.encoding.masks import (
 )
 from samsvc.encoding.visualization import overlay_png
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
+from samsvc.infra import metrics
 from samsvc.validation.image import ImageHeader, decode_image
 
 if TYPE_CHECKING:  # the engine loads in the processes that run it, not in every importer

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from samsvc import metrics
 from samsvc.encoding.masks import MaskEncoding, Polygon, Rle
 from samsvc.engine.amg_types import CancelToken
 from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import LoadedModel, ModelManager
 from samsvc.engine.prompt_types import PromptSpec
-from samsvc.pipeline import encode_pixels, image_key
+from samsvc.inference.pipeline import encode_pixels, image_key
+from samsvc.infra import metrics
 from samsvc.sessions.store import image_id, session_expired
 from samsvc.validation.image import ImageHeader, decode_image
 
