@@ -80,8 +80,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from samsvc.config import settings_environment
     from samsvc.jobs.queues import IMAGE_QUEUES, WEBHOOK_QUEUE
-    from samsvc.jobs.supervisor import WORKER_ROLE_ENV, Child, supervise
-    from samsvc.jobs.worker_metrics import MULTIPROC_ENV, prepare_directory
+    from samsvc.jobs.worker.metrics import MULTIPROC_ENV, prepare_directory
+    from samsvc.jobs.worker.supervisor import WORKER_ROLE_ENV, Child, supervise
 
     if not settings.redis_url:
         print("error: samsvc worker needs REDIS_URL (without it, `samsvc serve` runs jobs in-process)", file=sys.stderr)
@@ -91,15 +91,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     base["dramatiq_queue_prefetch"] = str(settings.queue_prefetch)
     base["dramatiq_worker_timeout"] = str(settings.worker_poll_ms)
     images = [
-        sys.executable, "-m", "dramatiq", "samsvc.jobs.worker_main",
+        sys.executable, "-m", "dramatiq", "samsvc.jobs.worker.main",
         "--processes", str(settings.worker_processes),
         "--threads", str(settings.worker_threads),
         "--queues", *IMAGE_QUEUES.values(),
     ]  # fmt: skip
     if settings.worker_metrics_port >= 0:
-        images += ["--fork-function", "samsvc.jobs.worker_metrics:serve"]
+        images += ["--fork-function", "samsvc.jobs.worker.metrics:serve"]
     webhooks = [
-        sys.executable, "-m", "dramatiq", "samsvc.jobs.worker_main",
+        sys.executable, "-m", "dramatiq", "samsvc.jobs.worker.main",
         "--processes", "1", "--threads", str(settings.webhook_threads), "--queues", WEBHOOK_QUEUE,
     ]  # fmt: skip
 

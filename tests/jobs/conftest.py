@@ -8,11 +8,11 @@ import pytest
 
 from samsvc.encoding.masks import MaskEncoding
 from samsvc.engine.amg_types import AmgOptions
-from samsvc.jobs.memory_store import MemoryJobStore
 from samsvc.jobs.records import JobRecord, JobSpec, JobStatus, JobType
-from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.service import new_job_id
 from samsvc.jobs.store import JobStore
+from samsvc.jobs.stores.memory import MemoryJobStore
+from samsvc.jobs.stores.redis import RedisJobStore
 from tests.support import RedisServer
 from tests.support.starts import starts
 

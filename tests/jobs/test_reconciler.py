@@ -11,14 +11,14 @@ import redis
 from prometheus_client import REGISTRY
 
 from samsvc.config import Settings
-from samsvc.jobs.broker import waiting_images
-from samsvc.jobs.leader import LocalLeadership, RedisLeadership
 from samsvc.jobs.queues import IMAGE_QUEUES, WEBHOOK_QUEUE, Priority
-from samsvc.jobs.reconciler import Reconciler
 from samsvc.jobs.records import JobStatus, now_ms
+from samsvc.jobs.recovery.leader import LocalLeadership, RedisLeadership
+from samsvc.jobs.recovery.reconciler import Reconciler
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.service import BatchImage, JobService
 from samsvc.jobs.store import BeginOutcome
+from samsvc.jobs.worker.broker import waiting_images
 from tests.faults import FAST_RECOVERY
 from tests.jobs.conftest import SPEC
 from tests.support import RedisServer, encode, scene, wait_for

@@ -10,8 +10,8 @@ import pytest
 
 from samsvc.errors import ConfigurationError, NotFound, Unavailable
 from samsvc.infra.object_storage import S3Options, parse_location
+from samsvc.jobs.blob_stores.s3 import S3BlobStore
 from samsvc.jobs.blobs import open_blob_store
-from samsvc.jobs.s3_blobs import S3BlobStore
 from tests.support import S3Server
 
 
@@ -72,7 +72,7 @@ def test_a_data_dir_with_an_unknown_scheme_is_refused(tmp_path: Path, monkeypatc
     from pydantic import ValidationError
 
     from samsvc.config import Settings
-    from samsvc.jobs.local_blobs import LocalBlobStore
+    from samsvc.jobs.blob_stores.local import LocalBlobStore
 
     monkeypatch.chdir(tmp_path)
     # What a path-only setting did with an object-store URL: a folder named "s3:" appeared here.

@@ -16,8 +16,8 @@ from moto import settings as moto_settings
 from samsvc.engine.download import download_model
 from samsvc.engine.registry import ModelRegistry
 from samsvc.infra.object_storage import S3Options, StorageLocation
+from samsvc.jobs.blob_stores.s3 import S3BlobStore
 from samsvc.jobs.export import ExportWriter
-from samsvc.jobs.s3_blobs import S3BlobStore
 from samsvc.validation.export import ExportRoots
 from tests.support import S3Server
 from tests.support.starts import starts

@@ -10,8 +10,8 @@ import pytest
 
 from samsvc.errors import ResourceExhausted, Unavailable
 from samsvc.jobs.records import EventKind, ImageError, ImageResult, JobStatus, JobType
-from samsvc.jobs.redis_store import RedisJobStore
 from samsvc.jobs.store import JobStore, ListCursor, RecordOutcome
+from samsvc.jobs.stores.redis import RedisJobStore
 from tests.jobs.conftest import job
 from tests.support import RedisServer
 

@@ -117,7 +117,7 @@ def test_storage_down_mid_job_retries_and_loses_nothing(
             reached.set()
             release.wait(60)
 
-    caplog.set_level(logging.WARNING, logger="samsvc.jobs.actors")
+    caplog.set_level(logging.WARNING, logger="samsvc.jobs.worker.actors")
     failpoints.install("jobs.image.run", hold)
     try:
         submitted = server.stub.SubmitBatch(pb.SubmitBatchRequest(images=images(3), options=FAST))

@@ -11,7 +11,7 @@ import redis
 from samsvc.cache.redis_cache import RedisByteCache
 from samsvc.config import Settings
 from samsvc.jobs.records import JobType
-from samsvc.jobs.redis_store import RedisJobStore
+from samsvc.jobs.stores.redis import RedisJobStore
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.jobs.conftest import job
 from tests.support import RedisServer, ServerThread, encode, scene

@@ -17,8 +17,8 @@ from dramatiq.brokers.stub import StubBroker
 from samsvc.config import Settings, server_torch_threads
 from samsvc.engine.threads import cpu_count
 from samsvc.inference.pipeline import run_segment
-from samsvc.jobs import actors
-from samsvc.jobs.torch_threads import TorchThreads
+from samsvc.jobs.worker import actors
+from samsvc.jobs.worker.torch_threads import TorchThreads
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import ServerThread, encode, scene
 

@@ -3,8 +3,8 @@ the outputs a job keeps beside its records (an embedding job's embeddings).
 
 Inputs go when the job ends; outputs stay until the sweep after JOB_RETENTION_S (or a purge).
 `DATA_DIR` picks the backend: a directory shared by servers and workers (a volume;
-samsvc.jobs.local_blobs) or an S3-compatible bucket (`s3://bucket/prefix`;
-samsvc.jobs.s3_blobs), both behind BlobStore.
+samsvc.jobs.blob_stores.local) or an S3-compatible bucket (`s3://bucket/prefix`;
+samsvc.jobs.blob_stores.s3), both behind BlobStore.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def open_blob_store(data_dir: str | Path, s3: S3Options) -> BlobStore:
     """The backend DATA_DIR names."""
     location = parse_location(data_dir, "DATA_DIR")
     if location.path is not None:
-        from samsvc.jobs.local_blobs import LocalBlobStore
+        from samsvc.jobs.blob_stores.local import LocalBlobStore
 
         return LocalBlobStore(location.path)
-    from samsvc.jobs.s3_blobs import S3BlobStore
+    from samsvc.jobs.blob_stores.s3 import S3BlobStore
 
     return S3BlobStore(location, s3)

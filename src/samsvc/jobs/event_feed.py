@@ -25,8 +25,8 @@ import redis.asyncio
 from samsvc.errors import Unavailable
 from samsvc.infra.redis_connection import connect_async
 from samsvc.jobs.records import EventKind, JobEvent
-from samsvc.jobs.redis_base import DEFAULT_PREFIX, UNREACHABLE_MESSAGE
 from samsvc.jobs.store import JobStore
+from samsvc.jobs.stores.redis_base import DEFAULT_PREFIX, UNREACHABLE_MESSAGE
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,16 @@ from samsvc.infra.logs import REQUEST_ID
 from samsvc.infra.redis_connection import connect
 from samsvc.jobs import failpoints
 from samsvc.jobs.blobs import BlobStore, open_blob_store
-from samsvc.jobs.broker import build_broker, queue_depth
 from samsvc.jobs.export import DEFAULT_MANIFEST_PAGE, ExportWriter, write_manifest
-from samsvc.jobs.leases import LeaseKeeper
-from samsvc.jobs.memory_store import MemoryJobStore
-from samsvc.jobs.presence import WorkerPresence, live_worker_threads
 from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, Priority
 from samsvc.jobs.records import ImageResult, JobRecord, now_ms
-from samsvc.jobs.redis_base import DEFAULT_PREFIX
-from samsvc.jobs.redis_store import RedisJobStore
+from samsvc.jobs.recovery.leases import LeaseKeeper
 from samsvc.jobs.store import JobStore
+from samsvc.jobs.stores.memory import MemoryJobStore
+from samsvc.jobs.stores.redis import RedisJobStore
+from samsvc.jobs.stores.redis_base import DEFAULT_PREFIX
+from samsvc.jobs.worker.broker import build_broker, queue_depth
+from samsvc.jobs.worker.presence import WorkerPresence, live_worker_threads
 from samsvc.validation.webhook_url import WebhookPolicy
 
 if TYPE_CHECKING:  # the engine loads in the processes that run it, not in every importer
@@ -56,7 +56,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Actors:
-    """The Dramatiq actors of a process, declared once by samsvc.jobs.actors.declare_actors: one
+    """The Dramatiq actors of a process, declared once by samsvc.jobs.worker.actors.declare_actors: one
     image actor per priority queue, and the webhook actor."""
 
     images: dict[Priority, dramatiq.Actor[[str, int], None]]
@@ -205,7 +205,7 @@ def build_runtime(
     settings: Settings, models_factory: Callable[[], ModelManager], *, worker: bool = False
 ) -> JobRuntime:
     """Wire the runtime for `settings`; `worker` adds the presence announcements."""
-    from samsvc.jobs.actors import declare_actors
+    from samsvc.jobs.worker.actors import declare_actors
 
     if settings.failpoints:
         failpoints.configure(settings.failpoints)

@@ -19,14 +19,14 @@ from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, NotFound, SamsvcError, Unavailable
 from samsvc.infra import metrics
 from samsvc.jobs import failpoints
-from samsvc.jobs.broker import queue_depth
-from samsvc.jobs.embedded import start_embedded_workers
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
 from samsvc.jobs.queues import IMAGE_QUEUES, Priority
-from samsvc.jobs.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.records import ImageError, ImageResult, JobEvent, JobRecord, JobSpec, JobStatus, JobType, now_ms
+from samsvc.jobs.recovery.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import JobRuntime, build_runtime
 from samsvc.jobs.store import ListCursor
+from samsvc.jobs.worker.broker import queue_depth
+from samsvc.jobs.worker.embedded import start_embedded_workers
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Where jobs, per-image results, event logs and the image ledger live: one interface, two
 backends, as Dramatiq keeps its brokers:
 
-- RedisJobStore (samsvc.jobs.redis_store): shared by servers and workers; survives restarts.
-- MemoryJobStore (samsvc.jobs.memory_store): the embedded mode; one process, nothing survives
+- RedisJobStore (samsvc.jobs.stores.redis): shared by servers and workers; survives restarts.
+- MemoryJobStore (samsvc.jobs.stores.memory): the embedded mode; one process, nothing survives
   a restart.
 
 Recording a result is idempotent: an image's first result wins, later ones (a redelivered
@@ -14,7 +14,7 @@ the deliveries begun and ended (a delivery that began and never ended died with 
 transient failures, re-enqueues by the reconciler, the lease of the worker holding it (renewed
 while it runs) and when it was last queued. Jobs that have not ended are indexed (`active`),
 retries wait in a schedule with their due time, and ended jobs whose clean-up and webhook are
-not done yet wait in an outbox; the reconciler (samsvc.jobs.reconciler) reads all three.
+not done yet wait in an outbox; the reconciler (samsvc.jobs.recovery.reconciler) reads all three.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ it (IMAGE_CRASHED_WORKER) when its deliveries died mid-image JOB_MAX_RETRIES tim
   holds in memory and loses with it.
 
 Whatever this code cannot finish (its process killed, Redis gone for longer than the retry
-time), the reconciler (samsvc.jobs.reconciler) finds and finishes.
+time), the reconciler (samsvc.jobs.recovery.reconciler) finds and finishes.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ from samsvc.inference.pipeline import SegmentTask, run_segment
 from samsvc.infra import metrics
 from samsvc.infra.logs import REQUEST_ID
 from samsvc.jobs import failpoints
-from samsvc.jobs.broker import IMAGE_ACTORS, WEBHOOK_ACTOR, delivery_token
 from samsvc.jobs.export import ExportWriter, export_image
-from samsvc.jobs.leases import new_token
 from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, WEBHOOK_QUEUE, Priority
 from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobSpec, JobTask, now_ms
+from samsvc.jobs.recovery.leases import new_token
 from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
+from samsvc.jobs.worker.broker import IMAGE_ACTORS, WEBHOOK_ACTOR, delivery_token
 from samsvc.validation.image import ImageHeader, ImageLimits, check_image_bytes
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""What both halves of the Redis job store share (samsvc.jobs.redis_store for jobs, results and
-listing; samsvc.jobs.redis_ledger for the image ledger): the client, key names, the Lua scripts
+"""What both halves of the Redis job store share (samsvc.jobs.stores.redis for jobs, results and
+listing; samsvc.jobs.stores.redis_ledger for the image ledger): the client, key names, the Lua scripts
 and the translation of Redis errors into the project's Unavailable."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ R = TypeVar("R")
 
 
 def _script(name: str) -> str:
-    folder = resources.files("samsvc.jobs") / "lua"
+    folder = resources.files("samsvc.jobs.stores") / "lua"
     return (folder / "common.lua").read_text(encoding="utf-8") + (folder / f"{name}.lua").read_text(encoding="utf-8")
 
 

@@ -31,8 +31,6 @@ from typing import Any
 
 from samsvc.infra.redis_connection import connect
 from samsvc.jobs.records import EventKind, ImageResult, JobEvent, JobRecord, JobStatus, JobType, now_ms
-from samsvc.jobs.redis_base import DEFAULT_PREFIX, translated
-from samsvc.jobs.redis_ledger import RedisImageLedger
 from samsvc.jobs.store import (
     DEFAULT_EWMA_WEIGHT,
     DEFAULT_RETENTION_S,
@@ -40,6 +38,8 @@ from samsvc.jobs.store import (
     RecordOutcome,
     queued_images_refusal,
 )
+from samsvc.jobs.stores.redis_base import DEFAULT_PREFIX, translated
+from samsvc.jobs.stores.redis_ledger import RedisImageLedger
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from samsvc.config import load_settings, worker_torch_threads
-from samsvc.jobs.reconciler import Reconciler, build_reconciler
+from samsvc.jobs.recovery.reconciler import Reconciler, build_reconciler
 from samsvc.jobs.runtime import build_runtime
-from samsvc.jobs.supervisor import WORKER_ROLE_ENV
+from samsvc.jobs.worker.supervisor import WORKER_ROLE_ENV
 
 if TYPE_CHECKING:
     from samsvc.engine.loader import ModelManager
@@ -59,7 +59,7 @@ broker.add_middleware(_Reconciling(build_reconciler(runtime)))
 if images:
     import samsvc.engine.loader  # noqa: F401 (the engine's modules load at boot, not with the first image)
     from samsvc.engine.threads import cpu_count, use_torch_threads
-    from samsvc.jobs.torch_threads import TorchThreads
+    from samsvc.jobs.worker.torch_threads import TorchThreads
 
     threads = worker_torch_threads(settings, cpu_count())
     use_torch_threads(threads)

@@ -9,7 +9,7 @@ import dramatiq
 
 from samsvc.jobs.queues import IMAGE_QUEUES, WEBHOOK_QUEUE
 from samsvc.jobs.runtime import JobRuntime
-from samsvc.jobs.torch_threads import TorchThreads
+from samsvc.jobs.worker.torch_threads import TorchThreads
 
 log = logging.getLogger(__name__)
 

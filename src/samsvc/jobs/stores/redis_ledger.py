@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from samsvc.jobs.records import now_ms
-from samsvc.jobs.redis_base import RedisStoreBase, translated
 from samsvc.jobs.store import Begin, BeginOutcome, PendingImage
+from samsvc.jobs.stores.redis_base import RedisStoreBase, translated
 
 
 class RedisImageLedger(RedisStoreBase):

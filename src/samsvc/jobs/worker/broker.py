@@ -9,7 +9,7 @@ and its own actor. Three things together make high work run before normal before
 What remains is the image already running when higher work arrives.
 
 Every consumer also takes an image's lease as its message comes off the queue (see
-samsvc.jobs.leases), gives each delivery its own token, and drops the lease when the message
+samsvc.jobs.recovery.leases), gives each delivery its own token, and drops the lease when the message
 goes back to the queue unprocessed (a worker shutting down).
 """
 
@@ -30,8 +30,8 @@ from dramatiq.middleware import CurrentMessage
 from samsvc.config import Settings
 from samsvc.errors import Unavailable
 from samsvc.infra.redis_connection import connect
-from samsvc.jobs.leases import LeaseKeeper, new_token
 from samsvc.jobs.queues import ACTOR_PRIORITIES, ALL_QUEUES, BROKER_NAMESPACE, IMAGE_QUEUES, Priority
+from samsvc.jobs.recovery.leases import LeaseKeeper, new_token
 
 #: Seconds a gated consumer waits before looking at the higher queues again.
 GATE_PAUSE_S = 0.05

@@ -1,7 +1,7 @@
 """The reconciler: whatever failed on the way, every accepted image ends recorded and every job
 ends.
 
-Every server and worker process runs one; the one holding the lock (samsvc.jobs.leader)
+Every server and worker process runs one; the one holding the lock (samsvc.jobs.recovery.leader)
 acts, once a tick (DEFAULT_TICK_S):
 
 - it queues the retries that are due (transient failures wait in the store's schedule, not
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from samsvc.errors import Internal, SamsvcError, Unavailable
 from samsvc.infra import metrics
 from samsvc.jobs import failpoints
-from samsvc.jobs.actors import image_failure, record_image
-from samsvc.jobs.broker import waiting_images
-from samsvc.jobs.leader import Leadership, LocalLeadership, RedisLeadership
 from samsvc.jobs.records import JobRecord, now_ms
-from samsvc.jobs.redis_base import DEFAULT_PREFIX
+from samsvc.jobs.recovery.leader import Leadership, LocalLeadership, RedisLeadership
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import PendingImage
+from samsvc.jobs.stores.redis_base import DEFAULT_PREFIX
+from samsvc.jobs.worker.actors import image_failure, record_image
+from samsvc.jobs.worker.broker import waiting_images
 
 log = logging.getLogger(__name__)
 
