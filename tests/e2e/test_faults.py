@@ -16,7 +16,7 @@ import redis
 from samsvc.config import Settings
 from samsvc.jobs import failpoints
 from samsvc.jobs.queues import BROKER_NAMESPACE, IMAGE_QUEUES, Priority
-from samsvc.jobs.runtime import build_runtime
+from samsvc.jobs.wiring import build_runtime
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.faults import (

@@ -15,9 +15,10 @@ from samsvc.jobs.queues import IMAGE_QUEUES, WEBHOOK_QUEUE, Priority
 from samsvc.jobs.records import JobStatus, now_ms
 from samsvc.jobs.recovery.leader import LocalLeadership, RedisLeadership
 from samsvc.jobs.recovery.reconciler import Reconciler
-from samsvc.jobs.runtime import JobRuntime, build_runtime
+from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.service import BatchImage, JobService
 from samsvc.jobs.store import BeginOutcome
+from samsvc.jobs.wiring import build_runtime
 from samsvc.jobs.worker.broker import waiting_images
 from tests.faults import FAST_RECOVERY
 from tests.jobs.conftest import SPEC

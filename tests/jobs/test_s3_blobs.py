@@ -11,7 +11,7 @@ import pytest
 from samsvc.errors import ConfigurationError, NotFound, Unavailable
 from samsvc.infra.object_storage import S3Options, parse_location
 from samsvc.jobs.blob_stores.s3 import S3BlobStore
-from samsvc.jobs.blobs import open_blob_store
+from samsvc.jobs.wiring import open_blob_store
 from tests.support import S3Server
 
 

@@ -15,13 +15,13 @@ from samsvc.errors import ConfigurationError
 from samsvc.infra.object_storage import DEFAULT_S3_MAX_ATTEMPTS, DEFAULT_S3_TIMEOUT_S, S3Options, parse_location
 from samsvc.validation.export import ExportRoots
 
-#: 10 MiB: the seed's per-image limit.
+#: 10 MiB: the design document's per-image limit.
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 #: Longest image side accepted, read from the header before decoding.
 DEFAULT_MAX_IMAGE_SIDE = 4096
 #: 100 MiB: a batch request carries many images in one message.
 DEFAULT_MAX_BATCH_BYTES = 100 * 1024 * 1024
-#: The seed's batch size.
+#: The design document's batch size.
 DEFAULT_MAX_BATCH_IMAGES = 50
 #: Room for the protobuf fields around the image in one gRPC message.
 MESSAGE_OVERHEAD_BYTES = 1024 * 1024

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from samsvc.errors import Cancelled
 
-#: The seed's defaults (they differ from segment-anything's 32 / 0.88 / 0.95).
+#: The design document's defaults (they differ from segment-anything's 32 / 0.88 / 0.95).
 DEFAULT_POINTS_PER_SIDE = 64
 DEFAULT_PRED_IOU_THRESH = 0.90
 DEFAULT_STABILITY_SCORE_THRESH = 0.92

@@ -1,4 +1,4 @@
-"""The small HTTP service behind Envoy for what its transcoder cannot do: the seed's
+"""The small HTTP service behind Envoy for what its transcoder cannot do: the design document's
 multipart/form-data uploads, the documentation pages, and other tools' protocols (Label
 Studio's ML backend, samsvc.gateway.label_studio; CVAT's SAM function, samsvc.gateway.cvat).
 

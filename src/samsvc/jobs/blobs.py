@@ -10,11 +10,9 @@ samsvc.jobs.blob_stores.s3), both behind BlobStore.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Protocol
 
 from samsvc.errors import NotFound
-from samsvc.infra.object_storage import S3Options, parse_location
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 #: Name suffixes of a job's images and of its outputs.
@@ -52,15 +50,3 @@ def missing_input(job_id: str, index: int) -> NotFound:
 
 def missing_output(job_id: str, index: int) -> NotFound:
     return NotFound(f"the output of image {index} of job {job_id} is no longer stored", reason="OUTPUT_BLOB_MISSING")
-
-
-def open_blob_store(data_dir: str | Path, s3: S3Options) -> BlobStore:
-    """The backend DATA_DIR names."""
-    location = parse_location(data_dir, "DATA_DIR")
-    if location.path is not None:
-        from samsvc.jobs.blob_stores.local import LocalBlobStore
-
-        return LocalBlobStore(location.path)
-    from samsvc.jobs.blob_stores.s3 import S3BlobStore
-
-    return S3BlobStore(location, s3)

@@ -1,8 +1,7 @@
-"""Everything a job needs at run time, wired once per process: the store, the blob store,
-the broker and its actors, the image leases, the reconciler, and (in workers) the models.
-
-The embedded mode and the Redis mode differ only here, in which store and broker are
-plugged in; the code above them is the same.
+"""Everything a job needs at run time, once per process: the store, the blob store, the broker
+and its actors, the image leases, and (in workers) the models; built by samsvc.jobs.wiring,
+where the embedded mode and the Redis mode differ (in which store and broker are plugged in);
+the code above them is the same.
 """
 
 from __future__ import annotations
@@ -23,19 +22,16 @@ from samsvc.config import Settings
 from samsvc.errors import Unavailable
 from samsvc.infra import metrics
 from samsvc.infra.logs import REQUEST_ID
-from samsvc.infra.redis_connection import connect
 from samsvc.jobs import failpoints
-from samsvc.jobs.blobs import BlobStore, open_blob_store
+from samsvc.jobs.blobs import BlobStore
 from samsvc.jobs.export import DEFAULT_MANIFEST_PAGE, ExportWriter, write_manifest
 from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, Priority
 from samsvc.jobs.records import ImageResult, JobRecord, now_ms
 from samsvc.jobs.recovery.leases import LeaseKeeper
 from samsvc.jobs.store import JobStore
-from samsvc.jobs.stores.memory import MemoryJobStore
-from samsvc.jobs.stores.redis import RedisJobStore
 from samsvc.jobs.stores.redis_base import DEFAULT_PREFIX
-from samsvc.jobs.worker.broker import build_broker, queue_depth
-from samsvc.jobs.worker.presence import WorkerPresence, live_worker_threads
+from samsvc.jobs.worker.broker import IMAGE_ACTORS, WEBHOOK_ACTOR, queue_depth
+from samsvc.jobs.worker.presence import live_worker_threads
 from samsvc.validation.webhook_url import WebhookPolicy
 
 if TYPE_CHECKING:  # the engine loads in the processes that run it, not in every importer
@@ -54,15 +50,6 @@ STORE_RETRY_LONGEST_S = 5.0
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Actors:
-    """The Dramatiq actors of a process, declared once by samsvc.jobs.worker.actors.declare_actors: one
-    image actor per priority queue, and the webhook actor."""
-
-    images: dict[Priority, dramatiq.Actor[[str, int], None]]
-    webhook: dramatiq.Actor[[str], None]
-
-
 @dataclass
 class JobRuntime:
     settings: Settings
@@ -72,8 +59,6 @@ class JobRuntime:
     models_factory: Callable[[], ModelManager]
     leases: LeaseKeeper
     redis_client: redis.Redis | None = None
-    #: Set by build_runtime right after the runtime exists (the actors close over it).
-    actors: Actors | None = None
     #: Worker threads in this process (the embedded mode's in-process worker).
     local_worker_threads: int = 0
     #: Where this process runs the engine for batch images: the server's inference lanes in
@@ -104,17 +89,15 @@ class JobRuntime:
 
     def enqueue_image(self, job_id: str, index: int, priority: Priority) -> None:
         failpoints.hit("jobs.enqueue", job_id=job_id, index=index)
-        self._send(self._declared().images[priority], job_id, index)
+        self._send(IMAGE_ACTORS[priority], job_id, index)
 
     def enqueue_webhook(self, job_id: str) -> None:
-        self._send(self._declared().webhook, job_id)
+        self._send(WEBHOOK_ACTOR, job_id)
 
-    def _declared(self) -> Actors:
-        if self.actors is None:
-            raise RuntimeError("the runtime's actors are declared by build_runtime")
-        return self.actors
-
-    def _send(self, actor: dramatiq.Actor[Any, None], *args: Any) -> None:
+    def _send(self, actor_name: str, *args: Any) -> None:
+        """Send to the actor of that name on this runtime's broker (samsvc.jobs.wiring declares
+        them when it builds the runtime)."""
+        actor = self.broker.get_actor(actor_name)
         try:
             actor.send_with_options(args=args, correlation_id=REQUEST_ID.get())
         except redis.RedisError as exc:
@@ -199,37 +182,3 @@ class JobRuntime:
             raise Unavailable("the job queue is unreachable; try again shortly", reason="QUEUE_UNAVAILABLE") from exc
         work = max(ahead, job.remaining_images)
         return math.ceil(math.ceil(work / max(threads, 1)) * mean)
-
-
-def build_runtime(
-    settings: Settings, models_factory: Callable[[], ModelManager], *, worker: bool = False
-) -> JobRuntime:
-    """Wire the runtime for `settings`; `worker` adds the presence announcements."""
-    from samsvc.jobs.worker.actors import declare_actors
-
-    if settings.failpoints:
-        failpoints.configure(settings.failpoints)
-    broker = build_broker(settings)
-    client: redis.Redis | None = None
-    store: JobStore
-    grace_ms = int(settings.reconcile_grace_s * 1000)
-    if settings.redis_url:
-        client = connect(settings.redis_url)
-        store = RedisJobStore(client, retention_s=settings.job_retention_s, ending_grace_ms=grace_ms)
-        if worker:
-            broker.add_middleware(WorkerPresence(client, DEFAULT_PREFIX))
-    else:
-        store = MemoryJobStore(retention_s=settings.job_retention_s, ending_grace_ms=grace_ms)
-    leases = LeaseKeeper(store, settings.job_lease_s)
-    broker.leases = leases  # type: ignore[attr-defined]
-    runtime = JobRuntime(
-        settings=settings,
-        store=store,
-        blobs=open_blob_store(settings.data_dir, settings.s3_options()),
-        broker=broker,
-        models_factory=models_factory,
-        leases=leases,
-        redis_client=client,
-    )
-    runtime.actors = declare_actors(runtime)
-    return runtime

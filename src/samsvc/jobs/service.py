@@ -23,8 +23,9 @@ from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
 from samsvc.jobs.queues import IMAGE_QUEUES, Priority
 from samsvc.jobs.records import ImageError, ImageResult, JobEvent, JobRecord, JobSpec, JobStatus, JobType, now_ms
 from samsvc.jobs.recovery.reconciler import Reconciler, build_reconciler
-from samsvc.jobs.runtime import JobRuntime, build_runtime
+from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import ListCursor
+from samsvc.jobs.wiring import build_runtime
 from samsvc.jobs.worker.broker import queue_depth
 from samsvc.jobs.worker.embedded import start_embedded_workers
 

@@ -45,7 +45,7 @@ with warnings.catch_warnings():
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-#: SAM2AutomaticMaskGenerator's own defaults where they differ from the seed's for SAM.
+#: SAM2AutomaticMaskGenerator's own defaults where they differ from the design document's for SAM.
 SAM2_POINTS_PER_SIDE = 32
 SAM2_PRED_IOU_THRESH = 0.8
 SAM2_STABILITY_SCORE_THRESH = 0.95

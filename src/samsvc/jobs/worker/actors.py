@@ -48,7 +48,7 @@ from samsvc.jobs.export import ExportWriter, export_image
 from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, WEBHOOK_QUEUE, Priority
 from samsvc.jobs.records import ImageError, ImageResult, JobRecord, JobSpec, JobTask, now_ms
 from samsvc.jobs.recovery.leases import new_token
-from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, Actors, JobRuntime
+from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
 from samsvc.jobs.worker.broker import IMAGE_ACTORS, WEBHOOK_ACTOR, delivery_token
@@ -295,6 +295,15 @@ def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
         return
     store.set_webhook_state(job_id, "delivered", attempt)
     store.ending_done(job_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Actors:
+    """The Dramatiq actors of a process, declared once by declare_actors: one
+    image actor per priority queue, and the webhook actor."""
+
+    images: dict[Priority, dramatiq.Actor[[str, int], None]]
+    webhook: dramatiq.Actor[[str], None]
 
 
 def declare_actors(runtime: JobRuntime) -> Actors:

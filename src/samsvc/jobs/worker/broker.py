@@ -115,8 +115,10 @@ class _SamsvcConsumer(Consumer):
 
 
 class _PriorityMixin:
-    #: Set by the job runtime once its store exists.
-    leases: LeaseKeeper | None = None
+    def __init__(self, *args: Any, leases: LeaseKeeper | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: What each consumer takes an image's lease with (None: no leases).
+        self.leases = leases
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
         inner = super().consume(queue_name, prefetch, timeout)  # type: ignore[misc]
@@ -131,18 +133,20 @@ class PriorityStubBroker(_PriorityMixin, StubBroker):
     """Dramatiq's in-process stub broker with priority-gated consumers."""
 
 
-def build_broker(settings: Settings) -> dramatiq.Broker:
-    """A broker for `settings`, with the middleware our actors rely on."""
+def build_broker(settings: Settings, leases: LeaseKeeper | None = None) -> dramatiq.Broker:
+    """A broker for `settings`, with the middleware our actors rely on; its consumers take each
+    image's lease with `leases`."""
     broker: dramatiq.Broker
     if settings.redis_url:
-        broker = PriorityRedisBroker(  # type: ignore[no-untyped-call]
+        broker = PriorityRedisBroker(
             client=connect(settings.redis_url, text=False),
             namespace=BROKER_NAMESPACE,
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
             maintenance_chance=settings.broker_maintenance_chance,
+            leases=leases,
         )
     else:
-        broker = PriorityStubBroker()
+        broker = PriorityStubBroker(leases=leases)
     broker.add_middleware(CurrentMessage())
     for queue in ALL_QUEUES:
         broker.declare_queue(queue)

@@ -16,7 +16,7 @@ import dramatiq
 
 from samsvc.config import load_settings, worker_torch_threads
 from samsvc.jobs.recovery.reconciler import Reconciler, build_reconciler
-from samsvc.jobs.runtime import build_runtime
+from samsvc.jobs.wiring import build_runtime
 from samsvc.jobs.worker.supervisor import WORKER_ROLE_ENV
 
 if TYPE_CHECKING:
