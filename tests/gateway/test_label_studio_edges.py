@@ -131,7 +131,7 @@ def test_the_adapters_calls_are_bounded_per_key(tools: Tools) -> None:
             held.append(sock)
         headers = {"x-samsvc-gateway": secret, "x-api-key": KEY}
         limits = tools.gateway.adapter.limits
-        wait_for(lambda: limits.running >= per_key, timeout=20, interval=0.05, what="the held calls to take places")
+        wait_for(lambda: limits.running >= per_key, timeout=60, interval=0.05, what="the held calls to take places")
         seen: list[int | None] = []
 
         def refused() -> bool:
@@ -139,7 +139,7 @@ def test_the_adapters_calls_are_bounded_per_key(tools: Tools) -> None:
             return seen[-1] == 429
 
         try:
-            wait_for(refused, timeout=20, interval=0.1, what="the key's next call to be refused")
+            wait_for(refused, timeout=60, interval=0.1, what="the key's next call to be refused")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the adapter answered {seen}, {limits.running} calls running") from None
         other = {"x-samsvc-gateway": secret, "x-api-key": LIMITED_KEY, "Content-Type": "application/json"}
