@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from samsvc.cache.redis_cache import RedisByteCache
+from samsvc.cache.redis import RedisByteCache
 from samsvc.config import Settings
 from samsvc.jobs.records import JobType
 from samsvc.jobs.stores.redis import RedisJobStore

@@ -14,8 +14,8 @@ import torch
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.errors import FailedPrecondition, Unavailable
 from samsvc.infra.redis_connection import connect
-from samsvc.sessions.memory_sessions import MemorySessionStore
-from samsvc.sessions.redis_sessions import RedisSessionStore
+from samsvc.sessions.memory import MemorySessionStore
+from samsvc.sessions.redis import RedisSessionStore
 from samsvc.sessions.store import ImageSessionRecord, SessionStore, image_id
 from samsvc.validation.sessions import check_image_id
 from tests.support import RedisServer, wait_for

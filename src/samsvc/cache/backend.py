@@ -1,6 +1,6 @@
 """The byte cache interface: what the result and embedding caches need from a backend.
-Backends: samsvc.cache.memory_cache (this process, an LRU bounded by bytes) and
-samsvc.cache.redis_cache (shared by every replica). Neither fails a request: a backend that
+Backends: samsvc.cache.memory (this process, an LRU bounded by bytes) and
+samsvc.cache.redis (shared by every replica). Neither fails a request: a backend that
 cannot answer reads as a miss."""
 
 from __future__ import annotations

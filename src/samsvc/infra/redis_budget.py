@@ -1,7 +1,7 @@
 """Redis data held to a byte budget: each entry's size in a hash, their sum in a counter and
 their age in a sorted set, so Lua scripts can drop the oldest until the sum fits. Used by the
-Redis byte cache (samsvc.cache.redis_cache); the Redis image sessions
-(samsvc.sessions.redis_sessions) keep the same bookkeeping per owner as well. In every script
+Redis byte cache (samsvc.cache.redis); the Redis image sessions
+(samsvc.sessions.redis) keep the same bookkeeping per owner as well. In every script
 KEYS[2] is the sorted set (entry key by time), KEYS[3] the sizes hash, KEYS[4] the byte
 counter."""
 

@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from samsvc.cache.backend import ByteCache
-from samsvc.cache.memory_cache import MemoryByteCache
-from samsvc.cache.redis_cache import RedisByteCache
+from samsvc.cache.memory import MemoryByteCache
+from samsvc.cache.redis import RedisByteCache
 from samsvc.config import Settings, server_torch_threads
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
@@ -39,12 +39,12 @@ from samsvc.server.auth import Authenticator, AuthInterceptor, check_exposure
 from samsvc.server.calls import Calls
 from samsvc.server.gateway_auth import GatewayAuthServicer
 from samsvc.server.health import SERVICE_NAME, HealthService
-from samsvc.server.memory_rate_limit import MemoryRateLimiter
 from samsvc.server.rate_limit import Limits, RateLimiter
-from samsvc.server.redis_rate_limit import RedisRateLimiter
+from samsvc.server.rate_limits.memory import MemoryRateLimiter
+from samsvc.server.rate_limits.redis import RedisRateLimiter
 from samsvc.server.servicer import SegmentationServicer
-from samsvc.sessions.memory_sessions import MemorySessionStore
-from samsvc.sessions.redis_sessions import RedisSessionStore
+from samsvc.sessions.memory import MemorySessionStore
+from samsvc.sessions.redis import RedisSessionStore
 from samsvc.sessions.store import SessionStore
 from samsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, segmentation_service_pb2, segmentation_service_pb2_grpc
 

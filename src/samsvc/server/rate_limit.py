@@ -7,7 +7,7 @@ in Redis (one Lua script, Redis's clock), so every server replica shares them; o
 process's memory. Over the limit: ResourceExhausted with the seconds until enough tokens are back
 (sent as google.rpc.RetryInfo, HTTP 429 through Envoy).
 
-This module is the interface; samsvc.server.memory_rate_limit and samsvc.server.redis_rate_limit
+This module is the interface; samsvc.server.rate_limits.memory and samsvc.server.rate_limits.redis
 are the two backends.
 """
 

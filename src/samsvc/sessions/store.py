@@ -6,8 +6,8 @@ it, and another key's lookup finds nothing. Sessions last `ttl_s` after their la
 key's sessions hold at most `max_bytes_per_key` and all of a store's sessions at most
 `max_bytes`. When either is full, the owner's own least recently used sessions go first, and
 another key's (the least recently used of all) only when the owner has no other left, so one
-key cannot empty the store of everyone else's sessions. Backends: samsvc.sessions.memory_sessions (this process) and
-samsvc.sessions.redis_sessions (shared by every replica).
+key cannot empty the store of everyone else's sessions. Backends: samsvc.sessions.memory (this process) and
+samsvc.sessions.redis (shared by every replica).
 """
 
 from __future__ import annotations

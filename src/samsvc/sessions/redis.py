@@ -22,7 +22,7 @@ import torch
 
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.errors import Unavailable
-from samsvc.sessions.memory_sessions import check_fits
+from samsvc.sessions.memory import check_fits
 from samsvc.sessions.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_BYTES_PER_KEY, DEFAULT_TTL_S, ImageSessionRecord
 
 DEFAULT_PREFIX = "samsvc:sessions"
