@@ -194,7 +194,7 @@ def main() -> int:
 
                 return run
 
-            loaded = ModelManager.from_settings(settings).get("tiny")
+            loaded = ModelManager.from_options(settings.model_options()).get("tiny")
             from samsvc.engine.embeddings import ImageEmbedding
 
             reference_embedding = ImageEmbedding(

@@ -104,7 +104,7 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     image = scene(1024, 768, seed=0)
     records = []
-    sam2_specs = {spec.name: spec for spec in ModelRegistry.from_settings(Path("."), None) if spec.family == "sam2"}
+    sam2_specs = {spec.name: spec for spec in ModelRegistry.load(Path("."), None) if spec.family == "sam2"}
     for name in args.models.split(","):
         if name in sam2_specs:
             records += sam2_runs(name, str(sam2_specs[name].config), image, args.points_per_side, device)

@@ -43,7 +43,7 @@ def main() -> int:
             result_cache_ttl_s=0, result_cache_bytes=0, embedding_cache_bytes=0,
         )  # fmt: skip
         server = ServerThread(settings)
-        gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+        gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
         url = f"http://127.0.0.1:{gateway.rest_port}/api/v1/segment"
         body = json.dumps({"image": base64.b64encode(image).decode(), **params}).encode()
 

@@ -186,9 +186,9 @@ def main() -> int:
             result_cache_ttl_s=0, result_cache_bytes=0, embedding_cache_bytes=0, log_level="WARNING",
             rest_timeout_s=3600,
         )  # fmt: skip
-        manager = ModelManager(ModelRegistry.from_settings(root, root / "models.toml"), device="cpu")
+        manager = ModelManager(ModelRegistry.load(root, root / "models.toml"), device="cpu")
         server = ServerThread(settings)
-        gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+        gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
         url = f"http://127.0.0.1:{gateway.rest_port}/api/v1/segment"
         try:
             for name in args.models.split(","):

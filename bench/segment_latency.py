@@ -78,7 +78,7 @@ def main() -> int:
         from tests.support import ServerThread
 
         server = ServerThread(settings)
-        manager = ModelManager(ModelRegistry.from_settings(Path(tmp), models), device="cpu")
+        manager = ModelManager(ModelRegistry.load(Path(tmp), models), device="cpu")
         reference_model = manager.get("tiny").model
         request = pb.SegmentRequest(image=data, mask_format=mask_pb2.MASK_FORMAT_RLE, **params)
         stub: segmentation_service_pb2_grpc.SegmentationServiceStub = server.stub

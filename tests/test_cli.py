@@ -83,7 +83,7 @@ def test_models_download_verifies_and_places_the_file(checkpoint_server: tuple[s
     assert ok.returncode == 0, ok.stderr
     assert "sha256 verified" in ok.stdout
     assert hashlib.sha256((weights / "published.pth").read_bytes()).hexdigest() == digest
-    assert ModelRegistry.from_settings(weights, models).get("remote").weights_present  # type: ignore[union-attr]
+    assert ModelRegistry.load(weights, models).get("remote").weights_present  # type: ignore[union-attr]
 
     again = samsvc("models", "download", "remote", env=env)
     assert again.returncode == 0 and "already present" in again.stdout
@@ -116,7 +116,7 @@ def test_a_sam2_checkpoint_downloads_verified_and_serves(
     bad = samsvc("models", "download", "tampered2", env=env)
     assert bad.returncode == 1 and "checksum mismatch" in bad.stderr
     assert not (weights / "other.pt").exists()
-    manager = ModelManager(ModelRegistry.from_settings(weights, models), device="cpu")
+    manager = ModelManager(ModelRegistry.load(weights, models), device="cpu")
     loaded = manager.get("remote2")
     assert loaded.spec.family == "sam2" and loaded.digest == sam2_checkpoint[1]
 
@@ -131,7 +131,7 @@ def test_build_tiny_prints_a_working_models_file_entry(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     models = tmp_path / "models.toml"
     models.write_text(result.stdout, encoding="utf-8")
-    spec = ModelRegistry.from_settings(tmp_path, models).get("mine")
+    spec = ModelRegistry.load(tmp_path, models).get("mine")
     assert spec is not None and spec.weights_present
     assert spec.sha256 == hashlib.sha256((tmp_path / "t.pth").read_bytes()).hexdigest()
 
@@ -143,7 +143,7 @@ def test_build_tiny_registers_a_relative_path_that_moves_with_its_file(tmp_path:
     assert 'checkpoint = "t.pth"' in models.read_text()
     moved = tmp_path / "elsewhere"
     (tmp_path / "models").rename(moved)  # as when ./models is mounted at /models in a container
-    spec = ModelRegistry.from_settings(moved, moved / "models.toml").get("tiny")
+    spec = ModelRegistry.load(moved, moved / "models.toml").get("tiny")
     assert spec is not None and spec.weights_present
 
 
@@ -155,7 +155,7 @@ def test_build_tiny_discs_writes_the_hand_weighted_model(tmp_path: Path) -> None
     models = tmp_path / "models.toml"
     result = samsvc("models", "build-tiny", str(tmp_path / "d.pth"), "--discs", "--register-in", str(models))
     assert result.returncode == 0, result.stderr
-    spec = ModelRegistry.from_settings(tmp_path, models).get("tiny")
+    spec = ModelRegistry.load(tmp_path, models).get("tiny")
     assert spec is not None and spec.weights_present
     saved = torch.load(tmp_path / "d.pth", weights_only=True)
     expected = disc_sam().state_dict()

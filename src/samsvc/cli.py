@@ -48,9 +48,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.gateway.launcher import Gateway, banner, start_gateway
 
     def gateway(running: Any) -> Gateway:
-        return start_gateway(settings, "127.0.0.1", running.port)
+        return start_gateway(settings.gateway_options(), "127.0.0.1", running.port)
 
-    asyncio.run(serve(settings, gateway, lambda running, gw: banner(settings, running.port, gw)))  # type: ignore[arg-type]
+    def announce(running: Any, started: Gateway | None) -> str:
+        return banner(settings.grpc_host, running.port, settings.rest_host, started)
+
+    asyncio.run(serve(settings, gateway, announce))  # type: ignore[arg-type]
     return 0
 
 
@@ -62,11 +65,11 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.gateway.launcher import banner, start_gateway
 
     host, _, port = settings.grpc_target.rpartition(":")
-    gateway = start_gateway(settings, host or "127.0.0.1", int(port))
+    gateway = start_gateway(settings.gateway_options(), host or "127.0.0.1", int(port))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(banner(settings, int(port), gateway).split("\n", 1)[1], flush=True)
+    print(banner(settings.grpc_host, int(port), settings.rest_host, gateway).split("\n", 1)[1], flush=True)
     print(f"samsvc: forwarding to gRPC at {settings.grpc_target}", flush=True)
     stop.wait()
     gateway.stop()
@@ -140,7 +143,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.engine.registry import ModelRegistry
 
-    registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+    registry = ModelRegistry.load(settings.model_dir, settings.models_file)
     print(f"{'NAME':<24} {'SOURCE':<11} {'FAMILY':<6} {'WEIGHTS':<8} {'SIZE':>9}  CHECKPOINT")
     for spec in registry:
         size = f"{spec.size_bytes / 1e6:.0f} MB" if spec.size_bytes else "-"
@@ -153,7 +156,7 @@ def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.engine.download import download_model, sha256_of
     from samsvc.engine.registry import ModelRegistry
 
-    registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+    registry = ModelRegistry.load(settings.model_dir, settings.models_file)
     spec = registry.get(args.name)
     if spec is None:
         print(f"error: unknown model {args.name!r}; known: {', '.join(registry.names())}", file=sys.stderr)
@@ -184,7 +187,7 @@ def cmd_models_verify(settings: Settings, args: argparse.Namespace) -> int:
     from samsvc.engine.loader import size_mismatch
     from samsvc.engine.registry import ModelRegistry
 
-    registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+    registry = ModelRegistry.load(settings.model_dir, settings.models_file)
     names = args.names or [spec.name for spec in registry if spec.weights_present]
     if not names:
         print(f"no checkpoints in {settings.model_dir} or MODELS_FILE to verify")
@@ -255,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run the gRPC server and, unless --no-gateway, Envoy for REST/JSON (embedded mode without REDIS_URL)",
+        help="run the gRPC server and, unless --no-gateway, Envoy for REST/JSON (in-process mode without REDIS_URL)",
     )
     _add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)

@@ -176,7 +176,7 @@ def test_messages_delivered_twice_are_recorded_once(settings: Settings) -> None:
     settings = settings.model_copy(update={"worker_threads": 2})
     worker = WorkerProcess(settings)
     server = ServerThread(settings)
-    sender = build_runtime(settings, lambda: server.running.models)
+    sender = build_runtime(settings.job_options(), lambda: server.running.models)
     try:
         job_id = submit(server, 4)
         for index in range(4):  # every message twice, on two threads

@@ -14,7 +14,7 @@ from tests.support import scene
 
 
 def test_compiled_model_gives_the_eager_answer(models_file: Path, tmp_path: Path) -> None:
-    registry = ModelRegistry.from_settings(tmp_path, models_file)
+    registry = ModelRegistry.load(tmp_path, models_file)
     eager = ModelManager(registry, device="cpu").get("tiny")
     compiled = ModelManager(registry, device="cpu", compile_models=True).get("tiny")
     assert compiled.compiled and compiled.digest == eager.digest and compiled.identity != eager.identity

@@ -69,7 +69,7 @@ def test_errors_reach_every_waiting_thread() -> None:
 
 
 def test_concurrent_mask_generation_batches_and_keeps_the_answer(models_file: Path, tmp_path: Path) -> None:
-    registry = ModelRegistry.from_settings(tmp_path, models_file)
+    registry = ModelRegistry.load(tmp_path, models_file)
     eager = ModelManager(registry, device="cpu").get("tiny")
     batched = ModelManager(registry, device="cpu", encoder_batch_size=2, encoder_batch_wait_s=2.0).get("tiny")
     assert batched.batched and batched.identity != eager.identity

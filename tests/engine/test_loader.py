@@ -65,7 +65,7 @@ class CountingManager(ModelManager):
 
 
 def test_concurrent_first_requests_load_once(models_file: Path, tmp_path: Path) -> None:
-    manager = CountingManager(ModelRegistry.from_settings(tmp_path, models_file), device="cpu")
+    manager = CountingManager(ModelRegistry.load(tmp_path, models_file), device="cpu")
     barrier = threading.Barrier(6)
     results: list[LoadedModel] = []
 
@@ -86,7 +86,7 @@ def test_concurrent_first_requests_load_once(models_file: Path, tmp_path: Path) 
 
 
 def test_unknown_model(models_file: Path, tmp_path: Path) -> None:
-    manager = ModelManager(ModelRegistry.from_settings(tmp_path, models_file), device="cpu")
+    manager = ModelManager(ModelRegistry.load(tmp_path, models_file), device="cpu")
     with pytest.raises(NotFound):
         manager.get("nope")
 
@@ -119,7 +119,7 @@ def test_precision_is_part_of_the_model_identity(models_file: Path, tmp_path: Pa
     from samsvc.engine.sam.amg import generate_masks
     from tests.support import scene
 
-    registry = ModelRegistry.from_settings(tmp_path, models_file)
+    registry = ModelRegistry.load(tmp_path, models_file)
     full = ModelManager(registry, device="cpu").get("tiny")
     half = ModelManager(registry, device="cpu", default_dtype="bf16").get("tiny")
     assert (full.dtype, half.dtype) == ("fp32", "bf16")

@@ -13,11 +13,11 @@ DIGEST = "ab" * 32
 def registry_from(tmp_path: Path, text: str) -> ModelRegistry:
     models = tmp_path / "models.toml"
     models.write_text(text, encoding="utf-8")
-    return ModelRegistry.from_settings(tmp_path / "weights", models)
+    return ModelRegistry.load(tmp_path / "weights", models)
 
 
 def test_builtins_have_official_urls_and_digests(tmp_path: Path) -> None:
-    registry = ModelRegistry.from_settings(tmp_path, None)
+    registry = ModelRegistry.load(tmp_path, None)
     sam2 = ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]
     assert registry.names() == ["vit_h", "vit_l", "vit_b", *sam2]
     for name in sam2:
@@ -142,4 +142,4 @@ def test_bad_entries_name_the_model_and_the_problem(tmp_path: Path, text: str, c
 
 def test_missing_models_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read MODELS_FILE"):
-        ModelRegistry.from_settings(tmp_path, tmp_path / "absent.toml")
+        ModelRegistry.load(tmp_path, tmp_path / "absent.toml")

@@ -30,7 +30,7 @@ PERMISSIVE = AmgOptions(points_per_side=3, pred_iou_thresh=0.0, stability_score_
 
 @pytest.fixture(scope="module")
 def manager(sam2_models_file: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelManager:
-    registry = ModelRegistry.from_settings(tmp_path_factory.mktemp("weights"), sam2_models_file)
+    registry = ModelRegistry.load(tmp_path_factory.mktemp("weights"), sam2_models_file)
     return ModelManager(registry, device="cpu")
 
 

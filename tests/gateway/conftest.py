@@ -96,7 +96,7 @@ def stack(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         }
     )
     server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
     yield Stack(server, gateway, cert)
     gateway.stop()
     server.stop()
@@ -168,7 +168,7 @@ def tools(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         }
     )
     server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
     yield Tools(server, gateway, files)
     gateway.stop()
     server.stop()

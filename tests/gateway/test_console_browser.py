@@ -40,7 +40,7 @@ def base(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
         }
     )
     server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
     yield f"http://127.0.0.1:{gateway.rest_port}"
     gateway.stop()
     server.stop()

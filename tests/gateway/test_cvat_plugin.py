@@ -134,7 +134,7 @@ def cvat(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
         }
     )
     server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
     base = f"http://127.0.0.1:{gateway.rest_port}"
     # The README's step: the decoder, with the key, to replace /assets/decoder.onnx of cvat_ui.
     status, _, decoder = call(

@@ -86,7 +86,7 @@ def start_samsvc(
             }
         )  # fmt: skip
         server = ServerThread(settings)
-        started.append(Samsvc(server, start_gateway(settings, "127.0.0.1", server.running.port)))
+        started.append(Samsvc(server, start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)))
         return started[-1]
 
     yield start

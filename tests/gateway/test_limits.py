@@ -51,7 +51,7 @@ def start_gated(base_settings: Settings, data_dir: Path, **limits: Any) -> Gated
         }
     )
     server = ServerThread(settings)
-    return Gated(server, start_gateway(settings, "127.0.0.1", server.running.port), settings)
+    return Gated(server, start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port), settings)
 
 
 @starts("envoy", scope="module")

@@ -256,7 +256,7 @@ def test_overload_is_429(stack: Stack, base_settings: Any, tmp_path_factory: pyt
         }
     )
     server = ServerThread(settings)
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
     base = f"http://127.0.0.1:{gateway.rest_port}"
     slow = {"image": image_b64(160, 120), "points_per_side": 6, "points_per_batch": 4, "pred_iou_thresh": 0}
     try:

@@ -30,7 +30,7 @@ def runtime(base_settings: Settings, tmp_path: Path) -> Iterator[JobRuntime]:
     settings = base_settings.model_copy(
         update={**FAST_RECOVERY, "reconcile_grace_s": 0.0, "job_max_retries": 1, "data_dir": str(tmp_path / "data")}
     )
-    runtime = build_runtime(settings, lambda: None)  # type: ignore[arg-type, return-value]
+    runtime = build_runtime(settings.job_options(), lambda: None)  # type: ignore[arg-type, return-value]
     yield runtime
     runtime.leases.stop()
 
@@ -111,10 +111,10 @@ def test_an_ending_left_undone_is_finished(runtime: JobRuntime) -> None:
     reconciler = Reconciler(runtime, LocalLeadership())
     job_id = submit(runtime, 1, webhook_url="https://example.com/hook")
     runtime.store.cancel(job_id, "stop")  # ended, and nobody ran its clean-up
-    assert (Path(runtime.settings.data_dir) / job_id).exists()
+    assert (Path(runtime.options.data_dir) / job_id).exists()
     runtime.store.defer_ending(job_id, now_ms())
     assert reconciler.finish_endings() == 1
-    assert not (Path(runtime.settings.data_dir) / job_id).exists(), "its images are removed"
+    assert not (Path(runtime.options.data_dir) / job_id).exists(), "its images are removed"
     assert runtime.broker.queues[WEBHOOK_QUEUE].qsize() == 1, "its webhook is queued"
     assert reconciler.finish_endings() == 0, "deferred while the webhook is attempted"
 

@@ -77,7 +77,7 @@ def test_the_policy_lets_samsvc_do_its_work_and_nothing_else(
         f'[models.tiny]\nurl = "s3://samsvc/models/tiny.pth"\nsha256 = "{digest}"\narchitecture = "vit_b"\n',
         encoding="utf-8",
     )
-    spec = ModelRegistry.from_settings(tmp_path / "weights", models).get("tiny")
+    spec = ModelRegistry.load(tmp_path / "weights", models).get("tiny")
     assert spec is not None and download_model(spec, s3=options).read_bytes() == WEIGHTS
 
     client = s3.client()  # with the same (restricted) credentials

@@ -75,7 +75,9 @@ def setup(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
         }
     )
     server = ServerThread(settings)
-    gateway = start_gateway(settings.model_copy(update={"envoy_admin_port": 0}), "127.0.0.1", server.running.port)
+    gateway = start_gateway(
+        settings.model_copy(update={"envoy_admin_port": 0}).gateway_options(), "127.0.0.1", server.running.port
+    )
     yield Setup(server, gateway, alice, bob)
     gateway.stop()
     server.stop()
@@ -242,7 +244,9 @@ def test_rate_limits_per_key_in_memory(base_settings: Settings, tmp_path: Path) 
         assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert rich_status(too_big.value)[1]["BadRequest"].field_violations[0].field == "images"
         # Through Envoy: 429 with the retry delay in the JSON error body.
-        gateway = start_gateway(settings.model_copy(update={"envoy_admin_port": 0}), "127.0.0.1", server.running.port)
+        gateway = start_gateway(
+            settings.model_copy(update={"envoy_admin_port": 0}).gateway_options(), "127.0.0.1", server.running.port
+        )
         try:
             rest = Setup(server, gateway, alice, bob)
             status, body = rest.rest("GET", "/api/v1/models", alice)

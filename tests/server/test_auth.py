@@ -88,7 +88,7 @@ def test_health_and_reflection_stay_open(key_and_server: tuple[str, ServerThread
 def test_rest_gets_401_then_200_with_a_key(key_and_server: tuple[str, ServerThread]) -> None:
     key, server = key_and_server
     settings = server.settings.model_copy(update={"rest_port": 0, "envoy_admin_port": 0})
-    gateway = start_gateway(settings, "127.0.0.1", server.running.port)
+    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
     base = f"http://127.0.0.1:{gateway.rest_port}"
     try:
         with pytest.raises(urllib.error.HTTPError) as caught:
@@ -136,10 +136,9 @@ def test_admin_token_keys_are_checked_at_start(
     }
     for case, update in cases.items():
         with pytest.raises(ConfigurationError) as refused:
-            Authenticator.from_settings(base_settings.model_copy(update=update))
+            Authenticator.from_options(base_settings.model_copy(update=update).auth_options())
         assert "ADMIN_JWT_KEY" in refused.value.message, case
-    assert Authenticator.from_settings(
-        base_settings.model_copy(update={"admin_jwt_key": SecretStr("s" * 32)})
-    ).admin_policy
+    strong = base_settings.model_copy(update={"admin_jwt_key": SecretStr("s" * 32)})
+    assert Authenticator.from_options(strong.auth_options()).admin_policy
     rsa = base_settings.model_copy(update={"admin_jwt_key_file": pem, "admin_jwt_algorithms": ["RS256"]})
-    assert Authenticator.from_settings(rsa).admin_policy
+    assert Authenticator.from_options(rsa.auth_options()).admin_policy

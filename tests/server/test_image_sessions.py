@@ -204,7 +204,7 @@ def test_embedding_is_the_encoders_output_with_its_transform(keyed: Keys, base_s
     message = stub.GetImageEmbedding(ipb.GetImageEmbeddingRequest(image=image), metadata=alice)
     (tensor,) = message.tensors
     assert (tensor.name, list(tensor.shape), tensor.dtype) == ("image_embeddings", [1, 256, 64, 64], 1)
-    loaded = ModelManager.from_settings(base_settings).get("tiny")
+    loaded = ModelManager.from_options(base_settings.model_options()).get("tiny")
     assert message.checkpoint_sha256 == loaded.digest
     expected = embed(loaded.model, load_image(image, ImageLimits(max_bytes=len(image), max_side=1024)))
     ours = np.frombuffer(tensor.data, dtype="<f4").reshape(1, 256, 64, 64)

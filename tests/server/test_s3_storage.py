@@ -160,7 +160,7 @@ def test_checkpoints_come_from_a_bucket_checked_by_sha256(
     settings = Settings(
         model_dir=tmp_path / "weights", models_file=models, auto_download=True, s3_endpoint_url=s3.url, device="cpu"
     )
-    manager = ModelManager.from_settings(settings)
+    manager = ModelManager.from_options(settings.model_options())
     loaded = manager.get("bucketed")  # downloaded on first use, verified, then loaded
     assert loaded.digest == digest and (tmp_path / "weights" / "tiny.pth").is_file()
 

@@ -131,7 +131,7 @@ def test_decoder_info_describes_the_served_file(server: ServerThread) -> None:
 
 
 def test_exports_are_made_once_and_kept_by_digest(base_settings: Settings, tmp_path: Path) -> None:
-    loaded = ModelManager.from_settings(base_settings).get("tiny")
+    loaded = ModelManager.from_options(base_settings.model_options()).get("tiny")
     exports = DecoderExports(tmp_path / "onnx")
     results: list[object] = []
     threads = [

@@ -32,12 +32,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from samsvc.config import Settings
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.download import download_model, sha256_of
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S
 from samsvc.engine.family import ModelFamily, family_for
+from samsvc.engine.options import ModelOptions
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelRegistry, ModelSpec
 from samsvc.errors import DownloadError, FailedPrecondition, FieldViolation, NotFound, SamsvcError
@@ -247,18 +247,19 @@ class ModelManager:
         self.failure_ttl_s = DEFAULT_LOAD_FAILURE_TTL_S
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelManager:
-        registry = ModelRegistry.from_settings(settings.model_dir, settings.models_file)
+    def from_options(cls, options: ModelOptions) -> ModelManager:
+        registry = ModelRegistry.load(options.model_dir, options.models_file)
+        downloader = download_model if options.s3 is None else functools.partial(download_model, s3=options.s3)
         return cls(
             registry,
-            device=settings.device,
-            verify_checksums=settings.verify_checksums,
-            auto_download=settings.auto_download,
-            default_dtype=settings.model_dtype,
-            compile_models=settings.torch_compile,
-            encoder_batch_size=settings.encoder_batch_size,
-            encoder_batch_wait_s=settings.encoder_batch_wait_ms / 1000,
-            downloader=functools.partial(download_model, s3=settings.s3_options()),
+            device=options.device,
+            verify_checksums=options.verify_checksums,
+            auto_download=options.auto_download,
+            default_dtype=options.dtype,
+            compile_models=options.compile_models,
+            encoder_batch_size=options.encoder_batch_size,
+            encoder_batch_wait_s=options.encoder_batch_wait_s,
+            downloader=downloader,
         )
 
     def spec(self, name: str) -> ModelSpec:

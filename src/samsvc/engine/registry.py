@@ -209,7 +209,7 @@ class ModelRegistry:
             self._specs[spec.name] = spec
 
     @classmethod
-    def from_settings(cls, model_dir: Path, models_file: Path | None) -> ModelRegistry:
+    def load(cls, model_dir: Path, models_file: Path | None) -> ModelRegistry:
         specs = builtin_specs(model_dir)
         if models_file is not None:
             specs += load_models_file(models_file, model_dir)

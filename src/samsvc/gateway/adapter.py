@@ -23,7 +23,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -49,6 +48,7 @@ from samsvc.gateway.http_errors import (
 )
 from samsvc.gateway.label_studio import LabelStudioBackend
 from samsvc.gateway.multipart import Upload, form_to_json, parse_multipart
+from samsvc.gateway.options import ToolOptions
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc
 
@@ -56,17 +56,6 @@ log = logging.getLogger(__name__)
 
 #: Request headers passed on to the gRPC service as metadata.
 FORWARDED_HEADERS = ("x-request-id", "authorization", "x-api-key")
-
-
-@dataclass(frozen=True)
-class ToolSettings:
-    """What the label-tool adapters need: where Label Studio is (its relative task paths become
-    addresses there) and the largest image (a data: URI's)."""
-
-    label_studio_url: str = ""
-    max_image_bytes: int = 10 * 1024 * 1024
-    prelabel_max_regions: int = label_studio.DEFAULT_PRELABEL_MAX_REGIONS
-    prelabel_points_per_side: int = label_studio.DEFAULT_PRELABEL_POINTS_PER_SIDE
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -290,7 +279,7 @@ class AdapterServer(http.server.ThreadingHTTPServer):
         grpc_target: str,
         max_body_bytes: int,
         timeout_s: float,
-        tools: ToolSettings | None = None,
+        tools: ToolOptions | None = None,
         *,
         gateway_secret: str,
         limits: CallLimits | None = None,
@@ -300,7 +289,7 @@ class AdapterServer(http.server.ThreadingHTTPServer):
         self.timeout_s = timeout_s
         self.gateway_secret = gateway_secret
         self.limits = limits or CallLimits()
-        tools = tools or ToolSettings()
+        tools = tools or ToolOptions()
         self.channel = grpc.insecure_channel(
             grpc_target,
             options=[
@@ -343,7 +332,7 @@ def start_adapter(
     grpc_target: str,
     max_body_bytes: int,
     timeout_s: float,
-    tools: ToolSettings | None = None,
+    tools: ToolOptions | None = None,
     *,
     gateway_secret: str,
     limits: CallLimits | None = None,

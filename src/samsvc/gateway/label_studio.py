@@ -38,14 +38,11 @@ from urllib.parse import urlsplit
 from samsvc import __version__
 from samsvc.errors import InvalidArgument
 from samsvc.gateway.label_studio_format import Clicks, LabelConfig, bad_request, clicks_from_context, result_for
+from samsvc.gateway.options import DEFAULT_PRELABEL_MAX_REGIONS, DEFAULT_PRELABEL_POINTS_PER_SIDE
 from samsvc.v1 import interactive_pb2, mask_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1.segmentation_service_pb2_grpc import SegmentationServiceStub
 
-#: Automatic masks per task when Label Studio asks for predictions without clicks.
-DEFAULT_PRELABEL_MAX_REGIONS = 20
-#: Their grid: 16 x 16 prompts (SAM's own default is 32 x 32: four times the decoder's work).
-DEFAULT_PRELABEL_POINTS_PER_SIDE = 16
 #: Tasks one /predict call may carry (Label Studio sends a page of them for "Retrieve predictions").
 MAX_TASKS_PER_CALL = 50
 

@@ -7,7 +7,7 @@ would starve every other call of threads. Here waiting is a coroutine:
 - RedisEventFeed: one reader for all the streams a process follows. A single task issues one
   `XREAD BLOCK` over every watched job's event stream at once and hands new entries to the
   waiters; a waiter first reads what is already there (one non-blocking XREAD), then joins it.
-- PollingEventFeed (embedded mode, memory store): looks at the in-memory log every
+- PollingEventFeed (in-process mode, memory store): looks at the in-memory log every
   DEFAULT_POLL_S; no I/O is involved.
 """
 

@@ -1,6 +1,6 @@
 """Everything a job needs at run time, once per process: the store, the blob store, the broker
 and its actors, the image leases, and (in workers) the models; built by samsvc.jobs.wiring,
-where the embedded mode and the Redis mode differ (in which store and broker are plugged in);
+where the in-process mode and the Redis mode differ (in which store and broker are plugged in);
 the code above them is the same.
 """
 
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import dramatiq
 import redis
 
-from samsvc.config import Settings
 from samsvc.errors import Unavailable
 from samsvc.infra import metrics
 from samsvc.infra.logs import REQUEST_ID
 from samsvc.jobs import failpoints
 from samsvc.jobs.blobs import BlobStore
 from samsvc.jobs.export import DEFAULT_MANIFEST_PAGE, ExportWriter, write_manifest
+from samsvc.jobs.options import JobOptions
 from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, Priority
 from samsvc.jobs.records import ImageResult, JobRecord, now_ms
 from samsvc.jobs.recovery.leases import LeaseKeeper
@@ -52,17 +52,17 @@ T = TypeVar("T")
 
 @dataclass
 class JobRuntime:
-    settings: Settings
+    options: JobOptions
     store: JobStore
     blobs: BlobStore
     broker: dramatiq.Broker
     models_factory: Callable[[], ModelManager]
     leases: LeaseKeeper
     redis_client: redis.Redis | None = None
-    #: Worker threads in this process (the embedded mode's in-process worker).
+    #: Worker threads in this process (the in-process mode's workers).
     local_worker_threads: int = 0
     #: Where this process runs the engine for batch images: the server's inference lanes in
-    #: embedded mode (samsvc.engine.threads), so a batch image alone gets the CPUs' torch threads
+    #: in-process mode (samsvc.engine.threads), so a batch image alone gets the CPUs' torch threads
     #: and never throttles a click's; None: on the worker thread itself.
     compute: Executor | None = None
 
@@ -72,15 +72,11 @@ class JobRuntime:
 
     @cached_property
     def webhook_policy(self) -> WebhookPolicy:
-        return WebhookPolicy(self.settings.webhook_allowed_hosts)
-
-    @cached_property
-    def webhook_secret(self) -> str:
-        """WEBHOOK_SECRET (or its file's content), read once."""
-        return self.settings.secret("webhook_secret")
+        return WebhookPolicy(list(self.options.webhooks.allowed_hosts))
 
     @property
-    def embedded(self) -> bool:
+    def in_process(self) -> bool:
+        """Jobs run in this process (no Redis): the memory store and the stub broker."""
         return self.redis_client is None
 
     def run_engine(self, fn: Callable[..., T], *args: Any) -> T:
@@ -134,21 +130,20 @@ class JobRuntime:
                     return
                 start = page[-1].index + 1
 
-        writer = ExportWriter(job.spec.export_url, self.settings.s3_options(), self.settings.export_roots())
+        writer = ExportWriter(job.spec.export_url, self.options.s3, self.options.export_roots)
         write_manifest(writer, job.job_id, job.status.value, results())
 
     @property
     def webhook_patience_ms(self) -> int:
         """How long a webhook attempt may take, its longest backoff included, before the
         reconciler sends it again."""
-        settings = self.settings
-        backoff_ms = settings.webhook_min_backoff_ms * 64
-        return int(backoff_ms + settings.webhook_timeout_s * 1000 + settings.reconcile_grace_s * 1000)
+        webhooks = self.options.webhooks
+        return int(webhooks.max_backoff_ms + webhooks.timeout_s * 1000 + self.options.reconcile_grace_s * 1000)
 
     def durably(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`call(*args)`, retried through a store outage for up to JOB_STORE_RETRY_S (then
         the outage's Unavailable is raised: the reconciler repairs what was not written)."""
-        deadline = time.monotonic() + self.settings.job_store_retry_s
+        deadline = time.monotonic() + self.options.store_retry_s
         pause = STORE_RETRY_FIRST_S
         while True:
             try:

@@ -1,5 +1,5 @@
 """The one entry to jobs for the server: starting and stopping the job machinery of a process
-(runtime, embedded workers, reconciler, event feed), and the job operations (submit, status,
+(runtime, in-process workers, reconciler, event feed), and the job operations (submit, status,
 results, cancel, list, follow, health, recording synchronous Segment calls as single jobs).
 The operations block on store I/O: the server runs them in its store thread pool."""
 
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import dramatiq
 import redis
 
-from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, NotFound, SamsvcError, Unavailable
 from samsvc.infra import metrics
 from samsvc.jobs import failpoints
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
+from samsvc.jobs.options import JobOptions
 from samsvc.jobs.queues import IMAGE_QUEUES, Priority
 from samsvc.jobs.records import ImageError, ImageResult, JobEvent, JobRecord, JobSpec, JobStatus, JobType, now_ms
 from samsvc.jobs.recovery.reconciler import Reconciler, build_reconciler
@@ -27,7 +27,7 @@ from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import ListCursor
 from samsvc.jobs.wiring import build_runtime
 from samsvc.jobs.worker.broker import queue_depth
-from samsvc.jobs.worker.embedded import start_embedded_workers
+from samsvc.jobs.worker.in_process import start_in_process_workers
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,18 @@ class JobService:
 
     @classmethod
     def start(
-        cls, settings: Settings, models_factory: Callable[[], ModelManager], compute: Executor | None = None
+        cls, options: JobOptions, models_factory: Callable[[], ModelManager], compute: Executor | None = None
     ) -> JobService:
-        """The jobs of a server process: its runtime, the embedded workers when there is no
+        """The jobs of a server process: its runtime, the in-process workers when there is no
         Redis (running the engine on `compute`, the server's inference lanes), its reconciler
         (running), and the event feed that job streams wait on."""
-        service = cls(build_runtime(settings, models_factory))
+        service = cls(build_runtime(options, models_factory))
         runtime = service.runtime
         runtime.compute = compute
         feed: EventFeed = (
-            RedisEventFeed.from_url(settings.redis_url) if settings.redis_url else PollingEventFeed(runtime.store)
+            RedisEventFeed.from_url(options.redis_url) if options.redis_url else PollingEventFeed(runtime.store)
         )
-        workers = start_embedded_workers(runtime) if runtime.embedded else []
+        workers = start_in_process_workers(runtime) if runtime.in_process else []
         reconciler = build_reconciler(runtime)
         reconciler.start()
         service._machinery = _Machinery(reconciler, feed, workers)
@@ -103,7 +103,7 @@ class JobService:
             await self._machinery.feed.close()
 
     def stop(self, timeout_ms: int) -> None:
-        """Stop the reconciler, let the embedded workers finish for up to `timeout_ms`, stop
+        """Stop the reconciler, let the in-process workers finish for up to `timeout_ms`, stop
         renewing leases (blocking)."""
         if self._machinery is not None:
             self._machinery.reconciler.stop()
@@ -111,13 +111,10 @@ class JobService:
                 worker.stop(timeout_ms)
         self.runtime.leases.stop()
 
-    @property
-    def embedded(self) -> bool:
-        return self.runtime.embedded
-
     def health(self) -> JobsHealth:
         """The job store's reachability and the live workers (blocking)."""
-        mode = "embedded" if self.runtime.embedded else "redis"
+        # The in-process mode is "embedded" on the wire (CheckHealth's jobs.mode).
+        mode = "embedded" if self.runtime.in_process else "redis"
         try:
             self.store.ping()
             processes, threads = self.runtime.live_workers()
@@ -132,7 +129,7 @@ class JobService:
     def sweep_images(self) -> int:
         """Remove stored images of jobs older than JOB_RETENTION_S (ended jobs remove their
         own); returns how many jobs' images went."""
-        return self.runtime.blobs.sweep(float(self.runtime.settings.job_retention_s))
+        return self.runtime.blobs.sweep(float(self.runtime.options.retention_s))
 
     def submit(
         self,
@@ -168,7 +165,7 @@ class JobService:
             owner=owner,
         )
         try:
-            limit = self.runtime.settings.max_queued_images_per_key
+            limit = self.runtime.options.max_queued_images_per_key
             job, created = self.store.create(record, early, request_id, queued_limit=limit)
         except SamsvcError:
             self._drop_images_unless_created(job_id)
@@ -223,7 +220,7 @@ class JobService:
             spec=spec,
             owner=owner,
         )
-        if self.runtime.settings.single_job_results:
+        if self.runtime.options.single_job_results:
             self.store.create(record, [result])
         else:
             stamp = now_ms()

@@ -2,7 +2,7 @@
 backends, as Dramatiq keeps its brokers:
 
 - RedisJobStore (samsvc.jobs.stores.redis): shared by servers and workers; survives restarts.
-- MemoryJobStore (samsvc.jobs.stores.memory): the embedded mode; one process, nothing survives
+- MemoryJobStore (samsvc.jobs.stores.memory): the in-process mode; one process, nothing survives
   a restart.
 
 Recording a result is idempotent: an image's first result wins, later ones (a redelivered

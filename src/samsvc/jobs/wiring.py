@@ -1,5 +1,5 @@
 """The job machinery of a process, wired in one place: the store, blob store and broker the
-settings choose (the embedded mode and the Redis mode differ only here), the image leases the
+options choose (the in-process mode and the Redis mode differ only here), the image leases the
 broker's consumers take, the runtime, and the actors, which close over the runtime and are found
 by name on the broker when a job sends work (so the runtime never waits to be told its actors).
 """
@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from samsvc.config import Settings
 from samsvc.infra.object_storage import S3Options, parse_location
 from samsvc.infra.redis_connection import connect
 from samsvc.jobs import failpoints
 from samsvc.jobs.blobs import BlobStore
+from samsvc.jobs.options import JobOptions
 from samsvc.jobs.recovery.leases import LeaseKeeper
 from samsvc.jobs.runtime import JobRuntime
 from samsvc.jobs.store import JobStore
@@ -31,13 +31,13 @@ if TYPE_CHECKING:  # the engine loads in the processes that run it, not in every
     from samsvc.engine.loader import ModelManager
 
 
-def open_store(settings: Settings) -> tuple[JobStore, redis.Redis | None]:
+def open_store(options: JobOptions) -> tuple[JobStore, redis.Redis | None]:
     """The job store REDIS_URL chooses (Redis, or memory without it), and its Redis client."""
-    grace_ms = int(settings.reconcile_grace_s * 1000)
-    if not settings.redis_url:
-        return MemoryJobStore(retention_s=settings.job_retention_s, ending_grace_ms=grace_ms), None
-    client = connect(settings.redis_url)
-    return RedisJobStore(client, retention_s=settings.job_retention_s, ending_grace_ms=grace_ms), client
+    grace_ms = int(options.reconcile_grace_s * 1000)
+    if not options.redis_url:
+        return MemoryJobStore(retention_s=options.retention_s, ending_grace_ms=grace_ms), None
+    client = connect(options.redis_url)
+    return RedisJobStore(client, retention_s=options.retention_s, ending_grace_ms=grace_ms), client
 
 
 def open_blob_store(data_dir: str | Path, s3: S3Options) -> BlobStore:
@@ -53,21 +53,21 @@ def open_blob_store(data_dir: str | Path, s3: S3Options) -> BlobStore:
 
 
 def build_runtime(
-    settings: Settings, models_factory: Callable[[], ModelManager], *, worker: bool = False
+    options: JobOptions, models_factory: Callable[[], ModelManager], *, worker: bool = False
 ) -> JobRuntime:
-    """Wire the runtime for `settings`: store, leases, broker (whose consumers take the leases),
+    """Wire the runtime for `options`: store, leases, broker (whose consumers take the leases),
     blob store, the runtime, then its actors; `worker` adds the presence announcements."""
-    if settings.failpoints:
-        failpoints.configure(settings.failpoints)
-    store, client = open_store(settings)
-    leases = LeaseKeeper(store, settings.job_lease_s)
-    broker = build_broker(settings, leases)
+    if options.failpoints:
+        failpoints.configure(options.failpoints)
+    store, client = open_store(options)
+    leases = LeaseKeeper(store, options.lease_s)
+    broker = build_broker(options, leases)
     if worker and client is not None:
         broker.add_middleware(WorkerPresence(client, DEFAULT_PREFIX))
     runtime = JobRuntime(
-        settings=settings,
+        options=options,
         store=store,
-        blobs=open_blob_store(settings.data_dir, settings.s3_options()),
+        blobs=open_blob_store(options.data_dir, options.s3),
         broker=broker,
         models_factory=models_factory,
         leases=leases,

@@ -21,31 +21,21 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from samsvc.cache.backend import ByteCache
-from samsvc.cache.memory import MemoryByteCache
-from samsvc.cache.redis import RedisByteCache
 from samsvc.config import Settings, server_torch_threads
-from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports
 from samsvc.engine.threads import ComputeLanes, cpu_count, use_torch_threads
 from samsvc.infra import metrics
 from samsvc.infra.metrics import serve_metrics
-from samsvc.infra.redis_connection import connect
 from samsvc.jobs.service import JobService
 from samsvc.server.admin_servicer import AdminServicer
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, AuthInterceptor, check_exposure
+from samsvc.server.backends import build_caches, build_rate_limiter, build_sessions
 from samsvc.server.calls import Calls
 from samsvc.server.gateway_auth import GatewayAuthServicer
 from samsvc.server.health import SERVICE_NAME, HealthService
-from samsvc.server.rate_limit import Limits, RateLimiter
-from samsvc.server.rate_limits.memory import MemoryRateLimiter
-from samsvc.server.rate_limits.redis import RedisRateLimiter
 from samsvc.server.servicer import SegmentationServicer
-from samsvc.sessions.memory import MemorySessionStore
-from samsvc.sessions.redis import RedisSessionStore
-from samsvc.sessions.store import SessionStore
 from samsvc.v1 import admin_service_pb2, admin_service_pb2_grpc, segmentation_service_pb2, segmentation_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -95,16 +85,17 @@ class RunningServer:
 
 
 async def start_server(settings: Settings, models: ModelManager | None = None) -> RunningServer:
-    models = models or ModelManager.from_settings(settings)
+    models = models or ModelManager.from_options(settings.model_options())
     models.audit()  # a checkpoint of the wrong size is named in the log before anyone asks
-    authenticator = Authenticator.from_settings(settings)
-    check_exposure(settings, authenticator, exposed_hosts(settings))
+    auth = settings.auth_options()
+    authenticator = Authenticator.from_options(auth)
+    check_exposure(auth, authenticator, exposed_hosts(settings))
     server = grpc.aio.server(options=server_options(settings), interceptors=[AuthInterceptor(authenticator)])
     health = HealthService()
     # Torch runs wide on the first inference lane only (samsvc.engine.threads): the event loop's
     # thread and the I/O pool (model loading, embedding bytes) make no OpenMP team of their own.
     use_torch_threads(1)
-    # Embedded batch images run on the lanes too, each worker thread with a lane of its own.
+    # In-process batch images run on the lanes too, each worker thread with a lane of its own.
     lanes = settings.max_workers + (0 if settings.redis_url else settings.worker_threads)
     executor = ComputeLanes(lanes, server_torch_threads(settings, cpu_count()))
     io_executor = ThreadPoolExecutor(
@@ -112,7 +103,7 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     )
     admission = AdmissionControl(settings.max_workers, settings.max_queue)
     shared_models = models
-    jobs = JobService.start(settings, lambda: shared_models, executor)
+    jobs = JobService.start(settings.job_options(), lambda: shared_models, executor)
     result_cache, embedding_cache = build_caches(settings)
     calls = Calls(
         authenticator,
@@ -123,8 +114,9 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
         settings.max_inferences_per_key,
     )
     decoders = DecoderExports(settings.decoder_dir or settings.model_dir / "onnx")
+    sessions = build_sessions(settings, models)
     servicer = SegmentationServicer(
-        settings, models, health, jobs, calls, decoders, result_cache, embedding_cache, build_sessions(settings, models)
+        settings.service_options(), models, health, jobs, calls, decoders, result_cache, embedding_cache, sessions
     )
     segmentation_service_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(servicer, models), server)
@@ -169,60 +161,6 @@ def exposed_hosts(settings: Settings) -> list[str]:
     if settings.gateway:
         hosts.append(settings.rest_host)
     return hosts
-
-
-def build_rate_limiter(settings: Settings) -> RateLimiter | None:
-    """Per-caller limits: in Redis when configured (shared by replicas), else in memory."""
-    limits = Limits(settings.rate_limit_requests_per_minute, settings.rate_limit_images_per_minute)
-    if not limits.active:
-        return None
-    if settings.redis_url:
-        return RedisRateLimiter(connect(settings.redis_url), limits)
-    return MemoryRateLimiter(limits)
-
-
-def build_caches(settings: Settings) -> tuple[ByteCache | None, EmbeddingCache | None]:
-    """The Segment result cache (Redis when configured, else memory) and the embedding cache
-    (memory, or Redis with EMBEDDING_CACHE_REDIS)."""
-    result: ByteCache | None = None
-    if settings.result_cache_ttl_s > 0 and settings.result_cache_bytes > 0:
-        if settings.redis_url:
-            result = RedisByteCache(
-                connect(settings.redis_url, text=False),
-                "samsvc:cache:result",
-                settings.result_cache_ttl_s,
-                settings.result_cache_bytes,
-            )
-        else:
-            result = MemoryByteCache(settings.result_cache_bytes, settings.result_cache_ttl_s)
-    embeddings: EmbeddingCache | None = None
-    if settings.embedding_cache_redis and settings.redis_url and settings.embedding_cache_bytes > 0:
-        ttl = settings.result_cache_ttl_s or 3600
-        cache = RedisByteCache(
-            connect(settings.redis_url, text=False), "samsvc:cache:embedding", ttl, settings.embedding_cache_bytes
-        )
-        embeddings = EmbeddingCache(cache)
-    elif settings.embedding_cache_bytes > 0:
-        embeddings = EmbeddingCache(MemoryByteCache(settings.embedding_cache_bytes))
-    return result, embeddings
-
-
-def build_sessions(settings: Settings, models: ModelManager) -> SessionStore | None:
-    """Image sessions: in Redis when configured (shared by replicas), else in memory; None when
-    IMAGE_SESSION_BYTES is 0."""
-    if settings.image_session_bytes <= 0:
-        return None
-    if settings.redis_url:
-        return RedisSessionStore(
-            connect(settings.redis_url, text=False),
-            models.device,
-            ttl_s=settings.image_session_ttl_s,
-            max_bytes=settings.image_session_bytes,
-            max_bytes_per_key=settings.image_session_bytes_per_key,
-        )
-    return MemorySessionStore(
-        settings.image_session_bytes, settings.image_session_ttl_s, settings.image_session_bytes_per_key
-    )
 
 
 async def _sweep_images(jobs: JobService, io_executor: ThreadPoolExecutor) -> None:

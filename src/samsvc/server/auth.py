@@ -31,10 +31,10 @@ import grpc
 import jwt
 from grpc_status import rpc_status
 
-from samsvc.config import Settings
 from samsvc.errors import ConfigurationError, PermissionDenied, SamsvcError, Unauthenticated
 from samsvc.infra import metrics
 from samsvc.infra.logs import LogSampler
+from samsvc.server.auth_options import AuthOptions
 from samsvc.server.error_boundary import to_status
 
 log = logging.getLogger(__name__)
@@ -193,11 +193,11 @@ class AdminTokenPolicy:
     issuer: str = ""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AdminTokenPolicy | None:
-        key = settings.secret("admin_jwt_key")
+    def from_options(cls, options: AuthOptions) -> AdminTokenPolicy | None:
+        key = options.admin_jwt_key
         if not key:
             return None
-        algorithms = tuple(settings.admin_jwt_algorithms)
+        algorithms = options.admin_jwt_algorithms
         known = jwt.algorithms.get_default_algorithms()
         unknown = set(algorithms) - known.keys()
         if unknown or not algorithms or "none" in algorithms:
@@ -214,7 +214,7 @@ class AdminTokenPolicy:
                     f"ADMIN_JWT_KEY must be at least {MIN_HMAC_KEY_BYTES} bytes for {algorithm} "
                     f"(it has {len(key.encode())})"
                 )
-        return cls(key, algorithms, settings.admin_jwt_claim, settings.admin_jwt_audience, settings.admin_jwt_issuer)
+        return cls(key, algorithms, options.admin_jwt_claim, options.admin_jwt_audience, options.admin_jwt_issuer)
 
     def verify(self, token: str) -> Principal:
         """The admin principal of a valid token with the admin claim; raises otherwise."""
@@ -250,9 +250,9 @@ class Authenticator:
         self.protect_health = protect_health
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Authenticator:
-        keys = load_keys(settings.api_keys_file, settings.api_keys)
-        return cls(keys, AdminTokenPolicy.from_settings(settings), settings.auth_protect_health)
+    def from_options(cls, options: AuthOptions) -> Authenticator:
+        keys = load_keys(options.api_keys_file, list(options.api_keys))
+        return cls(keys, AdminTokenPolicy.from_options(options), options.protect_health)
 
     @property
     def enabled(self) -> bool:
@@ -315,14 +315,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings: Settings, authenticator: Authenticator, hosts: Iterable[str]) -> None:
+def check_exposure(options: AuthOptions, authenticator: Authenticator, hosts: Iterable[str]) -> None:
     """Refuse to serve a non-loopback address without API keys unless ALLOW_UNAUTHENTICATED."""
     if authenticator.enabled:
         return
     exposed = [host for host in hosts if not is_loopback(host)]
     if not exposed:
         return
-    if not settings.allow_unauthenticated:
+    if not options.allow_unauthenticated:
         raise ConfigurationError(
             f"refusing to serve {', '.join(exposed)} without API keys: set API_KEYS_FILE (see `samsvc keys create`) "
             "or, for a trusted network, ALLOW_UNAUTHENTICATED=true"

@@ -17,7 +17,6 @@ from typing import Any
 
 from google.api import httpbody_pb2
 
-from samsvc.config import Settings
 from samsvc.engine.amg_types import CancelToken
 from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import ModelManager
@@ -31,6 +30,7 @@ from samsvc.server.calls import Calls
 from samsvc.server.error_boundary import ServicerContext, headers_boundary, send_headers, unary_boundary
 from samsvc.server.image_fetch import ImageFetcher, LabelStudioAccess
 from samsvc.server.job_servicer import JobRpcs
+from samsvc.server.options import ServiceOptions
 from samsvc.sessions.store import ImageSessionRecord, SessionStore, session_expired
 from samsvc.v1 import interactive_pb2, segmentation_service_pb2
 from samsvc.validation.image import check_image_bytes
@@ -45,7 +45,7 @@ OCTET_STREAM = "application/octet-stream"
 class InteractiveRpcs(JobRpcs):
     def __init__(
         self,
-        settings: Settings,
+        options: ServiceOptions,
         models: ModelManager,
         jobs: JobService,
         calls: Calls,
@@ -53,24 +53,24 @@ class InteractiveRpcs(JobRpcs):
         sessions: SessionStore | None,
         decoders: DecoderExports,
     ) -> None:
-        super().__init__(settings, models, jobs, calls)
+        super().__init__(options, models, jobs, calls)
         self._embedding_cache = embedding_cache
         self._sessions = sessions
         self._decoders = decoders
         self._fetcher = ImageFetcher(
             calls,
-            ImageUrlPolicy(settings.webhook_allowed_hosts, settings.label_studio_url),
-            LabelStudioAccess(settings.label_studio_url, settings.secret("label_studio_api_key")),
-            max_bytes=settings.max_image_bytes,
-            max_fetches=settings.max_image_fetches,
-            per_key=settings.max_inferences_per_key,
+            ImageUrlPolicy(list(options.allowed_hosts), options.label_studio_url),
+            LabelStudioAccess(options.label_studio_url, options.label_studio_token),
+            max_bytes=options.image_limits.max_bytes,
+            max_fetches=options.max_image_fetches,
+            per_key=options.max_inferences_per_key,
         )
 
     # Where embeddings come from.
 
     def _model(self, caller: Principal, requested: str, field: str = "model_type") -> str:
         """The model a request names (or the default), registered and allowed to the caller."""
-        model = requested or self._settings.default_model
+        model = requested or self._options.default_model
         known = self._models.registry.names()
         check_model_name(model, known, field=field, shown=caller.visible(known))
         caller.check_model(model, field=field)
@@ -224,7 +224,7 @@ class InteractiveRpcs(JobRpcs):
     ) -> segmentation_service_pb2.SegmentPromptsResponse:
         source = request.WhichOneof("source")
         caller = await self.calls.caller(context, images=1 if source == "image" else 0)
-        fast = self._settings.amg_engine == "fast"
+        fast = self._options.fast_engine
         encoding = convert.mask_encoding(request.mask_format)
         common: dict[str, Any] = {
             "multimask": request.multimask_output,

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from samsvc.config import Settings
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, Unavailable
 from samsvc.jobs.queues import Priority
@@ -28,6 +27,7 @@ from samsvc.server import convert
 from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls, KeyedLimit
 from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary_boundary
+from samsvc.server.options import ServiceOptions
 from samsvc.server.paging import (
     DEFAULT_JOBS_PAGE_SIZE,
     DEFAULT_RESULTS_PAGE_SIZE,
@@ -43,7 +43,7 @@ from samsvc.v1 import interactive_pb2, job_pb2, segmentation_service_pb2, segmen
 from samsvc.validation.batch import check_batch_count, check_request_id
 from samsvc.validation.cursor import check_cursor
 from samsvc.validation.export import check_export_url
-from samsvc.validation.image import ImageLimits, check_image_bytes
+from samsvc.validation.image import check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name, check_work
 from samsvc.validation.webhook_url import WebhookPolicy
 
@@ -69,21 +69,21 @@ class _Batch:
 
 
 class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
-    def __init__(self, settings: Settings, models: ModelManager, jobs: JobService, calls: Calls) -> None:
-        self._settings = settings
+    def __init__(self, options: ServiceOptions, models: ModelManager, jobs: JobService, calls: Calls) -> None:
+        self._options = options
         self._models = models
         self._jobs = jobs
         self.jobs = jobs
         self.calls = calls
         self._feed = jobs.feed
-        self._limits = ImageLimits(max_bytes=settings.max_image_bytes, max_side=settings.max_image_side)
+        self._limits = options.image_limits
         self._streams = KeyedLimit(
-            settings.max_streams_per_key, "job streams", "MAX_STREAMS_PER_KEY", "TOO_MANY_STREAMS"
+            options.max_streams_per_key, "job streams", "MAX_STREAMS_PER_KEY", "TOO_MANY_STREAMS"
         )
 
     def _check_images(self, images: Any) -> list[BatchImage]:
         """Each image's header: a bad one fails alone (its own error), the rest run."""
-        check_batch_count(len(images), self._settings.max_batch_images)
+        check_batch_count(len(images), self._options.max_batch_images)
         checked: list[BatchImage] = []
         for index, data in enumerate(images):
             try:
@@ -97,9 +97,9 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
     def _check_batch(self, request: segmentation_service_pb2.SubmitBatchRequest, caller: Principal) -> _Batch:
         """Judge a batch: the options and webhook (the whole request fails) and each image's
         header (only that image fails)."""
-        settings = self._settings
-        check_batch_count(len(request.images), settings.max_batch_images)
-        model, given, encoding, visualize = convert.job_spec(request.options, settings.default_model)
+        service = self._options
+        check_batch_count(len(request.images), service.max_batch_images)
+        model, given, encoding, visualize = convert.job_spec(request.options, service.default_model)
         known = self._models.registry.names()
         check_model_name(model, known, field="options.model_type", shown=caller.visible(known))
         options = check_amg_options(
@@ -108,14 +108,14 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
             defaults=self._models.amg_defaults(model),
             family_check=functools.partial(self._models.option_violations, model),
         )
-        check_work(options, settings.max_prompts_per_image, prefix="options.")
-        export_url = check_export_url(request.export_url, settings.export_roots(), caller.name)
+        check_work(options, service.max_prompts_per_image, prefix="options.")
+        export_url = check_export_url(request.export_url, service.export_roots, caller.name)
         spec = JobSpec(model, options, encoding, visualize, export_url=export_url)
         return self._batch(request, spec, "options.model_type")
 
     def _check_embedding_batch(self, request: interactive_pb2.SubmitEmbeddingBatchRequest, caller: Principal) -> _Batch:
-        check_batch_count(len(request.images), self._settings.max_batch_images)
-        model = request.model_type or self._settings.default_model
+        check_batch_count(len(request.images), self._options.max_batch_images)
+        model = request.model_type or self._options.default_model
         known = self._models.registry.names()
         check_model_name(model, known, shown=caller.visible(known))
         return self._batch(request, JobSpec.embedding(model), "model_type")
@@ -124,7 +124,7 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         priority = convert.priority(request.priority)
         request_id = check_request_id(request.request_id)
         if request.webhook_url:
-            WebhookPolicy(self._settings.webhook_allowed_hosts).check(request.webhook_url)
+            WebhookPolicy(list(self._options.allowed_hosts)).check(request.webhook_url)
         images = self._check_images(request.images)
         return _Batch(images, spec, priority, request.webhook_url, request_id, model_field)
 

@@ -16,7 +16,6 @@ import time
 
 from samsvc import __version__
 from samsvc.cache.backend import ByteCache
-from samsvc.config import Settings
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports
@@ -31,6 +30,7 @@ from samsvc.server.calls import Calls
 from samsvc.server.error_boundary import ServicerContext, unary_boundary
 from samsvc.server.health import HealthService, ProcessProbe
 from samsvc.server.interactive_servicer import InteractiveRpcs
+from samsvc.server.options import ServiceOptions
 from samsvc.server.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token, page_size
 from samsvc.sessions.store import SessionStore
 from samsvc.v1 import health_pb2, segmentation_service_pb2
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class SegmentationServicer(InteractiveRpcs):
     def __init__(
         self,
-        settings: Settings,
+        options: ServiceOptions,
         models: ModelManager,
         health: HealthService,
         jobs: JobService,
@@ -53,7 +53,7 @@ class SegmentationServicer(InteractiveRpcs):
         embedding_cache: EmbeddingCache | None = None,
         sessions: SessionStore | None = None,
     ) -> None:
-        super().__init__(settings, models, jobs, calls, embedding_cache, sessions, decoders)
+        super().__init__(options, models, jobs, calls, embedding_cache, sessions, decoders)
         self._health = health
         self._admission = calls.admission
         self._result_cache = result_cache
@@ -64,7 +64,7 @@ class SegmentationServicer(InteractiveRpcs):
     ) -> tuple[SegmentTask, int]:
         """Judge everything about the request before any pixel is decoded; with its work (prompts)."""
         header = check_image_bytes(request.image, self._limits)
-        model = request.model_type or self._settings.default_model
+        model = request.model_type or self._options.default_model
         known = self._models.registry.names()
         check_model_name(model, known, shown=caller.visible(known))
         options = check_amg_options(
@@ -72,7 +72,7 @@ class SegmentationServicer(InteractiveRpcs):
             defaults=self._models.amg_defaults(model),
             family_check=functools.partial(self._models.option_violations, model),
         )
-        prompts = check_work(options, self._settings.max_prompts_per_image)
+        prompts = check_work(options, self._options.max_prompts_per_image)
         return SegmentTask(
             image=request.image,
             header=header,
@@ -80,11 +80,11 @@ class SegmentationServicer(InteractiveRpcs):
             options=options,
             encoding=convert.mask_encoding(request.mask_format),
             visualize=request.return_visualization,
-            fast=self._settings.amg_engine == "fast",
+            fast=self._options.fast_engine,
         ), prompts
 
     async def _run(self, caller: Principal, task: SegmentTask, prompts: int) -> SegmentOutcome:
-        weight = self._admission.weight(prompts, self._settings.prompts_per_slot)
+        weight = self._admission.weight(prompts, self._options.prompts_per_slot)
         return await self.calls.infer(caller, run_segment, task, self._models, weight=weight)
 
     @unary_boundary
@@ -187,10 +187,10 @@ class SegmentationServicer(InteractiveRpcs):
             models=[convert.model_to_proto(s) for s in self._models.states() if caller.may_use(s.spec.name)],
             process=self._probe.resources(),
             limits=health_pb2.RequestLimits(
-                max_image_bytes=self._settings.max_image_bytes,
-                max_image_side=self._settings.max_image_side,
-                max_batch_images=self._settings.max_batch_images,
-                max_batch_bytes=self._settings.max_batch_bytes,
+                max_image_bytes=self._options.image_limits.max_bytes,
+                max_image_side=self._options.image_limits.max_side,
+                max_batch_images=self._options.max_batch_images,
+                max_batch_bytes=self._options.max_batch_bytes,
             ),
             inference=health_pb2.InferenceLoad(
                 running=self._admission.running,

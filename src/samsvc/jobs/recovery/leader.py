@@ -2,7 +2,7 @@
 
 In the Redis mode every server and worker process runs a reconciler, and the lock (SET NX PX
 with a random token, renewed and released only by that token) picks the one that acts; if its
-process dies, the lock expires and another takes over. The embedded mode has one process, so
+process dies, the lock expires and another takes over. The in-process mode has one process, so
 its lock is always held.
 """
 
@@ -39,7 +39,7 @@ class Leadership(Protocol):
 
 
 class LocalLeadership:
-    """The embedded mode's: one process, always the leader."""
+    """The in-process mode's: one process, always the leader."""
 
     def acquire(self) -> bool:
         return True

@@ -65,7 +65,7 @@ class Reconciler:
 
     @property
     def grace_ms(self) -> int:
-        return int(self.runtime.settings.reconcile_grace_s * 1000)
+        return int(self.runtime.options.reconcile_grace_s * 1000)
 
     def tick(self) -> None:
         """One round, if this process leads: due retries, overdue endings, and a sweep when due."""
@@ -75,7 +75,7 @@ class Reconciler:
             self.queue_due_retries()
             self.finish_endings()
             if time.monotonic() >= self._next_sweep:
-                self._next_sweep = time.monotonic() + self.runtime.settings.reconcile_interval_s
+                self._next_sweep = time.monotonic() + self.runtime.options.reconcile_interval_s
                 self.sweep()
         except SamsvcError as exc:
             metrics.RECONCILER_SWEEPS.labels("error").inc()
@@ -164,7 +164,7 @@ class Reconciler:
 
     def _repair(self, job: JobRecord, image: PendingImage) -> bool:
         """Queue the lost image again (True), or fail it once its budget is spent."""
-        budget = self.runtime.settings.job_max_retries
+        budget = self.runtime.options.max_retries
         if image.requeues < budget:
             requeues = self.runtime.store.requeue_lost(job.job_id, image.index)
             log.warning(
@@ -205,7 +205,7 @@ class Reconciler:
 
 
 def build_reconciler(runtime: JobRuntime) -> Reconciler:
-    """The process's reconciler: contending for the Redis lock, or the embedded mode's own."""
+    """The process's reconciler: contending for the Redis lock, or the in-process mode's own."""
     leadership: Leadership = LocalLeadership()
     if runtime.redis_client is not None:
         leadership = RedisLeadership(runtime.redis_client, f"{DEFAULT_PREFIX}:reconciler")

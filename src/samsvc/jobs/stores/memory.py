@@ -1,4 +1,4 @@
-"""The embedded mode's job store: dicts behind one lock, with a condition for event waiters.
+"""The in-process mode's job store: dicts behind one lock, with a condition for event waiters.
 Same behaviour as the Redis store (tests/jobs/test_store.py runs both); nothing survives the
 process."""
 

@@ -52,7 +52,7 @@ from samsvc.jobs.runtime import WEBHOOK_FINAL_STATES, JobRuntime
 from samsvc.jobs.store import BeginOutcome, JobStore, RecordOutcome
 from samsvc.jobs.webhooks import deliver, webhook_delivery_id, webhook_payload
 from samsvc.jobs.worker.broker import IMAGE_ACTORS, WEBHOOK_ACTOR, delivery_token
-from samsvc.validation.image import ImageHeader, ImageLimits, check_image_bytes
+from samsvc.validation.image import ImageHeader, check_image_bytes
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +112,14 @@ def image_failure(index: int, error: SamsvcError, seconds: float = 0.0) -> Image
 
 
 def backoff_ms(runtime: JobRuntime, failures: int) -> int:
-    settings = runtime.settings
-    return int(min(settings.job_min_backoff_ms * 2 ** max(failures - 1, 0), settings.job_max_backoff_ms))
+    return runtime.options.backoff_ms(failures)
 
 
 def segment_image(runtime: JobRuntime, job_id: str, index: int) -> None:
     _adopt_correlation_id(job_id)
-    settings = runtime.settings
     token = _token()
     begin = runtime.durably(
-        runtime.store.begin_image, job_id, index, token, runtime.leases.lease_ms, settings.job_max_retries
+        runtime.store.begin_image, job_id, index, token, runtime.leases.lease_ms, runtime.options.max_retries
     )
     if begin.outcome is BeginOutcome.MISSING:
         log.warning("job %s is gone (expired or purged); image %d dropped", job_id, index)
@@ -153,7 +151,7 @@ def _segment_image(
 ) -> ImageResult:
     """The image's masks; with an export, also written where the batch asked (the overlay is
     drawn for it even when the result carries none)."""
-    fast = runtime.settings.amg_engine == "fast"
+    fast = runtime.options.fast_engine
     visualize = spec.visualize or bool(spec.export_url)
     task = SegmentTask(data, header, spec.model, spec.options, spec.encoding, visualize, fast)
     outcome = runtime.run_engine(run_segment, task, runtime.models, cancel)
@@ -162,7 +160,7 @@ def _segment_image(
         result = dataclasses.replace(result, visualization=b"")
     if not spec.export_url:
         return result
-    writer = ExportWriter(spec.export_url, runtime.settings.s3_options(), runtime.settings.export_roots())
+    writer = ExportWriter(spec.export_url, runtime.options.s3, runtime.options.export_roots)
     records = [m.record for m in outcome.masks]
     failpoints.hit("jobs.image.before_export", job_id=job_id, index=index)
     try:
@@ -176,7 +174,7 @@ def _segment_image(
 
 def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, failures: int) -> ImageResult | None:
     """The image's result, or None when it needs no record now (cancelled; retry scheduled)."""
-    settings = runtime.settings
+    options = runtime.options
     started = time.perf_counter()
     job_id = job.job_id
     spec = job.spec
@@ -184,9 +182,9 @@ def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, fail
         failpoints.hit("jobs.image.run", job_id=job_id, index=index)
         data = runtime.blobs.get(job_id, index)
         field = f"images[{index}]"
-        header = check_image_bytes(data, ImageLimits(settings.max_image_bytes, settings.max_image_side), field)
-        deadline = time.monotonic() + settings.job_time_limit_s
-        cancel = StoreCancelToken(runtime.store, job_id, settings.cancel_poll_interval_s, deadline)
+        header = check_image_bytes(data, options.image_limits, field)
+        deadline = time.monotonic() + options.time_limit_s
+        cancel = StoreCancelToken(runtime.store, job_id, options.cancel_poll_interval_s, deadline)
         if spec.task is JobTask.EMBED:
             result = _embed_image(runtime, job_id, index, data, header, spec.model, cancel)
         else:
@@ -202,7 +200,7 @@ def _run_image(runtime: JobRuntime, job: JobRecord, index: int, token: str, fail
         result = image_failure(index, exc, time.perf_counter() - started)
     except Exception as exc:
         attempt = failures + 1
-        if attempt <= settings.job_max_retries:
+        if attempt <= options.max_retries:
             due = now_ms() + backoff_ms(runtime, attempt)
             log.warning("image %d of job %s failed (attempt %d, will retry): %s", index, job_id, attempt, exc)
             runtime.durably(runtime.store.schedule_retry, job_id, index, token, due)
@@ -229,12 +227,12 @@ def _embed_image(
     # that import this module only to deliver webhooks or reconcile never need.
     from samsvc.inference.interactive import embed_image
 
-    embedded = runtime.run_engine(embed_image, data, header, model, runtime.models, None, "", cancel)
-    meta = {"model": model, "identity": embedded.identity, "digest": embedded.digest, "image_id": embedded.image_id}
-    runtime.blobs.put_output(job_id, index, embedded.embedding.to_bytes(meta))
-    height, width = embedded.embedding.original_size
+    image = runtime.run_engine(embed_image, data, header, model, runtime.models, None, "", cancel)
+    meta = {"model": model, "identity": image.identity, "digest": image.digest, "image_id": image.image_id}
+    runtime.blobs.put_output(job_id, index, image.embedding.to_bytes(meta))
+    height, width = image.embedding.original_size
     return ImageResult(
-        index, processing_time_s=embedded.processing_time_s, width=width, height=height, image_id=embedded.image_id
+        index, processing_time_s=image.processing_time_s, width=width, height=height, image_id=image.image_id
     )
 
 
@@ -257,7 +255,7 @@ def record_image(runtime: JobRuntime, job_id: str, result: ImageResult, model: s
 def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
     _adopt_correlation_id(job_id)
     store = runtime.store
-    settings = runtime.settings
+    webhooks = runtime.options.webhooks
     job = store.get(job_id)
     if job is None or not job.webhook_url:
         store.ending_done(job_id)
@@ -273,11 +271,11 @@ def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
         deliver(
             job.webhook_url,
             webhook_payload(job),
-            secret=runtime.webhook_secret,
+            secret=webhooks.secret,
             policy=runtime.webhook_policy,
             correlation_id=REQUEST_ID.get() or job_id,
             delivery_id=webhook_delivery_id(job_id),
-            timeout=settings.webhook_timeout_s,
+            timeout=webhooks.timeout_s,
         )
     except InvalidArgument as exc:
         log.warning("webhook of job %s refused: %s", job_id, exc.message)
@@ -285,7 +283,7 @@ def deliver_webhook(runtime: JobRuntime, job_id: str) -> None:
         store.ending_done(job_id)
         return
     except SamsvcError as exc:
-        if attempt <= settings.webhook_max_retries:
+        if attempt <= webhooks.max_retries:
             store.set_webhook_state(job_id, "retrying", attempt)
             log.info("webhook of job %s failed (attempt %d), will retry: %s", job_id, attempt, exc.message)
             raise
@@ -307,7 +305,7 @@ class Actors:
 
 
 def declare_actors(runtime: JobRuntime) -> Actors:
-    settings = runtime.settings
+    options = runtime.options
     images: dict[Priority, dramatiq.Actor[[str, int], None]] = {}
     for priority, queue in IMAGE_QUEUES.items():
 
@@ -323,7 +321,7 @@ def declare_actors(runtime: JobRuntime) -> Actors:
             # Retries are the store's (see the module's docstring); a message that fails anyway
             # goes to the dead letters, and the reconciler queues its image again.
             max_retries=0,
-            time_limit=(settings.job_time_limit_s + TIME_LIMIT_MARGIN_S) * 1000,
+            time_limit=(options.time_limit_s + TIME_LIMIT_MARGIN_S) * 1000,
         )(run_image)
 
     def run_webhook(job_id: str) -> None:
@@ -333,9 +331,9 @@ def declare_actors(runtime: JobRuntime) -> Actors:
         broker=runtime.broker,
         actor_name=WEBHOOK_ACTOR,
         queue_name=WEBHOOK_QUEUE,
-        max_retries=settings.webhook_max_retries,
-        min_backoff=settings.webhook_min_backoff_ms,
-        max_backoff=settings.webhook_min_backoff_ms * 64,
-        time_limit=int(settings.webhook_timeout_s * 3000),
+        max_retries=options.webhooks.max_retries,
+        min_backoff=options.webhooks.min_backoff_ms,
+        max_backoff=options.webhooks.max_backoff_ms,
+        time_limit=int(options.webhooks.timeout_s * 3000),
     )(run_webhook)
     return Actors(images, webhook)

@@ -27,9 +27,9 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage
 
-from samsvc.config import Settings
 from samsvc.errors import Unavailable
 from samsvc.infra.redis_connection import connect
+from samsvc.jobs.options import JobOptions
 from samsvc.jobs.queues import ACTOR_PRIORITIES, ALL_QUEUES, BROKER_NAMESPACE, IMAGE_QUEUES, Priority
 from samsvc.jobs.recovery.leases import LeaseKeeper, new_token
 
@@ -133,16 +133,16 @@ class PriorityStubBroker(_PriorityMixin, StubBroker):
     """Dramatiq's in-process stub broker with priority-gated consumers."""
 
 
-def build_broker(settings: Settings, leases: LeaseKeeper | None = None) -> dramatiq.Broker:
-    """A broker for `settings`, with the middleware our actors rely on; its consumers take each
-    image's lease with `leases`."""
+def build_broker(options: JobOptions, leases: LeaseKeeper | None = None) -> dramatiq.Broker:
+    """A broker for `options` (Redis's, or the stub broker in-process), with the middleware our
+    actors rely on; its consumers take each image's lease with `leases`."""
     broker: dramatiq.Broker
-    if settings.redis_url:
+    if options.redis_url:
         broker = PriorityRedisBroker(
-            client=connect(settings.redis_url, text=False),
+            client=connect(options.redis_url, text=False),
             namespace=BROKER_NAMESPACE,
-            heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
-            maintenance_chance=settings.broker_maintenance_chance,
+            heartbeat_timeout=options.worker.heartbeat_timeout_ms,
+            maintenance_chance=options.worker.maintenance_chance,
             leases=leases,
         )
     else:

@@ -32,10 +32,10 @@ images = os.environ.get(WORKER_ROLE_ENV, "images") != "webhooks"
 def _models() -> ModelManager:
     from samsvc.engine.loader import ModelManager
 
-    return ModelManager.from_settings(settings)
+    return ModelManager.from_options(settings.model_options())
 
 
-runtime = build_runtime(settings, _models, worker=images)
+runtime = build_runtime(settings.job_options(), _models, worker=images)
 broker = runtime.broker
 
 
