@@ -13,7 +13,8 @@ import ssl
 import threading
 from collections.abc import Iterator, Mapping
 
-from samsvc.errors import FailedPrecondition, InvalidArgument, Unavailable
+from samsvc.errors import FailedPrecondition, Unavailable
+from samsvc.validation.image import too_large
 from samsvc.validation.webhook_url import WebhookPolicy, WebhookTarget
 
 
@@ -123,5 +124,5 @@ def fetch_target(
             metadata={"source_status": str(status)},
         )
     if len(answer) > max_bytes:
-        raise InvalidArgument.for_field(field, f"is larger than {max_bytes} bytes", reason="IMAGE_TOO_LARGE")
+        raise too_large(field, max_bytes)
     return answer

@@ -15,7 +15,7 @@ import dramatiq
 import redis
 
 from samsvc.engine.loader import ModelManager
-from samsvc.errors import InvalidArgument, NotFound, SamsvcError, Unavailable
+from samsvc.errors import NotFound, SamsvcError, Unavailable
 from samsvc.infra import metrics
 from samsvc.jobs import failpoints
 from samsvc.jobs.event_feed import EventFeed, PollingEventFeed, RedisEventFeed
@@ -28,6 +28,7 @@ from samsvc.jobs.store import ListCursor
 from samsvc.jobs.wiring import build_runtime
 from samsvc.jobs.worker.broker import queue_depth
 from samsvc.jobs.worker.in_process import start_in_process_workers
+from samsvc.validation.sources import check_job_image
 
 log = logging.getLogger(__name__)
 
@@ -297,18 +298,12 @@ class JobService:
         log.info("job %s purged%s", job_id, " (cancelled first)" if cancelled else "")
         return cancelled
 
-    def embedding(self, job_id: str, index: int, owner: str | None = None) -> tuple[bytes, ImageResult]:
+    def embedding(self, job_id: str, index: int, owner: str | None = None, *, field: str) -> tuple[bytes, ImageResult]:
         """An embedding job's stored embedding of image `index` (ImageEmbedding.to_bytes, with
-        the model, identity, digest and image id in its meta) and the image's result."""
+        the model, identity, digest and image id in its meta) and the image's result; `field`
+        is where the request named the job's image (for the error that refuses it)."""
         job = self.get(job_id, owner)
-        if job.job_type is not JobType.EMBEDDING:
-            raise InvalidArgument.for_field(
-                "job_image.job_id", f"job {job_id!r} is not an embedding job", reason="NOT_AN_EMBEDDING_JOB"
-            )
-        if not 0 <= index < job.total_images:
-            raise InvalidArgument.for_field(
-                "job_image.index", f"must be in [0, {job.total_images - 1}]", reason="INVALID_PARAMETER"
-            )
+        check_job_image(job_id, index, job.total_images, embedding_job=job.job_type is JobType.EMBEDDING, field=field)
         result = self.store.result(job_id, index)
         if result is None or not result.succeeded:
             state = "has not finished" if result is None else f"failed ({result.error.reason if result.error else ''})"

@@ -11,7 +11,6 @@ from samsvc.encoding.masks import MaskEncoding, Rle
 from samsvc.engine.amg_types import AmgOptions
 from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
-from samsvc.errors import InvalidArgument
 from samsvc.inference.interactive import PromptsOutcome
 from samsvc.infra.logs import redact_url
 from samsvc.jobs.export import manifest_url
@@ -19,6 +18,7 @@ from samsvc.jobs.queues import Priority
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, StoredMask
 from samsvc.server.error_boundary import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
+from samsvc.validation.enums import known_value
 
 #: Fields of SegmentRequest that carry AmgOptions, by the same names.
 AMG_FIELDS = tuple(AmgOptions.__dataclass_fields__)
@@ -60,9 +60,7 @@ def upload_to_segment_request(
 
 
 def mask_encoding(value: int, field: str = "mask_format") -> MaskEncoding:
-    encoding: MaskEncoding | None = _ENCODINGS.get(value)
-    if encoding is None:
-        raise InvalidArgument.for_field(field, f"unknown mask format {value}", reason="INVALID_PARAMETER")
+    encoding: MaskEncoding = known_value(_ENCODINGS, value, field)
     return encoding
 
 
@@ -198,24 +196,18 @@ _PRIORITY_VALUES: dict[int, Priority] = {int(job_pb2.PRIORITY_UNSPECIFIED): Prio
 }
 
 
-def enum_value(table: dict[int, Any], value: int, field: str) -> Any:
-    if value not in table:
-        raise InvalidArgument.for_field(field, f"unknown value {value}", reason="INVALID_PARAMETER")
-    return table[value]
-
-
 def priority(value: int, field: str = "priority") -> Priority:
-    result: Priority = enum_value(_PRIORITY_VALUES, value, field)
+    result: Priority = known_value(_PRIORITY_VALUES, value, field)
     return result
 
 
 def status_filter(value: int, field: str = "status") -> JobStatus | None:
-    result: JobStatus | None = enum_value(_JOB_STATUS_FILTERS, value, field)
+    result: JobStatus | None = known_value(_JOB_STATUS_FILTERS, value, field)
     return result
 
 
 def type_filter(value: int, field: str = "job_type") -> JobType | None:
-    result: JobType | None = enum_value(_JOB_TYPE_FILTERS, value, field)
+    result: JobType | None = known_value(_JOB_TYPE_FILTERS, value, field)
     return result
 
 

@@ -7,9 +7,9 @@ from google.protobuf import timestamp_pb2
 
 from samsvc.engine.sam.decoder_export import INPUT_NAMES, OUTPUT_NAMES, DecoderFile
 from samsvc.inference.interactive import EmbeddedImage
-from samsvc.server.convert import enum_value
 from samsvc.sessions.store import ImageSessionRecord
 from samsvc.v1 import interactive_pb2
+from samsvc.validation.enums import known_value
 
 _DTYPES: dict[int, str] = {
     interactive_pb2.TENSOR_DTYPE_UNSPECIFIED: "float32",
@@ -41,17 +41,17 @@ _GRAPH_VALUES = {
 
 
 def tensor_dtype(value: int, field: str = "dtype") -> str:
-    result: str = enum_value(_DTYPES, value, field)
+    result: str = known_value(_DTYPES, value, field)
     return result
 
 
 def decoder_quantization(value: int, field: str = "quantization") -> str:
-    result: str = enum_value(_QUANTIZATIONS, value, field)
+    result: str = known_value(_QUANTIZATIONS, value, field)
     return result
 
 
 def decoder_graph(value: int, field: str = "graph") -> str:
-    result: str = enum_value(_GRAPHS, value, field)
+    result: str = known_value(_GRAPHS, value, field)
     return result
 
 

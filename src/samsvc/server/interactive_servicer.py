@@ -21,7 +21,7 @@ from samsvc.engine.amg_types import CancelToken
 from samsvc.engine.embeddings import EmbeddingCache, ImageEmbedding
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports, DecoderFile
-from samsvc.errors import FailedPrecondition, InvalidArgument
+from samsvc.errors import FailedPrecondition
 from samsvc.inference.interactive import EmbeddedImage, PromptTask, embed_image, run_prompts
 from samsvc.jobs.service import JobService
 from samsvc.server import convert, interactive_convert
@@ -38,6 +38,7 @@ from samsvc.validation.image_url import ImageUrlPolicy
 from samsvc.validation.options import check_model_name
 from samsvc.validation.prompts import check_prompts
 from samsvc.validation.sessions import check_image_id
+from samsvc.validation.sources import check_same_model, missing_source
 
 OCTET_STREAM = "application/octet-stream"
 
@@ -84,12 +85,7 @@ class InteractiveRpcs(JobRpcs):
         return self._sessions
 
     def _session_model(self, image_id: str, requested: str) -> str:
-        model = check_image_id(image_id)
-        if requested and requested != model:
-            raise InvalidArgument.for_field(
-                "model_type", f"must be empty or {model!r}, the model of image {image_id!r}", reason="INVALID_PARAMETER"
-            )
-        return model
+        return check_same_model(requested, check_image_id(image_id), f"image {image_id!r}")
 
     async def _session(
         self, caller: Principal, image_id: str, requested_model: str, renew: bool = True
@@ -103,13 +99,9 @@ class InteractiveRpcs(JobRpcs):
 
     def _job_embedding(self, job_id: str, index: int, owner: str, requested: str) -> EmbeddedImage:
         started = time.perf_counter()
-        data, _ = self._jobs.embedding(job_id, index, owner)
+        data, _ = self._jobs.embedding(job_id, index, owner, field="job_image")
         embedding, meta = ImageEmbedding.from_bytes_with_meta(data, self._models.device)
-        model = meta.get("model", "")
-        if requested and requested != model:
-            raise InvalidArgument.for_field(
-                "model_type", f"must be empty or {model!r}, the model of the embedding job", reason="INVALID_PARAMETER"
-            )
+        model = check_same_model(requested, meta.get("model", ""), "the embedding job")
         return EmbeddedImage(
             embedding=embedding,
             model=model,
@@ -148,7 +140,7 @@ class InteractiveRpcs(JobRpcs):
             )
             caller.check_model(embedded.model)
             return embedded
-        raise InvalidArgument.for_field("image", "send the image, an image_id or a job_image", reason="IMAGE_MISSING")
+        raise missing_source()
 
     # Embeddings.
 

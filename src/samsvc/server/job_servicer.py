@@ -28,7 +28,13 @@ from samsvc.server.auth import Principal
 from samsvc.server.calls import Calls, KeyedLimit
 from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary_boundary
 from samsvc.server.options import ServiceOptions
-from samsvc.server.paging import (
+from samsvc.v1 import interactive_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
+from samsvc.validation.batch import check_batch_count, check_request_id
+from samsvc.validation.cursor import check_cursor
+from samsvc.validation.export import check_export_url
+from samsvc.validation.image import check_image_bytes
+from samsvc.validation.options import check_amg_options, check_model_name, check_work
+from samsvc.validation.paging import (
     DEFAULT_JOBS_PAGE_SIZE,
     DEFAULT_RESULTS_PAGE_SIZE,
     MAX_JOBS_PAGE_SIZE,
@@ -39,12 +45,6 @@ from samsvc.server.paging import (
     encode_page_token,
     page_size,
 )
-from samsvc.v1 import interactive_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
-from samsvc.validation.batch import check_batch_count, check_request_id
-from samsvc.validation.cursor import check_cursor
-from samsvc.validation.export import check_export_url
-from samsvc.validation.image import check_image_bytes
-from samsvc.validation.options import check_amg_options, check_model_name, check_work
 from samsvc.validation.webhook_url import WebhookPolicy
 
 log = logging.getLogger(__name__)

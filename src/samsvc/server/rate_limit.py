@@ -17,7 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from samsvc.errors import InvalidArgument, ResourceExhausted
+from samsvc.errors import ResourceExhausted
+from samsvc.validation.batch import check_rate_cost
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,5 @@ def refusal(caller: str, wait_ms: float, limits: Limits) -> ResourceExhausted:
 
 
 def check_cost(images: int, limits: Limits) -> None:
-    if limits.images_per_minute and images > limits.images_per_minute:
-        raise InvalidArgument.for_field(
-            "images",
-            f"holds {images} images; this caller may send at most {limits.images_per_minute} per minute",
-            reason="EXCEEDS_RATE_LIMIT",
-        )
+    """A call no minute's budget could grant is refused as bad input, not made to wait."""
+    check_rate_cost(images, limits.images_per_minute)

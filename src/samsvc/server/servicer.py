@@ -19,7 +19,7 @@ from samsvc.cache.backend import ByteCache
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports
-from samsvc.errors import InvalidArgument, Unavailable
+from samsvc.errors import Unavailable
 from samsvc.inference.pipeline import SegmentOutcome, SegmentTask, result_cache_key, run_segment
 from samsvc.infra import metrics
 from samsvc.jobs.records import ImageResult, JobSpec, JobType
@@ -31,11 +31,12 @@ from samsvc.server.error_boundary import ServicerContext, unary_boundary
 from samsvc.server.health import HealthService, ProcessProbe
 from samsvc.server.interactive_servicer import InteractiveRpcs
 from samsvc.server.options import ServiceOptions
-from samsvc.server.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token, page_size
 from samsvc.sessions.store import SessionStore
 from samsvc.v1 import health_pb2, segmentation_service_pb2
 from samsvc.validation.image import check_image_bytes
 from samsvc.validation.options import check_amg_options, check_model_name, check_work
+from samsvc.validation.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token, page_size
+from samsvc.validation.sources import check_one_source
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,7 @@ class SegmentationServicer(InteractiveRpcs):
     ) -> segmentation_service_pb2.SegmentResponse:
         caller = await self.calls.caller(context, images=1)
         if request.image_url:
-            if request.image:
-                raise InvalidArgument.for_field(
-                    "image_url", "send the image or its address, not both", reason="INVALID_PARAMETER"
-                )
+            check_one_source(request.image, request.image_url)
             self._model(caller, request.model_type)  # judged before anything is fetched
             request.image = await self._fetcher.fetch(caller, request.image_url)
         return await self._segment(request, caller)

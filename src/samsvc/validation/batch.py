@@ -1,4 +1,5 @@
-"""Judging a batch request's own fields: how many images it holds, and its request_id."""
+"""Judging a batch request's own fields: how many images it holds (against the batch limit and
+the caller's images per minute), and its request_id."""
 
 from __future__ import annotations
 
@@ -24,3 +25,13 @@ def check_request_id(request_id: str) -> str:
             [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} printable characters")]
         )
     return request_id
+
+
+def check_rate_cost(images: int, images_per_minute: int) -> None:
+    """A request holding more images than its caller may send in a minute (0: no limit)."""
+    if images_per_minute and images > images_per_minute:
+        raise InvalidArgument.for_field(
+            "images",
+            f"holds {images} images; this caller may send at most {images_per_minute} per minute",
+            reason="EXCEEDS_RATE_LIMIT",
+        )

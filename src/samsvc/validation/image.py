@@ -64,16 +64,18 @@ def _bad(field: str, description: str, reason: str) -> InvalidArgument:
     return InvalidArgument.for_field(field, description, reason=reason)
 
 
+def too_large(field: str, max_bytes: int, size: int | None = None) -> InvalidArgument:
+    """An image over MAX_IMAGE_BYTES (`size` unknown when a download passed the limit)."""
+    said = f"is {size} bytes" if size is not None else f"is larger than {max_bytes} bytes"
+    return _bad(field, f"{said}; the limit is {max_bytes} bytes", "IMAGE_TOO_LARGE")
+
+
 def check_image_bytes(data: bytes, limits: ImageLimits, field: str = "image") -> ImageHeader:
     """Check size, format and dimensions without decoding pixels."""
     if not data:
         raise _bad(field, "is empty: send the bytes of a JPEG, PNG or WEBP image", "IMAGE_MISSING")
     if len(data) > limits.max_bytes:
-        raise _bad(
-            field,
-            f"is {len(data)} bytes; the limit is {limits.max_bytes} bytes",
-            "IMAGE_TOO_LARGE",
-        )
+        raise too_large(field, limits.max_bytes, len(data))
     sniffed = sniff_format(data)
     if sniffed is None:
         raise _bad(field, "is not a JPEG, PNG or WEBP image", "UNSUPPORTED_IMAGE_FORMAT")
