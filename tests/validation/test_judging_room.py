@@ -14,7 +14,7 @@ ALLOWED = {
     "gateway/cvat.py": "CVAT's Nuclio body (its base64 image field)",
     "gateway/label_studio.py": "Label Studio's /predict body (tasks, params, context)",
     "gateway/label_studio_format.py": "Label Studio's label config and result format",
-    "server/error_boundary.py": "a failed image's recorded error, rebuilt by name",
+    "server/statuses.py": "a failed image's recorded error, rebuilt by name",
 }
 
 

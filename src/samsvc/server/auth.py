@@ -35,7 +35,7 @@ from samsvc.errors import ConfigurationError, PermissionDenied, SamsvcError, Una
 from samsvc.infra import metrics
 from samsvc.infra.logs import LogSampler
 from samsvc.server.auth_options import AuthOptions
-from samsvc.server.error_boundary import to_status
+from samsvc.server.statuses import to_status
 
 log = logging.getLogger(__name__)
 #: Refusals of callers without valid credentials: every one is counted in the metrics

@@ -16,7 +16,7 @@ from samsvc.infra.logs import redact_url
 from samsvc.jobs.export import manifest_url
 from samsvc.jobs.queues import Priority
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, StoredMask
-from samsvc.server.error_boundary import error_by_kind, to_status
+from samsvc.server.statuses import error_by_kind, to_status
 from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
 from samsvc.validation.enums import known_value
 

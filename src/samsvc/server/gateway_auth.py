@@ -28,7 +28,8 @@ from google.rpc import code_pb2, status_pb2
 
 from samsvc.gateway.envoy_routes import LABEL_STUDIO_WEBHOOK
 from samsvc.server.auth import Authenticator, log_refusal
-from samsvc.server.error_boundary import ServicerContext, to_status
+from samsvc.server.error_boundary import ServicerContext
+from samsvc.server.statuses import to_status
 
 #: Pages the gateway serves without a key: the documentation of the API and the web console's
 #: static files (the console itself calls the API with the key its user enters). Their routes
