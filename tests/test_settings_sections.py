@@ -66,6 +66,18 @@ def test_environment_names_are_the_fields_upper_cased(monkeypatch: pytest.Monkey
     assert settings.model_options().encoder_batch_wait_s == pytest.approx(0.025)
 
 
+def test_every_list_setting_splits_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each section's comma-separated variables are split (a validator of the same name in two
+    sections once left all but one section's lists as refused strings)."""
+    lists = [name for name, field in Settings.model_fields.items() if "list" in str(field.annotation)]
+    assert len(lists) == 7, lists
+    for name in lists:
+        monkeypatch.setenv(name.upper(), "a, b")
+    settings = Settings()
+    for name in lists:
+        assert [str(value) for value in getattr(settings, name)] == ["a", "b"], name
+
+
 def test_each_consumer_gets_its_sections_values(tmp_path: Path) -> None:
     settings = Settings(
         model_dir=tmp_path,

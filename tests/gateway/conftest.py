@@ -143,8 +143,8 @@ class Tools:
         return f"http://127.0.0.1:{self.gateway.rest_port}"
 
     @property
-    def adapter_port(self) -> int:
-        return int(self.gateway.adapter.server_address[1])
+    def sidecar_port(self) -> int:
+        return int(self.gateway.sidecar.server_address[1])
 
     def post(self, path: str, body: Any, auth: str | None = None) -> tuple[int, Any]:
         basic = base64.b64encode(f"labelstudio:{KEY if auth is None else auth}".encode()).decode()

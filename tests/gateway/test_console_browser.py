@@ -119,7 +119,7 @@ def test_the_files_are_served_without_a_key_and_locked_down(base: str) -> None:
             assert response.headers["Content-Type"].startswith(kind)
             assert "script-src 'self'" in response.headers["Content-Security-Policy"]
             assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
-    for path in ("/console/../pyproject.toml", "/console/secret.py", "/console/%2e%2e/adapter.py"):
+    for path in ("/console/../pyproject.toml", "/console/secret.py", "/console/%2e%2e/sidecar.py"):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(base + path, timeout=30)
         assert refused.value.code in {401, 404}

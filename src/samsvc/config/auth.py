@@ -39,5 +39,5 @@ class AuthSettings(BaseSettings):
 
     @field_validator("api_keys", "admin_jwt_algorithms", mode="before")
     @classmethod
-    def _split(cls, value: Any) -> Any:
+    def _split_auth_lists(cls, value: Any) -> Any:
         return split_commas(value)

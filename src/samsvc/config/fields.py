@@ -1,4 +1,8 @@
-"""What several sections' fields share: lists given as one comma-separated variable."""
+"""What several sections' fields share: lists given as one comma-separated variable.
+
+Each section's validator calling it needs a name of its own (`_split_<section>_lists`): pydantic
+keeps one validator per name across the sections Settings inherits, so a shared name would
+leave all but one section's lists unsplit."""
 
 from __future__ import annotations
 

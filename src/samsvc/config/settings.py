@@ -152,7 +152,7 @@ class Settings(
         )
 
     def gateway_options(self) -> GatewayOptions:
-        """Envoy's and its adapter's (samsvc.gateway.launcher)."""
+        """Envoy's and its sidecar's (samsvc.gateway.launcher)."""
         return GatewayOptions(
             rest_host=self.rest_host,
             rest_port=self.rest_port,
@@ -166,8 +166,8 @@ class Settings(
             max_connections=self.gateway_max_connections,
             max_heap_bytes=self.gateway_max_heap_bytes,
             cors_origins=tuple(self.cors_origins),
-            adapter_max_calls=self.gateway_adapter_max_calls,
-            adapter_max_calls_per_key=self.gateway_adapter_max_calls_per_key,
+            sidecar_max_calls=self.gateway_adapter_max_calls,
+            sidecar_max_calls_per_key=self.gateway_adapter_max_calls_per_key,
             tls_cert_file=self.tls_cert_file,
             tls_key_file=self.tls_key_file,
             tls_port=self.tls_port,

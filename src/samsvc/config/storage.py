@@ -49,7 +49,7 @@ class StorageSettings(BaseSettings):
 
     @field_validator("export_dirs", "export_buckets", mode="before")
     @classmethod
-    def _split(cls, value: Any) -> Any:
+    def _split_storage_lists(cls, value: Any) -> Any:
         return split_commas(value)
 
     @field_validator("data_dir", mode="before")

@@ -34,5 +34,5 @@ class WebhookSettings(BaseSettings):
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod
-    def _split(cls, value: Any) -> Any:
+    def _split_webhooks_lists(cls, value: Any) -> Any:
         return split_commas(value)

@@ -1,4 +1,4 @@
-"""How many calls the adapter serves at once, in all and per credential."""
+"""How many calls the sidecar serves at once, in all and per credential."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 
-#: Calls the adapter serves at once, in all and per credential (the rest: 429 at once).
+#: Calls the sidecar serves at once, in all and per credential (the rest: 429 at once).
 DEFAULT_MAX_CALLS = 64
 DEFAULT_MAX_CALLS_PER_KEY = 8
 

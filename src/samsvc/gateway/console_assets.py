@@ -1,4 +1,4 @@
-"""The web console's static files (samsvc/gateway/console/), served by the gateway's adapter
+"""The web console's static files (samsvc/gateway/console/), served by the gateway's sidecar
 at / and /console/NAME: plain HTML, CSS and JavaScript modules written for the browser as
 they are (no build step, no CDN, no npm package). The console speaks only the public REST
 API, like any client."""

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from samsvc.gateway.envoy_routes import (
-    ADAPTER_CLUSTER,
     ADMIN_SERVICE,
     BUFFER,
     GRPC_CLUSTER,
     REWRITE_LUA,
     SERVICE,
+    SIDECAR_CLUSTER,
     TRANSCODER,
     routes,
     typed,
@@ -54,8 +54,8 @@ class GatewayConfig:
     descriptor_set: Path
     grpc_host: str
     grpc_port: int
-    adapter_host: str
-    adapter_port: int
+    sidecar_host: str
+    sidecar_port: int
     rest_host: str = "127.0.0.1"
     rest_port: int = 8000
     admin_port: int = 9901
@@ -69,15 +69,15 @@ class GatewayConfig:
     max_connections: int = 10_000
     max_heap_bytes: int = 1024 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
-    #: Sent to the adapter with every request routed there: it answers only the gateway.
-    adapter_secret: str = ""
+    #: Sent to the sidecar with every request routed there: it answers only the gateway.
+    sidecar_secret: str = ""
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_port: int = 8443
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: HTTP/1 options that pass the adapter's status-line phrases on (Label Studio shows a failed
+#: HTTP/1 options that pass the sidecar's status-line phrases on (Label Studio shows a failed
 #: call's phrase to its user, and nothing else of the answer).
 REASON_PHRASES = {
     "header_key_format": {
@@ -255,7 +255,7 @@ def render(config: GatewayConfig) -> dict[str, Any]:
             "listeners": listeners,
             "clusters": [
                 _cluster(GRPC_CLUSTER, config.grpc_host, config.grpc_port, http2=True),
-                _cluster(ADAPTER_CLUSTER, config.adapter_host, config.adapter_port, http2=False),
+                _cluster(SIDECAR_CLUSTER, config.sidecar_host, config.sidecar_port, http2=False),
             ],
         },
     }
@@ -314,9 +314,9 @@ if __name__ == "__main__":
         descriptor_set=Path("generated/samsvc/v1/descriptor_set.pb"),
         grpc_host="127.0.0.1",
         grpc_port=50051,
-        adapter_host="127.0.0.1",
-        adapter_port=8001,
-        adapter_secret="(made at each start)",  # noqa: S106 (a placeholder: each start makes its own)
+        sidecar_host="127.0.0.1",
+        sidecar_port=8001,
+        sidecar_secret="(made at each start)",  # noqa: S106 (a placeholder: each start makes its own)
     )
     json.dump(render(example), sys.stdout, indent=1)
     sys.stdout.write("\n")

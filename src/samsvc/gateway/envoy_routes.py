@@ -5,7 +5,7 @@ Routing, in order:
 - the open routes (no key needed: / and /console/* for the web console, /docs, /docs/*, /redoc,
   /openapi.json, and health: /health, /api/v1/health, gRPC health and CheckHealth) take no body
   beyond OPEN_BODY_BYTES, so an unauthenticated caller cannot make Envoy buffer anything;
-- the pages, multipart uploads and the label-tool adapters go to the adapter, with the
+- the pages, multipart uploads and the label-tool adapters go to the sidecar, with the
   transcoder off (the transcoder cannot parse multipart, and the tools speak their own
   protocols);
 - everything else is transcoded (or passed through when it already is gRPC) to the gRPC
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 SERVICE = "samsvc.v1.SegmentationService"
 ADMIN_SERVICE = "samsvc.v1.AdminService"
 GRPC_CLUSTER = "samsvc_grpc"
-ADAPTER_CLUSTER = "samsvc_adapter"
+SIDECAR_CLUSTER = "samsvc_sidecar"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 BUFFER = "envoy.filters.http.buffer"
 #: Methods that stream: no route timeout may cut them.
@@ -45,7 +45,7 @@ ADAPTER_PREFIXES = ("/label-studio/", "/cvat/")
 #: Where Label Studio posts its project's events (the webhook it makes for an ML backend, with no
 #: credentials): answered 200 by Envoy itself, the body unread, nothing logged or done.
 LABEL_STUDIO_WEBHOOK = r"^/label-studio/(m/[^/]+/)?webhook/?$"
-#: The header carrying the gateway's secret to the adapter (samsvc.gateway.adapter checks it).
+#: The header carrying the gateway's secret to the sidecar (samsvc.gateway.sidecar checks it).
 GATEWAY_HEADER = "x-samsvc-gateway"
 #: Largest body Envoy takes on a route open without a key (pages and health take none; a few
 #: KiB leave room for clients that send an empty JSON object or form).
@@ -97,14 +97,14 @@ def buffered(limit: int, **more: Any) -> dict[str, Any]:
 
 def _from_gateway(config: GatewayConfig) -> list[dict[str, Any]]:
     """The header with the gateway's secret, added to (or replacing one sent with) every request
-    routed to the adapter: the adapter answers nothing else (samsvc.gateway.adapter)."""
-    header = {"key": GATEWAY_HEADER, "value": config.adapter_secret}
+    routed to the sidecar: the sidecar answers nothing else (samsvc.gateway.sidecar)."""
+    header = {"key": GATEWAY_HEADER, "value": config.sidecar_secret}
     return [{"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
 
 
 def routes(config: GatewayConfig) -> list[dict[str, Any]]:
     timeout = f"{config.request_timeout_s:g}s"
-    to_adapter = {"cluster": ADAPTER_CLUSTER, "timeout": timeout}
+    to_sidecar = {"cluster": SIDECAR_CLUSTER, "timeout": timeout}
     off = {TRANSCODER: disabled()}
     image, batch = config.image_request_bytes, config.batch_request_bytes
     multipart = [
@@ -119,14 +119,14 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
         },
     ]
     table += [
-        {"match": {"path": path}, "route": to_adapter, "typed_per_filter_config": buffered(OPEN_BODY_BYTES, **off)}
+        {"match": {"path": path}, "route": to_sidecar, "typed_per_filter_config": buffered(OPEN_BODY_BYTES, **off)}
         for path in ("/docs", "/redoc", "/openapi.json", "/", "/console")
     ]
     table += [
         *(
             {
                 "match": {"prefix": prefix},
-                "route": to_adapter,
+                "route": to_sidecar,
                 "typed_per_filter_config": buffered(OPEN_BODY_BYTES, **off),
             }
             for prefix in ("/docs/", "/console/")
@@ -149,17 +149,17 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
             for method in HEALTH_GRPC_METHODS
         ),
         *(
-            {"match": {"prefix": prefix}, "route": to_adapter, "typed_per_filter_config": buffered(image, **off)}
+            {"match": {"prefix": prefix}, "route": to_sidecar, "typed_per_filter_config": buffered(image, **off)}
             for prefix in ADAPTER_PREFIXES
         ),
         {
             "match": {"safe_regex": {"regex": "^/(api/v1/)?segment$"}, "headers": multipart},
-            "route": to_adapter,
+            "route": to_sidecar,
             "typed_per_filter_config": buffered(image, **off),
         },
         {
             "match": {"safe_regex": {"regex": "^/(api/v1/)?segment/batch$"}, "headers": multipart},
-            "route": to_adapter,
+            "route": to_sidecar,
             "typed_per_filter_config": buffered(batch, **off),
         },
     ]
@@ -212,6 +212,6 @@ def routes(config: GatewayConfig) -> list[dict[str, Any]]:
         },
     ]
     for route in table:
-        if route.get("route", {}).get("cluster") == ADAPTER_CLUSTER:
+        if route.get("route", {}).get("cluster") == SIDECAR_CLUSTER:
             route["request_headers_to_add"] = _from_gateway(config)
     return table

@@ -1,4 +1,4 @@
-"""gRPC errors as HTTP answers: the status the transcoder would give (so the adapter's routes
+"""gRPC errors as HTTP answers: the status the transcoder would give (so the sidecar's routes
 answer like the transcoded ones), and the label tools' own mapping (a task image its source would
 not give is that source's 4xx or 502, not "samsvc is down"), with the message as the status line's
 phrase: the one text of a failed call Label Studio shows its user."""

@@ -60,7 +60,7 @@ def route(path: str) -> tuple[str, str] | None:
 
 
 class LabelStudioBackend:
-    """The protocol's endpoints over the public gRPC API (blocking; the adapter's threads)."""
+    """The protocol's endpoints over the public gRPC API (blocking; the sidecar's threads)."""
 
     def __init__(
         self,

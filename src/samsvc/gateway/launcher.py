@@ -1,4 +1,4 @@
-"""The gateway as `samsvc serve` and `samsvc gateway` run it: the adapter (multipart and docs)
+"""The gateway as `samsvc serve` and `samsvc gateway` run it: the sidecar (multipart and docs)
 in a thread of this process, and Envoy as a child process in front of a gRPC address."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from samsvc.gateway.adapter import AdapterServer, start_adapter
 from samsvc.gateway.call_limits import CallLimits
 from samsvc.gateway.envoy_config import JSON_OVERHEAD_BYTES, GatewayConfig
 from samsvc.gateway.envoy_process import EnvoyProcess
 from samsvc.gateway.options import GatewayOptions
+from samsvc.gateway.sidecar import SidecarServer, start_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def body_limit(payload_bytes: int) -> int:
 
 @dataclass
 class Gateway:
-    adapter: AdapterServer
+    sidecar: SidecarServer
     envoy: EnvoyProcess
 
     @property
@@ -43,28 +43,28 @@ class Gateway:
 
     def stop(self) -> None:
         self.envoy.stop()
-        self.adapter.shutdown()
-        self.adapter.server_close()
+        self.sidecar.shutdown()
+        self.sidecar.server_close()
 
 
 def start_gateway(options: GatewayOptions, grpc_host: str, grpc_port: int) -> Gateway:
     image, batch = body_limit(options.max_image_bytes), body_limit(options.max_batch_bytes)
     secret = secrets.token_urlsafe(32)  # this Envoy's, in its private config file only
-    adapter, adapter_port = start_adapter(
+    sidecar, sidecar_port = start_sidecar(
         "127.0.0.1",
         f"{grpc_host}:{grpc_port}",
         max(image, batch),
         options.request_timeout_s,
         options.tools,
         gateway_secret=secret,
-        limits=CallLimits(options.adapter_max_calls, options.adapter_max_calls_per_key),
+        limits=CallLimits(options.sidecar_max_calls, options.sidecar_max_calls_per_key),
     )
     config = GatewayConfig(
         descriptor_set=descriptor_set_path(),
         grpc_host=grpc_host,
         grpc_port=grpc_port,
-        adapter_host="127.0.0.1",
-        adapter_port=adapter_port,
+        sidecar_host="127.0.0.1",
+        sidecar_port=sidecar_port,
         rest_host=options.rest_host,
         rest_port=options.rest_port,
         admin_port=options.admin_port,
@@ -77,7 +77,7 @@ def start_gateway(options: GatewayOptions, grpc_host: str, grpc_port: int) -> Ga
         max_connections=options.max_connections,
         max_heap_bytes=options.max_heap_bytes,
         cors_origins=options.cors_origins,
-        adapter_secret=secret,
+        sidecar_secret=secret,
         tls_cert_file=options.tls_cert_file,
         tls_key_file=options.tls_key_file,
         tls_port=options.tls_port,
@@ -85,10 +85,10 @@ def start_gateway(options: GatewayOptions, grpc_host: str, grpc_port: int) -> Ga
     try:
         envoy = EnvoyProcess(config, options.envoy_binary).start()
     except BaseException:
-        adapter.shutdown()
-        adapter.server_close()
+        sidecar.shutdown()
+        sidecar.server_close()
         raise
-    return Gateway(adapter=adapter, envoy=envoy)
+    return Gateway(sidecar=sidecar, envoy=envoy)
 
 
 def banner(grpc_host: str, grpc_port: int, rest_host: str, gateway: Gateway | None) -> str:

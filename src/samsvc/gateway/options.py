@@ -1,5 +1,6 @@
-"""How the gateway runs: Envoy's listener and limits, its adapter's call limits, and what the
-label-tool adapters need (the settings' gateway section, samsvc.config.gateway, hands them over)."""
+"""How the gateway runs: Envoy's listener and limits, its sidecar's call limits (the settings
+GATEWAY_ADAPTER_MAX_CALLS*), and what the label-tool adapters need (the settings' gateway
+section, samsvc.config.gateway, hands them over)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ class GatewayOptions:
     max_connections: int = 10_000
     max_heap_bytes: int = 1024 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
-    adapter_max_calls: int = 64
-    adapter_max_calls_per_key: int = 8
+    sidecar_max_calls: int = 64
+    sidecar_max_calls_per_key: int = 8
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_port: int = 8443

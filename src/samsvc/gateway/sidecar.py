@@ -1,11 +1,11 @@
-"""The small HTTP service behind Envoy for what its transcoder cannot do: the design document's
+"""The sidecar: the small HTTP service behind Envoy for what its transcoder cannot do: the design document's
 multipart/form-data uploads, the documentation pages, and other tools' protocols (Label
 Studio's ML backend, samsvc.gateway.label_studio; CVAT's SAM function, samsvc.gateway.cvat).
 
 A multipart request (its form fields, and its query parameters as further fields) becomes the
 same JSON the transcoder would have received, is parsed into the protobuf request by
 protobuf's own JSON mapping, and is sent to the gRPC service; the answer (or the gRPC error)
-is written back as the transcoder would have written it. The adapter judges nothing itself:
+is written back as the transcoder would have written it. The sidecar judges nothing itself:
 every check happens in the gRPC service.
 
 It answers Envoy only: Envoy adds a secret made at start-up (GATEWAY_HEADER) to every
@@ -59,11 +59,11 @@ FORWARDED_HEADERS = ("x-request-id", "authorization", "x-api-key")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    server: AdapterServer
+    server: SidecarServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("adapter: " + format, *args)
+        log.debug("sidecar: " + format, *args)
 
     def _send(
         self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None, reason: str = ""
@@ -80,7 +80,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the caller left: nobody to answer
             self.close_connection = True
-            log.info("adapter: %s %s: the caller left before its %d answer", self.command, self._route(), status)
+            log.info("sidecar: %s %s: the caller left before its %d answer", self.command, self._route(), status)
 
     def _route(self) -> str:
         return urlsplit(self.path).path
@@ -101,17 +101,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if hmac.compare_digest(given.encode(), self.server.gateway_secret.encode()):
             return True
         self.close_connection = True  # its body, if any, is never read
-        message = "the adapter answers the gateway only: call samsvc through its REST port"
+        message = "the sidecar answers the gateway only: call samsvc through its REST port"
         self._send(
             403,
             to_json(status_pb2.Status(code=grpc.StatusCode.PERMISSION_DENIED.value[0], message=message)),
             "application/json",
         )
-        log.warning("adapter: refused %s %s without the gateway's secret", self.command, urlsplit(self.path).path)
+        log.warning("sidecar: refused %s %s without the gateway's secret", self.command, urlsplit(self.path).path)
         return False
 
     def _bounded(self, serve: Callable[[], None]) -> None:
-        """Serve within the call limits: 429 at once when the adapter (or this credential) has
+        """Serve within the call limits: 429 at once when the sidecar (or this credential) has
         too many calls running. An unexpected error is a JSON 500, its cause in the log."""
         credential = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
         with self.server.limits.hold(credential) as admitted:
@@ -126,7 +126,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             try:
                 serve()
             except Exception:
-                log.exception("adapter: %s %s failed", self.command, urlsplit(self.path).path)
+                log.exception("sidecar: %s %s failed", self.command, urlsplit(self.path).path)
                 self.close_connection = True
                 status = status_pb2.Status(
                     code=grpc.StatusCode.INTERNAL.value[0], message="internal error; the server logged the details"
@@ -184,7 +184,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(body) < length:  # the caller closed before sending it all: nobody to answer
             self.close_connection = True
             log.info(
-                "adapter: %s %s: the caller left after %d of %d bytes", self.command, self._route(), len(body), length
+                "sidecar: %s %s: the caller left after %d of %d bytes", self.command, self._route(), len(body), length
             )
             return None
         return body
@@ -270,7 +270,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, to_json(response), "application/json")
 
 
-class AdapterServer(http.server.ThreadingHTTPServer):
+class SidecarServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
@@ -327,7 +327,7 @@ class AdapterServer(http.server.ThreadingHTTPServer):
         self.channel.close()
 
 
-def start_adapter(
+def start_sidecar(
     host: str,
     grpc_target: str,
     max_body_bytes: int,
@@ -336,10 +336,10 @@ def start_adapter(
     *,
     gateway_secret: str,
     limits: CallLimits | None = None,
-) -> tuple[AdapterServer, int]:
-    """Serve the adapter on a free port in a background thread; returns it and its port."""
-    server = AdapterServer(
+) -> tuple[SidecarServer, int]:
+    """Serve the sidecar on a free port in a background thread; returns it and its port."""
+    server = SidecarServer(
         (host, 0), grpc_target, max_body_bytes, timeout_s, tools, gateway_secret=gateway_secret, limits=limits
     )
-    threading.Thread(target=server.serve_forever, name="samsvc-adapter", daemon=True).start()
+    threading.Thread(target=server.serve_forever, name="samsvc-sidecar", daemon=True).start()
     return server, int(server.server_address[1])
