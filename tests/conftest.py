@@ -127,9 +127,15 @@ def base_settings(models_file: Path, model_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def server(base_settings: Settings) -> Iterator[ServerThread]:
+def server_settings(base_settings: Settings) -> Settings:
+    """The `server` fixture's settings: a module that needs others overrides this fixture only."""
+    return base_settings
+
+
+@pytest.fixture(scope="module")
+def server(server_settings: Settings) -> Iterator[ServerThread]:
     """A real server on a loopback port, shared by a test module."""
-    running = ServerThread(base_settings)
+    running = ServerThread(server_settings)
     yield running
     running.stop()
 

@@ -30,7 +30,7 @@ def test_a_marked_test_is_let_start_it(request: pytest.FixtureRequest, tmp_path:
 
 def test_markers_follow_the_fixtures_and_their_parameters() -> None:
     """The client tests' `target` fixture starts Redis and a worker for its `redis` half only:
-    the embedded half is in the fast loop, the Redis half is not."""
+    the in-process half is in the fast loop, the Redis half is not."""
     import subprocess
     import sys
 
@@ -42,4 +42,6 @@ def test_markers_follow_the_fixtures_and_their_parameters() -> None:
     ).stdout.splitlines()  # fmt: skip
     fast = [line for line in listed if line.startswith("tests/client/test_client.py::")]
     assert not [line for line in fast if "[redis" in line], listed
-    assert len([line for line in fast if "[embedded" in line]) >= 6, "the embedded client tests are in the fast loop"
+    assert len([line for line in fast if "[in_process" in line]) >= 6, (
+        "the in-process client tests are in the fast loop"
+    )

@@ -2,19 +2,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from samsvc.config import Settings
-from tests.support import RedisServer, ServerThread, WorkerProcess
+from tests.support import ServerThread
+from tests.support.stacks import HEALTH_MODES, MODES, job_stack
 from tests.support.starts import starts
 
 
 @dataclass
 class Target:
-    """A running server (embedded mode, or Redis mode with a worker process) to point clients at."""
+    """A running server (in-process mode, or Redis mode with a worker process) to point clients at."""
 
+    #: As CheckHealth reports it: "embedded" (the in-process mode) or "redis".
     mode: str
     server: ServerThread
 
@@ -23,22 +24,10 @@ class Target:
         return self.server.address
 
 
-@starts("redis", "processes", when_param="redis", scope="module", params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", scope="module", params=MODES)
 def target(
     request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Target]:
-    data = tmp_path_factory.mktemp("data")
-    if request.param == "embedded":
-        server = ServerThread(base_settings.model_copy(update={"data_dir": str(data)}))
-        yield Target("embedded", server)
-        server.stop()
-        return
-    redis_dir: Path = tmp_path_factory.mktemp("redis")
-    redis_server = RedisServer(redis_dir)
-    settings = base_settings.model_copy(update={"data_dir": str(data), "redis_url": redis_server.url})
-    worker = WorkerProcess(settings)
-    server = ServerThread(settings)
-    yield Target("redis", server)
-    server.stop()
-    worker.stop()
-    redis_server.stop()
+    settings = base_settings.model_copy(update={"data_dir": str(tmp_path_factory.mktemp("data"))})
+    with job_stack(request.param, settings, tmp_path_factory.mktemp("redis")) as server:
+        yield Target(HEALTH_MODES[request.param], server)

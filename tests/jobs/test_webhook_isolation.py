@@ -21,6 +21,7 @@ from samsvc.validation.webhook_url import WebhookPolicy
 from tests.faults import wait_ended
 from tests.support import RedisServer, ServerThread, WorkerProcess, encode, scene, wait_for
 from tests.support.options import FAST
+from tests.support.stacks import MODES
 from tests.support.starts import starts
 
 POLICY = WebhookPolicy(["127.0.0.1"])
@@ -113,7 +114,7 @@ def test_only_the_start_of_a_huge_answer_is_read() -> None:
         server.server_close()
 
 
-@starts("redis", "processes", when_param="redis", params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", params=MODES)
 def settings(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     settings = base_settings.model_copy(
         update={
@@ -124,7 +125,7 @@ def settings(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: 
             "webhook_max_retries": 0,
         }
     )
-    if request.param == "embedded":
+    if request.param == "in_process":
         yield settings
         return
     redis_server = RedisServer(tmp_path)

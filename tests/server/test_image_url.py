@@ -61,7 +61,7 @@ def files() -> Iterator[Files]:
 
 
 @pytest.fixture(scope="module")
-def server(base_settings: Settings, files: Files) -> Iterator[ServerThread]:
+def server_settings(base_settings: Settings, files: Files) -> Settings:
     settings = base_settings.model_copy(
         update={
             "api_keys": [f"caller:{digest(KEY)}", f"limited:{digest(LIMITED)}:tiny"],
@@ -70,9 +70,7 @@ def server(base_settings: Settings, files: Files) -> Iterator[ServerThread]:
             "label_studio_api_key": SecretStr(TOKEN),
         }
     )
-    running = ServerThread(settings)
-    yield running
-    running.stop()
+    return settings
 
 
 def session(server: ServerThread, url: str, key: str = KEY, model: str = "") -> ipb.ImageSession:

@@ -3,7 +3,6 @@ result cache, over a real channel."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,13 +28,11 @@ RLE = mask_pb2.MASK_FORMAT_RLE
 
 
 @pytest.fixture(scope="module")
-def server(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def server_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = base_settings.model_copy(
         update={"result_cache_ttl_s": 600, "data_dir": str(tmp_path_factory.mktemp("data"))}
     )
-    running = ServerThread(settings)
-    yield running
-    running.stop()
+    return settings
 
 
 def mask_of(mask: mask_pb2.Mask) -> np.ndarray:

@@ -7,7 +7,6 @@ on SAM)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -30,15 +29,13 @@ PERMISSIVE = dict(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh
 
 
 @pytest.fixture(scope="module")
-def server(
+def server_settings(
     base_settings: Settings, sam2_models_file: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerThread]:
+) -> Settings:
     settings = base_settings.model_copy(
         update={"models_file": sam2_models_file, "data_dir": str(tmp_path_factory.mktemp("data"))}
     )
-    running = ServerThread(settings)
-    yield running
-    running.stop()
+    return settings
 
 
 @pytest.fixture(scope="module")

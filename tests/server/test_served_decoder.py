@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,13 +24,11 @@ from tests.support import ServerThread, encode, rich_status, scene
 
 
 @pytest.fixture(scope="module")
-def server(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+def server_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = base_settings.model_copy(
         update={"decoder_dir": tmp_path_factory.mktemp("onnx"), "data_dir": str(tmp_path_factory.mktemp("data"))}
     )
-    running = ServerThread(settings)
-    yield running
-    running.stop()
+    return settings
 
 
 def decoder(

@@ -23,21 +23,20 @@ from samsvc.jobs import failpoints
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import (
-    RedisServer,
     S3Server,
     ServerThread,
-    WorkerProcess,
     encode,
     rich_status,
     scene,
     wait_for,
 )
 from tests.support.options import FAST
+from tests.support.stacks import job_stack
 from tests.support.starts import starts
 
 
 @pytest.fixture(scope="module")
-def server(base_settings: Settings, s3: S3Server) -> Iterator[ServerThread]:
+def server_settings(base_settings: Settings, s3: S3Server) -> Settings:
     settings = base_settings.model_copy(
         update={
             "data_dir": f"s3://{s3.bucket}/data",
@@ -48,9 +47,7 @@ def server(base_settings: Settings, s3: S3Server) -> Iterator[ServerThread]:
             "job_max_backoff_ms": 400,
         }
     )
-    running = ServerThread(settings)
-    yield running
-    running.stop()
+    return settings
 
 
 @starts("redis", "processes", scope="module")
@@ -58,18 +55,9 @@ def redis_mode(
     base_settings: Settings, s3: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     """The Redis runtime: a real `samsvc worker` process reads the images from the bucket."""
-    redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
-    settings = base_settings.model_copy(
-        update={"data_dir": f"s3://{s3.bucket}/redis-mode", "s3_endpoint_url": s3.url, "redis_url": redis_server.url}
-    )
-    worker = WorkerProcess(settings)
-    running = ServerThread(settings)
-    try:
+    settings = base_settings.model_copy(update={"data_dir": f"s3://{s3.bucket}/redis-mode", "s3_endpoint_url": s3.url})
+    with job_stack("redis", settings, tmp_path_factory.mktemp("redis")) as running:
         yield running
-    finally:
-        running.stop()
-        worker.stop()
-        redis_server.stop()
 
 
 def images(count: int) -> list[bytes]:

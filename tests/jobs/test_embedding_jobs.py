@@ -15,14 +15,15 @@ from samsvc.server.auth import digest, new_key
 from samsvc.v1 import interactive_pb2 as ipb
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
-from tests.support import RedisServer, ServerThread, WorkerProcess, encode, rich_status, scene
+from tests.support import ServerThread, encode, rich_status, scene
+from tests.support.stacks import MODES, job_stack
 from tests.support.starts import starts
 
 ALICE, BOB = new_key(), new_key()
 A, B = [("x-api-key", ALICE)], [("x-api-key", BOB)]
 
 
-@starts("redis", "processes", when_param="redis", scope="module", params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", scope="module", params=MODES)
 def server(
     request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
@@ -32,21 +33,8 @@ def server(
             "api_keys": [f"alice:{digest(ALICE)}", f"bob:{digest(BOB)}"],
         }
     )
-    if request.param == "embedded":
-        running = ServerThread(settings)
+    with job_stack(request.param, settings, tmp_path_factory.mktemp("redis")) as running:
         yield running
-        running.stop()
-        return
-    redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
-    settings = settings.model_copy(update={"redis_url": redis_server.url})
-    worker = WorkerProcess(settings)
-    running = ServerThread(settings)
-    try:
-        yield running
-    finally:
-        running.stop()
-        worker.stop()
-        redis_server.stop()
 
 
 def test_an_embedding_job_keeps_each_images_embedding(server: ServerThread) -> None:

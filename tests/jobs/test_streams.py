@@ -17,14 +17,15 @@ from samsvc.config import Settings
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
-from tests.support import RedisServer, ServerThread, encode, rich_status, scene, wait_for
+from tests.support import ServerThread, encode, rich_status, scene, wait_for
+from tests.support.stacks import MODES, job_stack
 from tests.support.starts import starts
 
 ALICE, BOB = new_key(), new_key()
 STREAMS = 200
 
 
-@starts("redis", when_param="redis", params=["embedded", "redis"])
+@starts("redis", when_param="redis", params=MODES)
 def server(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: Path) -> Iterator[ServerThread]:
     settings = base_settings.model_copy(
         update={
@@ -35,15 +36,8 @@ def server(request: pytest.FixtureRequest, base_settings: Settings, tmp_path: Pa
             "worker_threads": 1,
         }
     )
-    redis_server = None
-    if request.param == "redis":
-        redis_server = RedisServer(tmp_path)
-        settings = settings.model_copy(update={"redis_url": redis_server.url})
-    running = ServerThread(settings)
-    yield running
-    running.stop()
-    if redis_server is not None:
-        redis_server.stop()
+    with job_stack(request.param, settings, tmp_path, worker=False) as running:
+        yield running
 
 
 def as_(key: str) -> list[tuple[str, str]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -44,7 +43,7 @@ def export_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(base_settings: Settings, s3: S3Server, export_root: Path) -> Iterator[ServerThread]:
+def server_settings(base_settings: Settings, s3: S3Server, export_root: Path) -> Settings:
     settings = base_settings.model_copy(
         update={
             "s3_endpoint_url": s3.url,
@@ -52,9 +51,7 @@ def server(base_settings: Settings, s3: S3Server, export_root: Path) -> Iterator
             "export_buckets": [f"{s3.bucket}/exports", f"{s3.bucket}/sdk", "no-such-bucket-here"],
         }
     )
-    running = ServerThread(settings)
-    yield running
-    running.stop()
+    return settings
 
 
 def run_batch(

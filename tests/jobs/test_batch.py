@@ -17,23 +17,22 @@ from samsvc.config import Settings
 from samsvc.v1 import job_pb2
 from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import (
-    RedisServer,
     ServerThread,
     WebhookReceiver,
-    WorkerProcess,
     encode,
     rich_status,
     scene,
     wait_for,
 )
 from tests.support.options import FAST
+from tests.support.stacks import MODES, job_stack
 from tests.support.starts import starts
 
 WEBHOOK_SECRET = "test-webhook-secret"
 SLOW = pb.SegmentOptions(points_per_side=6, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 
-@starts("redis", "processes", when_param="redis", scope="module", params=["embedded", "redis"])
+@starts("redis", "processes", when_param="redis", scope="module", params=MODES)
 def batch_server(
     request: pytest.FixtureRequest, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
@@ -47,21 +46,9 @@ def batch_server(
             "job_min_backoff_ms": 30_000,
         }
     )
-    if request.param == "embedded":
-        running = ServerThread(base_settings.model_copy(update={"data_dir": str(data_dir)}))
+    settings = base_settings.model_copy(update={"data_dir": str(data_dir)})
+    with job_stack(request.param, settings, tmp_path_factory.mktemp("redis")) as running:
         yield running
-        running.stop()
-        return
-    redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
-    settings = base_settings.model_copy(update={"data_dir": str(data_dir), "redis_url": redis_server.url})
-    worker = WorkerProcess(settings)
-    running = ServerThread(settings)
-    try:
-        yield running
-    finally:
-        running.stop()
-        worker.stop()
-        redis_server.stop()
 
 
 def images(count: int, *, size: tuple[int, int] = (64, 48)) -> list[bytes]:
