@@ -70,8 +70,9 @@ def masks_to_rles(masks: torch.Tensor) -> list[dict[str, Any]]:
     return out
 
 
-#: Masks upsampled at a time on a CPU (per mask, so the answer does not depend on it): 12 masks
-#: of a 512 x 384 image took 79 ms at once and 19 ms 4 at a time on this project's 2-core CPUs.
+#: Masks upsampled at a time on a CPU (per mask, so the answer does not depend on it). 16 masks
+#: of a 1000 x 872 photo on this project's 2-core CPUs (`uv run python -m bench.cpu_defaults`,
+#: 2026-12): 1 to 4 at a time within 6% of one another (4: 46 ms), 8 to 16 at once 1.06-1.32x.
 DEFAULT_CPU_UPSAMPLE_GROUP = 4
 
 
@@ -147,11 +148,14 @@ class UnsharedMaskData(MaskData):  # type: ignore[misc]
 
 
 #: Prompts per decoder pass on a CPU. After the decoder's first layer every prompt carries its
-#: own copy of the image tokens (4096 x 256 floats), so the work is memory-bound: a few prompts
-#: at a time stay in cache: 2 to 4 per pass ran fastest on this project's 2-core CPUs, 64 and 1
-#: slowest. On a GPU the request's points_per_batch is kept.
+#: own copy of the image tokens (4096 x 256 floats), so the work is memory-bound and a few prompts
+#: at a time stay in cache. A whole 16 x 16 grid on a 1000 x 872 photo on this project's 2-core
+#: CPUs (`uv run python -m bench.cpu_defaults --only prompt_batch`, three runs, 2026-12): 2 and 4
+#: per pass at the bottom (4.7-5.5 s; 2 took 0.87x, 0.91x and 1.04x of 4's time), 8 1.06x, 16
+#: and 64 per pass 1.0-1.2x, 1 per pass 1.3x of 2's.
+#: On a GPU the request's points_per_batch is kept.
 #: Masks and their order do not depend on it: every step is per mask until the final NMS.
-DEFAULT_CPU_PROMPT_BATCH = 4
+DEFAULT_CPU_PROMPT_BATCH = 2
 
 
 class FastMaskGenerator:

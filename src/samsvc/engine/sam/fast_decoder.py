@@ -246,8 +246,9 @@ def _upscaled_masks(layers: list[Any], keys: Tensor, hyper_in: Tensor) -> Tensor
 
 
 #: Image tokens upscaled at a time on a CPU (each becomes 16 low-resolution mask pixels): 512
-#: keeps a chunk's intermediates near 1.5 MiB; the whole upscaling of 4 prompts ran 4.5x faster
-#: in chunks of 512 than at once on this project's 2-core CPUs, 256 to 1024 within 10%.
+#: keeps a chunk's intermediates near 1.5 MiB. The upscaling of 4 prompts on this project's 2-core
+#: CPUs (`uv run python -m bench.cpu_defaults --only upscale_chunk`, 2026-12): 256 to 2048 within
+#: 13% of one another (512: 37 ms, 1024-2048: 0.93x of it), all 4096 at once 1.08x, 128 1.53x.
 #: The results are the same numbers: every step is per pixel.
 DEFAULT_UPSCALE_CHUNK = 512
 
