@@ -8,7 +8,7 @@ A real `samsvc serve` on free ports with API keys, a tiny random-weight checkpoi
 gateway timeouts so that slow attacks end quickly. For each attack it prints how fast it was
 refused (median and worst of `--rounds` tries, or of the attack's own count) and the memory of
 the server process (resident) and of Envoy (its heap, from its admin interface) before and
-after. Writes bench/results_abuse.json and the README table.
+after. Writes bench/results_abuse.json and the table on docs/operations/observability.md.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from samsvc.v1 import segmentation_service_pb2 as pb
 from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
 from tests.support import ServeProcess, closed_by_peer, encode, free_port, raw_request, scene, wait_for
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs/operations/observability.md"
 KEY, LIMITED = new_key(), new_key()
 LIMITS = {
     "max_inferences_per_key": 2,
@@ -278,9 +278,9 @@ def main() -> int:
             f"{row['after']['server_rss_mib']:.0f} MiB | {row['before']['envoy_heap_mib']:.1f} -> "
             f"{row['after']['envoy_heap_mib']:.1f} MiB |"
         )
-    text = README.read_text()
+    text = PAGE.read_text()
     block = "<!-- abuse:start -->\n" + "\n".join(table) + "\n<!-- abuse:end -->"
-    README.write_text(re.sub(r"<!-- abuse:start -->.*?<!-- abuse:end -->", lambda _: block, text, flags=re.DOTALL))
+    PAGE.write_text(re.sub(r"<!-- abuse:start -->.*?<!-- abuse:end -->", lambda _: block, text, flags=re.DOTALL))
     print("\n".join(table))
     return 0
 

@@ -40,7 +40,7 @@ from samsvc.v1 import segmentation_service_pb2_grpc as pb_grpc
 from tests.support import RedisServer, ServeProcess, WorkerProcess, encode, scene
 
 FINAL = (job_pb2.JOB_STATUS_COMPLETED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED)
-#: The reconciler acts within seconds (the defaults are minutes: see the README).
+#: The reconciler acts within seconds (the defaults are minutes: see the configuration reference).
 RECOVERY = {
     "broker_heartbeat_timeout_ms": 5000,
     "broker_maintenance_chance": 100_000,

@@ -1,6 +1,6 @@
 """Click latency with the image's embedding already computed: one point, one mask, PNG.
 
-    uv run python -m bench.click_latency [--clicks 120] [--rounds 6] [--size 1024x768] [--no-readme]
+    uv run python -m bench.click_latency [--clicks 120] [--rounds 6] [--size 1024x768] [--no-write]
 
 Starts `samsvc serve` (embedded mode, its own process, with Envoy) on loopback with a tiny
 random-weight SAM (the
@@ -16,8 +16,8 @@ a new random point:
 - in-process SamPredictor.predict on the same embedding (segment-anything's own decoder), for
   reference.
 Prints p50/p90 in milliseconds and the service's ratio to the in-process reference, writes them
-to bench/results_click_latency.json and the table under "Click latency" in README.md (neither
-with --no-readme). Every service answer is checked to have reused the embedding (no encoder
+to bench/results_click_latency.json and the table under "Click latency" in docs/guides/interactive.md (neither
+with --no-write). Every service answer is checked to have reused the embedding (no encoder
 run); the Segment result cache plays no part in prompts.
 """
 
@@ -105,9 +105,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="blocks of clicks the calls take turns on")
     parser.add_argument("--size", default="1024x768", help="image width x height")
     parser.add_argument(
-        "--no-readme",
+        "--no-write",
         action="store_true",
-        help="print only: leave README.md's table and bench/results_click_latency.json as they are",
+        help="print only: leave docs/guides/interactive.md's table and bench/results_click_latency.json as they are",
     )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
@@ -243,17 +243,17 @@ def main() -> int:
         / results["onnx_reference_fp32"]["p50_ms"],
     }
     print(json.dumps(report, indent=2))
-    table = readme_table(report)
+    table = page_table(report)
     print("\n" + table, file=sys.stderr)
-    if not args.no_readme:
+    if not args.no_write:
         (ROOT / "bench" / "results_click_latency.json").write_text(
             json.dumps(report, indent=2) + "\n", encoding="utf-8"
         )
-        readme = ROOT / "README.md"
-        text = readme.read_text(encoding="utf-8")
+        page = ROOT / "docs" / "guides" / "interactive.md"
+        text = page.read_text(encoding="utf-8")
         head, _, rest = text.partition(START)
         _, _, tail = rest.partition(END)
-        readme.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
+        page.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
     return 0
 
 
@@ -273,7 +273,7 @@ LABELS = {
 }
 
 
-def readme_table(report: dict[str, Any]) -> str:
+def page_table(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
         f"Measured by `uv run python -m bench.click_latency` on {machine['cpus']} CPUs ({machine['cpu']}), torch "

@@ -10,7 +10,7 @@
 (d) prompts: the first prompt on an image (encoder) / each of the 2nd..10th (cached embedding)
 (e) mask encodings: bytes and seconds for PNG, RLE and polygons of one mask set
 
-Writes bench/results.json and the table between the benchmark markers in README.md.
+Writes bench/results.json and the table between the benchmark markers in docs/development/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -197,12 +197,12 @@ def main() -> int:
 
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = render(results)
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
+    page = ROOT / "docs" / "development" / "benchmarks.md"
+    text = page.read_text(encoding="utf-8")
     if START in text and END in text:
         head, rest = text.split(START, 1)
         _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
+        page.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
     print(table)
     return 0
 

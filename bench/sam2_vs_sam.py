@@ -8,7 +8,7 @@ mask (thresholds 0, box NMS 1.0) for both.
     uv run python -m bench.sam2_vs_sam [--size 1024x768] [--rounds 3] [--clicks 30] [--points-per-side 8]
 
 Prints JSON and a table, writes bench/results_sam2_vs_sam.json and the table under "SAM 2.1
-against SAM" in README.md. No cache plays a part: each encoder run is a fresh computation.
+against SAM" in docs/guides/sam2.md. No cache plays a part: each encoder run is a fresh computation.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clicks", type=int, default=30)
     parser.add_argument("--points-per-side", type=int, default=8)
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md's table as it is")
+    parser.add_argument("--no-write", action="store_true", help="leave docs/guides/sam2.md's table as it is")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -123,18 +123,18 @@ def main() -> int:
     }
     print(json.dumps(report, indent=2))
     (ROOT / "bench" / "results_sam2_vs_sam.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    table = readme_table(report)
+    table = page_table(report)
     print("\n" + table, file=sys.stderr)
-    if not args.no_readme and device.type == "cpu":
-        readme = ROOT / "README.md"
-        text = readme.read_text(encoding="utf-8")
+    if not args.no_write and device.type == "cpu":
+        page = ROOT / "docs" / "guides" / "sam2.md"
+        text = page.read_text(encoding="utf-8")
         head, _, rest = text.partition(START)
         _, _, tail = rest.partition(END)
-        readme.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
+        page.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
     return 0
 
 
-def readme_table(report: dict[str, Any]) -> str:
+def page_table(report: dict[str, Any]) -> str:
     machine, (sam, sam2), ratios = report["machine"], report["runs"], report["ratios_vit_b_over_sam2_tiny"]
     where = machine["gpu"] or f"{machine['cpus']} CPU threads ({machine['cpu']})"
     lines = [

@@ -1,7 +1,7 @@
 """The whole Segment call, as a user meets it, against segment-anything's generator in process.
 
     uv run python -m bench.segment_end_to_end [--size 512x384] [--rounds 1]
-        [--settings 64:0.90:0.92,32:0.88:0.95,8:0.88:0.95] [--models tiny,discs] [--no-readme]
+        [--settings 64:0.90:0.92,32:0.88:0.95,8:0.88:0.95] [--models tiny,discs] [--no-write]
 
 Starts a server and Envoy on loopback (result cache off: every answer is checked not to be a
 hit) with two models: `tiny`, random weights (its masks rarely pass the default thresholds, so
@@ -18,7 +18,7 @@ scores within 1e-4. Then it profiles one service-equivalent run in process, spli
 decode, encoder, decoder (transformer and upscaling), post-processing (filters, NMS, RLE), mask
 encoding (PNG) and serialization (protobuf; JSON for REST), and prints the engine-only ratio
 beside the end-to-end ones. Results go to bench/results_segment_end_to_end.json and the table
-under "End to end" in README.md.
+under "End to end" in docs/development/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from samsvc.v1 import segmentation_service_pb2 as pb
 from tests.support import ServerThread, encode, scene
 
 RESULTS = Path(__file__).with_name("results_segment_end_to_end.json")
-README = Path(__file__).parent.parent / "README.md"
+PAGE = Path(__file__).parent.parent / "docs/development/benchmarks.md"
 
 
 def parse_settings(text: str) -> list[tuple[int, float, float]]:
@@ -164,7 +164,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--settings", default="64:0.90:0.92,32:0.88:0.95,8:0.88:0.95")
     parser.add_argument("--models", default="tiny,discs")
-    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     data = encode(scene(width, height, seed=5), "JPEG", quality=92)
@@ -209,12 +209,12 @@ def main() -> int:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = render(report)
     print(table)
-    if not args.no_readme:
-        text = README.read_text(encoding="utf-8")
+    if not args.no_write:
+        text = PAGE.read_text(encoding="utf-8")
         start, end = "<!-- end_to_end:start -->", "<!-- end_to_end:end -->"
         if start in text and end in text:
             before, rest = text.split(start, 1)
-            README.write_text(before + start + "\n" + table + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+            PAGE.write_text(before + start + "\n" + table + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
     return 0
 
 

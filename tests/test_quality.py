@@ -55,12 +55,3 @@ def test_no_source_file_outgrows_one_job() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_SOURCE_LINES
     }
     assert not long, f"split these (over {MAX_SOURCE_LINES} lines): {long}"
-
-
-def test_every_setting_has_a_row_in_the_readme_table() -> None:
-    from samsvc.config import Settings
-
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in table]
-    assert not missing, f"document these in the README's configuration table: {missing}"

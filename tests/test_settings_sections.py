@@ -9,30 +9,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from pydantic_settings import BaseSettings
 
 from samsvc.config import Settings
-from samsvc.config.auth import AuthSettings
-from samsvc.config.caching import CacheSettings
-from samsvc.config.gateway import GatewaySettings
-from samsvc.config.jobs import JobSettings
-from samsvc.config.limits import LimitSettings
-from samsvc.config.models import ModelSettings
-from samsvc.config.process import ProcessSettings
-from samsvc.config.storage import StorageSettings
-from samsvc.config.webhooks import WebhookSettings
+from samsvc.config.settings import SECTIONS
 
-SECTIONS: list[type[BaseSettings]] = [
-    ProcessSettings,
-    ModelSettings,
-    LimitSettings,
-    CacheSettings,
-    AuthSettings,
-    StorageSettings,
-    JobSettings,
-    WebhookSettings,
-    GatewaySettings,
-]
 SRC = Path(__file__).resolve().parents[1] / "src" / "samsvc"
 #: The modules that read the settings object: the process entry points and the server's wiring.
 READERS = {

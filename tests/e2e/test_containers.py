@@ -74,13 +74,13 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     assert "--appendonly yes --appendfsync always --requirepass" in services["redis"]["command"][-1]
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
-    # The README's step: a Redis password in secrets/redis_password, read by Redis and the services.
+    # The deployment page's step: a Redis password in secrets/redis_password, read by Redis and the services.
     password_file = tmp_path / "secrets" / "redis_password"
     password_file.parent.mkdir()
     password_file.write_text(secrets.token_hex(32) + "\n")
     redis_server = RedisServer(redis_dir, password=password_file.read_text().strip())
     grpc_port, rest_port, api_metrics, worker_metrics = free_port(), free_port(), free_port(), free_port()
-    # The README's step: make a key; only its digest goes into the file the api reads.
+    # The deployment page's step: make a key; only its digest goes into the file the api reads.
     keys_file = tmp_path / "secrets" / "api_keys"
     created = subprocess.run(
         [sys.executable, "-m", "samsvc.cli", "keys", "create", "me", "--file", str(keys_file)],
@@ -93,7 +93,7 @@ def test_compose_commands_run_together_as_processes(base_settings: Settings, tmp
     assert compose["secrets"]["api_keys"]["file"] == "./secrets/api_keys"
     assert compose["secrets"]["redis_password"]["file"] == "./secrets/redis_password"
     for empty in ("admin_jwt_key", "label_studio_api_key", "webhook_secret", "aws_credentials"):
-        (tmp_path / "secrets" / empty).touch()  # the README's step: an empty file, its feature off
+        (tmp_path / "secrets" / empty).touch()  # the deployment page's step: an empty file, its feature off
     local = {
         **{f"/run/secrets/{name}": str(tmp_path / "secrets" / name) for name in compose["secrets"]},
         "/run/secrets/api_keys": str(keys_file),

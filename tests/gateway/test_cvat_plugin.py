@@ -4,7 +4,7 @@
   frames above samsvc's limits included;
 - CVAT's browser plugin (a port of its worker and of index.tsx's input building and mask
   handling, tests/gateway/cvat_plugin) running samsvc's CVAT decoder (`decoder.onnx`, fetched
-  with the README's curl) in headless Chromium with onnxruntime-web from npm (pinned);
+  with the CVAT page's curl) in headless Chromium with onnxruntime-web from npm (pinned);
 - clicks, negative clicks, a box, box then click, mask chaining through `low_res_masks`, on
   non-square frames; each mask compared with the same decoder run by onnxruntime in Python and
   with samsvc's own SegmentPrompts answer for the same prompt.
@@ -136,7 +136,7 @@ def cvat(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     server = ServerThread(settings)
     gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
     base = f"http://127.0.0.1:{gateway.rest_port}"
-    # The README's step: the decoder, with the key, to replace /assets/decoder.onnx of cvat_ui.
+    # The CVAT page's step: the decoder, with the key, to replace /assets/decoder.onnx of cvat_ui.
     status, _, decoder = call(
         f"{base}/api/v1/models/disc/decoder.onnx?graph=DECODER_GRAPH_CVAT", headers={"Authorization": f"Bearer {KEY}"}
     )

@@ -1,5 +1,5 @@
 """samsvc as the ML backend of a real Label Studio 1.23 server (PyPI `label-studio`, its own
-virtual environment, tests/gateway/label_studio), set up as the README says: the backend
+virtual environment, tests/gateway/label_studio), set up as docs/integrations/label-studio.md says: the backend
 connected with basic authentication (the password a samsvc API key), interactive clicks and
 boxes through Label Studio's own `interactive-annotating` endpoint, images uploaded to Label
 Studio and read back with its legacy token and with a personal access token, brush and polygon
@@ -252,7 +252,7 @@ def test_label_studios_webhook_is_accepted_unread(studio: LabelStudio, samsvc: S
 
 @pytest.mark.processes
 def test_label_studio_refuses_samsvc_on_loopback_without_the_readme_settings(tmp_path: Path, samsvc: Samsvc) -> None:
-    """Why the README gives ML_BLOCK_LOCAL_IP=false: with Label Studio's defaults a backend on a
+    """Why the Label Studio page gives ML_BLOCK_LOCAL_IP=false: with Label Studio's defaults a backend on a
     loopback or private address is refused when it is added."""
     strict = LabelStudio(tmp_path, ML_BLOCK_LOCAL_IP="true", SSRF_PROTECTION_ENABLED="true")
     try:

@@ -1,7 +1,7 @@
 """No accepted image is lost in the embedded mode either: the same lifecycle (ledger, store
 retries, reconciler) with the in-process worker and the memory store, faults injected through
 failpoints and the store. (What the embedded mode cannot survive is its own process stopping:
-its jobs live in memory, as the README says.)"""
+its jobs live in memory, as the batch jobs guide says.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The gateway's section of the settings (Envoy, its adapter and the label tools it speaks to):
-fields of samsvc.config.settings.Settings, declared here to keep each file to one concern."""
+"""The gateway: Envoy, its sidecar (multipart uploads, pages, the label-tool adapters) and the
+label tools it speaks to. Fields of samsvc.config.settings.Settings (each an environment
+variable in upper case)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from samsvc.config.fields import split_commas
 
 
 class GatewaySettings(BaseSettings):
-    """Envoy, its adapter, and Label Studio's side of the label-tool adapters."""
+    """Envoy, its sidecar, and Label Studio's side of the label-tool adapters."""
 
     gateway: bool = Field(True, description="Start Envoy (REST/JSON, docs) with `samsvc serve`.")
     rest_host: str = Field("127.0.0.1", description="Address Envoy's REST/gRPC listener binds.")

@@ -54,7 +54,10 @@ class JobSettings(BaseSettings):
         0,
         ge=0,
         le=1024,
-        description="Torch CPU threads per worker thread and server lane 0; 0: CPUs / (processes x threads), all.",
+        description=(
+            "Torch CPU threads of each worker thread and of the server's inference lane 0; 0: CPUs / "
+            "(processes x threads) for workers, all the CPUs for the server's lane 0."
+        ),
     )
     worker_poll_ms: int = Field(
         200, ge=10, le=10_000, description="Longest pause of an idle worker between looks at its queues (ms)."

@@ -30,7 +30,15 @@ class LimitSettings(BaseSettings):
         DEFAULT_MAX_BATCH_BYTES, ge=1, description="Largest batch request in bytes (all images together)."
     )
     max_workers: int = Field(
-        2, ge=1, le=256, description="Inference slots per process; a request takes one per PROMPTS_PER_SLOT prompts."
+        2,
+        ge=1,
+        le=256,
+        description=(
+            "Inference slots per process; a request takes one per PROMPTS_PER_SLOT prompts (at most all). Each slot "
+            "is a thread (lane) of the inference pool, plus one per WORKER_THREADS in the in-process mode: a call "
+            "runs on the lowest idle lane, lane 0 with TORCH_THREADS torch threads and the others single-threaded, "
+            "so torch's thread teams never outnumber the CPUs."
+        ),
     )
     max_prompts_per_image: int = Field(
         16_384,

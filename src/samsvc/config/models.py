@@ -45,7 +45,7 @@ class ModelSettings(BaseSettings):
     amg_engine: Literal["reference", "fast"] = Field(
         "fast",
         description=(
-            "Mask generation: samsvc's engine (segment-anything's masks, faster; see the README's benchmarks) "
+            "Mask generation: samsvc's engine (segment-anything's masks, faster; see the benchmarks page) "
             "or segment-anything's own generator, bit for bit."
         ),
     )

@@ -20,8 +20,13 @@ class ProcessSettings(BaseSettings):
         0.0, ge=0, description="Seconds health reports NOT_SERVING before the server stops taking requests."
     )
     log_level: str = Field("INFO", description="Logging level.")
-    log_format: Literal["json", "text"] = Field("json", description="Log lines as JSON objects, or as text.")
-    metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus metrics endpoint.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines as JSON objects (ts, level, logger, message, request_id, ...), or as text."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the Prometheus metrics endpoint (served by the process itself, not through Envoy).",
+    )
     metrics_port: int = Field(
         9464, ge=-1, le=65535, description="Port of the Prometheus metrics endpoint; 0 picks one, -1 turns it off."
     )

@@ -33,6 +33,20 @@ from samsvc.server.options import ServiceOptions
 SecretName = Literal["admin_jwt_key", "label_studio_api_key", "webhook_secret"]
 
 
+#: The sections in the order the configuration reference lists them.
+SECTIONS = [
+    ProcessSettings,
+    ModelSettings,
+    LimitSettings,
+    CacheSettings,
+    AuthSettings,
+    StorageSettings,
+    JobSettings,
+    WebhookSettings,
+    GatewaySettings,
+]
+
+
 class Settings(
     GatewaySettings,
     WebhookSettings,

@@ -1,7 +1,7 @@
 """A real Label Studio server for the integration tests: PyPI `label-studio` (pinned in
 requirements.txt) in a virtual environment of its own (made once, by .ci/run or by the first test
 that needs it), started on a free loopback port with a fresh data folder and the settings the
-README gives, stopped with its whole process group."""
+docs/integrations/label-studio.md gives, stopped with its whole process group."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class LabelStudio:
         self.log = (data_dir / "label-studio.log").open("w")
         environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "VIRTUAL_ENV"))},
-            # The README's settings for an ML backend on a loopback or private address.
+            # The settings docs/integrations/label-studio.md gives for a backend on a loopback or private address.
             "ML_BLOCK_LOCAL_IP": "false",
             "SSRF_PROTECTION_ENABLED": "false",
             "COLLECT_ANALYTICS": "false",
