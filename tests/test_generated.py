@@ -67,3 +67,24 @@ def test_openapi_document_is_valid_and_covers_every_route() -> None:
     assert "/api/v1/admin/models/{name}:unload" in spec["paths"]
     assert "/api/v1/segment/batch" in spec["paths"] and "/api/v1/jobs/{job_id}/events" in spec["paths"]
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+
+
+def test_openapi_path_variables_are_plain_names() -> None:
+    """The embedding routes once named their variables `job_image.job_id`: legal OpenAPI, but a
+    fuzzer (schemathesis) fills templates with str.format, read the dot as an attribute and
+    called the document a Schema Error. Every variable is a plain name declared once."""
+    import json
+    import re
+    import string
+
+    spec = json.loads((ROOT / "generated" / "samsvc" / "v1" / "openapi.json").read_text())
+    embedding = "/api/v1/jobs/{job_image_job_id}/images/{job_image_index}/embedding"
+    assert embedding in spec["paths"] and embedding + ":raw" in spec["paths"]
+    for path, operations in spec["paths"].items():
+        names = re.findall(r"\{([^}]*)\}", path)
+        assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) for name in names), path
+        filled = string.Formatter().vformat(path, (), {name: "x" for name in names})
+        assert "{" not in filled, path
+        for operation in operations.values():
+            declared = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            assert sorted(declared) == sorted(names), path

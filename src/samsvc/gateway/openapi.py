@@ -176,6 +176,30 @@ def _bindings(rule: http_pb2.HttpRule) -> list[tuple[str, str, str]]:
     return found
 
 
+def path_parameter(field_path: str) -> str:
+    """The name a path variable gets in the document: a nested field's path with `_` for `.`
+    (`job_image.job_id` -> `job_image_job_id`). The URL is the same; a dotted name is legal
+    OpenAPI, but tools that fill templates with Python's str.format (fuzzers, some generators)
+    read the dot as an attribute and fail on the document."""
+    return field_path.replace(".", "_")
+
+
+def _path_description(index: _Index, message: str, field_path: str) -> str:
+    """The comment of the (possibly nested) field a path variable fills, naming the field."""
+    owner, *parts = [message, *field_path.split(".")]
+    comment = ""
+    for depth, part in enumerate(parts):
+        comment = index.comments.get((owner, part), "")
+        if depth < len(parts) - 1:
+            field = next((f for f in index.messages[owner].field if f.name == part), None)
+            if field is None or not field.type_name:
+                break
+            owner = field.type_name
+    if "." not in field_path:
+        return comment
+    return f"The request's `{field_path}`. {comment}".strip()
+
+
 def build_openapi(descriptor_set: bytes, services: list[str], title: str = "samsvc") -> dict[str, Any]:
     """The OpenAPI document for `services` (full names) in a serialized FileDescriptorSet."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
@@ -210,7 +234,7 @@ def build_openapi(descriptor_set: bytes, services: list[str], title: str = "sams
                 rule = method.options.Extensions[annotations_pb2.http]
                 for verb, template, body in _bindings(rule):
                     operation = _operation(builder, index, full, method, verb, template, body, error_responses)
-                    path = _TEMPLATE_VARIABLE.sub(lambda m: "{" + m.group(1) + "}", template)
+                    path = _TEMPLATE_VARIABLE.sub(lambda m: "{" + path_parameter(m.group(1)) + "}", template)
                     paths.setdefault(path, {})[verb] = operation
     return {
         "openapi": "3.0.3",
@@ -255,8 +279,8 @@ def _operation(
     request = index.messages[method.input_type]
     path_fields = [m.group(1) for m in _TEMPLATE_VARIABLE.finditer(template)]
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-         "description": index.comments.get((method.input_type, name), "")}
+        {"name": path_parameter(name), "in": "path", "required": True, "schema": {"type": "string"},
+         "description": _path_description(index, method.input_type, name)}
         for name in path_fields
     ]  # fmt: skip
     operation: dict[str, Any] = {
