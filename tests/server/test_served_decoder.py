@@ -59,6 +59,10 @@ def onnx_masks(
     return masks[0, 0] > 0.0, float(scores[0, 0])
 
 
+#: The int8 decoder's agreement with SegmentPrompts that the docs promise (float32: 0.99).
+INT8_MIN_IOU = 0.95
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
@@ -108,6 +112,9 @@ def test_the_onnx_decoder_gives_segment_prompts_masks(
     assert len(q_data) < len(data) / 2 and q_headers["x-samsvc-quantization"] == "int8"
     q_mask, _ = onnx_masks(quantized, embedding, points)
     assert q_mask.shape == theirs.shape
+    # int8 trades agreement for size: 0.97-0.996 on these clicks (0.96 the worst seen on held-out
+    # ones), which the docs state instead of the float32 graphs' figure.
+    assert iou(q_mask, theirs) >= INT8_MIN_IOU
 
 
 def test_decoder_info_describes_the_served_file(server: ServerThread) -> None:
