@@ -39,6 +39,16 @@ def test_the_configuration_reference_is_the_settings_own() -> None:
     assert all(f"| `{name.upper()}` |" in page for name in Settings.model_fields)
 
 
+def test_the_error_reference_lists_what_the_code_raises() -> None:
+    check = subprocess.run(
+        [sys.executable, "scripts/docs_errors.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    page = (ROOT / "docs" / "reference" / "errors.md").read_text(encoding="utf-8")
+    for reason in ("IMAGE_TOO_LARGE", "TOO_MANY_STREAMS", "NOT_AN_EMBEDDING_JOB", "IMAGE_URL_FORBIDDEN", "INTERNAL"):
+        assert f"| `{reason}` |" in page, reason
+
+
 def test_the_readme_is_a_front_door() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= MAX_README_LINES

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from samsvc.config.auth import AuthSettings
 from samsvc.config.caching import CacheSettings
@@ -34,7 +34,7 @@ SecretName = Literal["admin_jwt_key", "label_studio_api_key", "webhook_secret"]
 
 
 #: The sections in the order the configuration reference lists them.
-SECTIONS = [
+SECTIONS: list[type[BaseSettings]] = [
     ProcessSettings,
     ModelSettings,
     LimitSettings,
