@@ -33,9 +33,9 @@ from samsvc.server.job_servicer import JobRpcs
 from samsvc.server.options import ServiceOptions
 from samsvc.sessions.store import ImageSessionRecord, SessionStore, session_expired
 from samsvc.v1 import interactive_pb2, segmentation_service_pb2
+from samsvc.validation.amg_options import check_model_name
 from samsvc.validation.image import check_image_bytes
 from samsvc.validation.image_url import ImageUrlPolicy
-from samsvc.validation.options import check_model_name
 from samsvc.validation.prompts import check_prompts
 from samsvc.validation.sessions import check_image_id
 from samsvc.validation.sources import check_same_model, missing_source

@@ -29,11 +29,11 @@ from samsvc.server.calls import Calls, KeyedLimit
 from samsvc.server.error_boundary import ServicerContext, stream_boundary, unary_boundary
 from samsvc.server.options import ServiceOptions
 from samsvc.v1 import interactive_pb2, job_pb2, segmentation_service_pb2, segmentation_service_pb2_grpc
+from samsvc.validation.amg_options import check_amg_options, check_model_name, check_work
 from samsvc.validation.batch import check_batch_count, check_request_id
 from samsvc.validation.cursor import check_cursor
 from samsvc.validation.export import check_export_url
 from samsvc.validation.image import check_image_bytes
-from samsvc.validation.options import check_amg_options, check_model_name, check_work
 from samsvc.validation.paging import (
     DEFAULT_JOBS_PAGE_SIZE,
     DEFAULT_RESULTS_PAGE_SIZE,

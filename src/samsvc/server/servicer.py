@@ -33,8 +33,8 @@ from samsvc.server.interactive_servicer import InteractiveRpcs
 from samsvc.server.options import ServiceOptions
 from samsvc.sessions.store import SessionStore
 from samsvc.v1 import health_pb2, segmentation_service_pb2
+from samsvc.validation.amg_options import check_amg_options, check_model_name, check_work
 from samsvc.validation.image import check_image_bytes
-from samsvc.validation.options import check_amg_options, check_model_name, check_work
 from samsvc.validation.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_page_token, encode_page_token, page_size
 from samsvc.validation.sources import check_one_source
 

@@ -4,7 +4,7 @@ the caller's images per minute), and its request_id."""
 from __future__ import annotations
 
 from samsvc.errors import FieldViolation, InvalidArgument
-from samsvc.validation.options import invalid_parameters
+from samsvc.validation.amg_options import invalid_parameters
 
 MAX_REQUEST_ID_LENGTH = 128
 

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from samsvc.engine.prompt_types import LOW_RES, PromptSpec
 from samsvc.errors import FieldViolation
-from samsvc.validation.options import invalid_parameters
+from samsvc.validation.amg_options import invalid_parameters
 
 MAX_PROMPTS = 64
 MAX_POINTS_PER_PROMPT = 64

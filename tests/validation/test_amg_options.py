@@ -6,7 +6,7 @@ import pytest
 
 from samsvc.engine.amg_types import AmgOptions, prompt_count
 from samsvc.errors import InvalidArgument
-from samsvc.validation.options import RANGES, check_amg_options, check_model_name, check_work
+from samsvc.validation.amg_options import RANGES, check_amg_options, check_model_name, check_work
 
 #: MAX_PROMPTS_PER_IMAGE's default.
 DEFAULT_LIMIT = 16_384
