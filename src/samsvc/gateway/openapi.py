@@ -11,6 +11,7 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 from samsvc import __version__
+from samsvc.validation.schema import field_constraints
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 
@@ -147,6 +148,9 @@ class _Builder:
                 "additionalProperties": self.field_schema(field.type_name, value),
                 "description": self.index.comments.get((message_name, field.name), ""),
             }
+        constraints = field_constraints(message_name.lstrip("."), field.name)
+        if constraints and "$ref" not in item:
+            item = {**item, **constraints}
         schema: dict[str, Any] = {"type": "array", "items": item} if field.label == FieldProto.LABEL_REPEATED else item
         description = self.index.comments.get((message_name, field.name), "")
         if description:
@@ -279,7 +283,8 @@ def _operation(
     request = index.messages[method.input_type]
     path_fields = [m.group(1) for m in _TEMPLATE_VARIABLE.finditer(template)]
     parameters: list[dict[str, Any]] = [
-        {"name": path_parameter(name), "in": "path", "required": True, "schema": {"type": "string"},
+        {"name": path_parameter(name), "in": "path", "required": True,
+         "schema": {"type": "string", **field_constraints(method.input_type.lstrip("."), name)},
          "description": _path_description(index, method.input_type, name)}
         for name in path_fields
     ]  # fmt: skip
