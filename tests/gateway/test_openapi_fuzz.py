@@ -62,7 +62,7 @@ def test_the_fuzzer_finds_no_server_error_and_no_schema_error(fuzzed: Stack, tmp
             "--request-timeout", "60",
             "--report", "ndjson", "--report-ndjson-path", str(report),
         ],
-        capture_output=True, text=True, timeout=480,
+        capture_output=True, text=True, timeout=480, cwd=tmp_path,
     )  # fmt: skip
     output = run.stdout + run.stderr
     assert "Schema Error" not in output, output[-4000:]
