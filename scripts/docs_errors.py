@@ -26,7 +26,12 @@ POSITIONAL_HELPERS = {
     "KeyedLimit": ("ResourceExhausted", 3),
 }
 #: Helpers that take `reason=` but name no error class themselves.
-HELPER_CLASSES = {"bad_request": "InvalidArgument", "refusal": "ResourceExhausted", "_rejected": "ResourceExhausted"}
+HELPER_CLASSES = {
+    "bad_request": "InvalidArgument",
+    "refusal": "ResourceExhausted",
+    "_rejected": "ResourceExhausted",
+    "_error_body": "InvalidArgument",
+}
 
 INTRO = """# Errors and their reasons
 

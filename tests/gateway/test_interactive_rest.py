@@ -91,6 +91,8 @@ def test_the_decoder_downloads_as_onnx(stack: Stack) -> None:
     assert [i.name for i in onnx.load_from_string(reference).graph.input] == [i.name for i in model.graph.input]
     assert hashlib.sha256(reference).hexdigest() != digest
     status, _, body = call(f"{stack.base}/api/v1/models/tiny/decoder.onnx?graph=7")
-    assert status == 400 and body.startswith(b"graph: invalid value")  # the gateway's own check
+    refused = json.loads(body)  # the gateway's own check, in the API's error shape
+    assert status == 400 and refused["message"].startswith("graph: invalid value")
+    assert refused["details"][0]["reason"] == "MALFORMED_REQUEST"
     status, _, body = call(f"{stack.base}/api/v1/models/nope/decoder.onnx")
     assert status == 400 and json.loads(body)["details"][0]["reason"] == "UNKNOWN_MODEL"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from samsvc.config import Settings
 from samsvc.gateway.launcher import start_gateway
@@ -55,7 +56,7 @@ def test_the_fuzzer_finds_no_server_error_and_no_schema_error(fuzzed: Stack, tmp
         [
             st, "run", f"{fuzzed.base}/openapi.json",
             "--checks", "not_a_server_error",
-            "--phases", "examples,fuzzing",
+            "--phases", "examples,fuzzing,stateful",
             "--max-examples", str(MAX_EXAMPLES),
             "--generation-deterministic",
             "--exclude-path-regex", EXCLUDED,
@@ -68,4 +69,24 @@ def test_the_fuzzer_finds_no_server_error_and_no_schema_error(fuzzed: Stack, tmp
     assert "Schema Error" not in output, output[-4000:]
     assert run.returncode == 0, output[-4000:]
     events = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
-    assert events, "the fuzzer ran"
+    reached = answered(events)
+    # The document's example image and required fields lead to the API's work, and its links
+    # from an answer's id to the operations that take it lead to the resources made.
+    assert {"POST /api/v1/segment", "POST /api/v1/images", "POST /api/v1/embeddings"} <= reached, reached
+    assert {"GET /api/v1/images/{image_id}", "GET /api/v1/jobs/{job_id}/status"} <= reached, reached
+
+
+def answered(events: list[dict[str, Any]]) -> set[str]:
+    """The operations (as `METHOD /path/{template}`) that answered a generated request with 2xx."""
+    labels = set()
+    for event in events:
+        finished = event.get("ScenarioFinished")
+        if not finished:
+            continue
+        cases = finished["recorder"].get("cases", {})
+        for case_id, interaction in (finished["recorder"].get("interactions") or {}).items():
+            response = interaction.get("response") or {}
+            if 200 <= response.get("status_code", 0) < 300 and case_id in cases:
+                case = cases[case_id]["value"]
+                labels.add(f"{case['method']} {case['path']}")  # the path as its template
+    return labels

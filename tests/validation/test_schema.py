@@ -15,6 +15,7 @@ from samsvc.errors import InvalidArgument
 from samsvc.validation.amg_options import RANGES, check_amg_options
 from samsvc.validation.batch import check_request_id
 from samsvc.validation.paging import page_size
+from samsvc.validation.prompts import check_prompts
 from samsvc.validation.sessions import check_image_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +68,25 @@ def test_page_sizes_request_ids_and_image_ids_are_stated() -> None:
     good = "img_" + "0" * 32 + "_tiny"
     assert re.search(pattern, good) and check_image_id(good) == "tiny"
     assert not re.search(pattern, "img_nope")
+
+
+def test_prompt_counts_and_coordinates_are_stated() -> None:
+    from samsvc.v1 import segmentation_service_pb2 as pb
+
+    most_prompts = field("samsvc.v1.SegmentPromptsRequest", "prompts")["maxItems"]
+    most_points = field("samsvc.v1.Prompt", "points")["maxItems"]
+    point = pb.Prompt(points=[pb.PointPrompt(x=1, y=1)])
+    assert len(check_prompts([point] * most_prompts, 8, 8)) == most_prompts
+    with pytest.raises(InvalidArgument):
+        check_prompts([point] * (most_prompts + 1), 8, 8)
+    many = pb.Prompt(points=[pb.PointPrompt(x=1, y=1)] * most_points)
+    check_prompts([many], 8, 8)
+    with pytest.raises(InvalidArgument):
+        check_prompts([pb.Prompt(points=[pb.PointPrompt(x=1, y=1)] * (most_points + 1))], 8, 8)
+    assert field("samsvc.v1.PointPrompt", "x")["minimum"] == 0
+    with pytest.raises(InvalidArgument):
+        check_prompts([pb.Prompt(points=[pb.PointPrompt(x=-0.5, y=1)])], 8, 8)
+    needs = {choice["required"][0] for choice in SCHEMAS["samsvc.v1.Prompt"]["anyOf"]}
+    assert needs == {"points", "box", "mask_logits", "refine_previous"}
+    with pytest.raises(InvalidArgument, match="needs points, a box, mask_logits or refine_previous"):
+        check_prompts([pb.Prompt()], 8, 8)

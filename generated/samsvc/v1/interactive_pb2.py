@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from samsvc.v1 import job_pb2 as samsvc_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsamsvc/v1/interactive.proto\x12\tsamsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13samsvc/v1/job.proto\")\n\x08JobImage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\"c\n\x0f\x45mbeddingTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x05\x12%\n\x05\x64type\x18\x03 \x01(\x0e\x32\x16.samsvc.v1.TensorDtype\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xce\x01\n\x0eImageTransform\x12\x16\n\x0eoriginal_width\x18\x01 \x01(\x05\x12\x17\n\x0foriginal_height\x18\x02 \x01(\x05\x12\x15\n\rresized_width\x18\x03 \x01(\x05\x12\x16\n\x0eresized_height\x18\x04 \x01(\x05\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x12\n\ninput_size\x18\x06 \x01(\x05\x12\x17\n\x0fmask_input_size\x18\x07 \x01(\x05\x12\x0f\n\x07scale_x\x18\x08 \x01(\x01\x12\x0f\n\x07scale_y\x18\t \x01(\x01\"\xe2\x01\n\x0eImageEmbedding\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x03 \x01(\t\x12+\n\x07tensors\x18\x04 \x03(\x0b\x32\x1a.samsvc.v1.EmbeddingTensor\x12,\n\ttransform\x18\x05 \x01(\x0b\x32\x19.samsvc.v1.ImageTransform\x12\x1b\n\x13\x65mbedding_cache_hit\x18\x06 \x01(\x08\x12\x17\n\x0fprocessing_time\x18\x07 \x01(\x01\"\xae\x01\n\x18GetImageEmbeddingRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x12\n\x08image_id\x18\x02 \x01(\tH\x00\x12(\n\tjob_image\x18\x03 \x01(\x0b\x32\x13.samsvc.v1.JobImageH\x00\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12%\n\x05\x64type\x18\x05 \x01(\x0e\x32\x16.samsvc.v1.TensorDtypeB\x08\n\x06source\"\x89\x01\n\x19\x43reateImageSessionRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12(\n\tjob_image\x18\x02 \x01(\x0b\x32\x13.samsvc.v1.JobImageH\x00\x12\x13\n\timage_url\x18\x04 \x01(\tH\x00\x12\x12\n\nmodel_type\x18\x03 \x01(\tB\x08\n\x06source\"\xc6\x01\n\x0cImageSession\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x65mbedding_cache_hit\x18\x06 \x01(\x08\x12\x17\n\x0fprocessing_time\x18\x07 \x01(\x01\"*\n\x16GetImageSessionRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\"-\n\x19\x44\x65leteImageSessionRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\".\n\x1a\x44\x65leteImageSessionResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\"\x91\x01\n\x1bSubmitEmbeddingBatchRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.samsvc.v1.Priority\x12\x13\n\x0bwebhook_url\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x85\x01\n\x11GetDecoderRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x34\n\x0cquantization\x18\x02 \x01(\x0e\x32\x1e.samsvc.v1.DecoderQuantization\x12&\n\x05graph\x18\x03 \x01(\x0e\x32\x17.samsvc.v1.DecoderGraph\"\xfd\x01\n\x0b\x44\x65\x63oderInfo\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x02 \x01(\t\x12\x34\n\x0cquantization\x18\x03 \x01(\x0e\x32\x1e.samsvc.v1.DecoderQuantization\x12\x13\n\x0bonnx_sha256\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\r\n\x05opset\x18\x06 \x01(\x05\x12\x13\n\x0binput_names\x18\x07 \x03(\t\x12\x14\n\x0coutput_names\x18\x08 \x03(\t\x12&\n\x05graph\x18\t \x01(\x0e\x32\x17.samsvc.v1.DecoderGraph*_\n\x0bTensorDtype\x12\x1c\n\x18TENSOR_DTYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14TENSOR_DTYPE_FLOAT32\x10\x01\x12\x18\n\x14TENSOR_DTYPE_FLOAT16\x10\x02*y\n\x13\x44\x65\x63oderQuantization\x12$\n DECODER_QUANTIZATION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45\x43ODER_QUANTIZATION_FP32\x10\x01\x12\x1d\n\x19\x44\x45\x43ODER_QUANTIZATION_INT8\x10\x02*|\n\x0c\x44\x65\x63oderGraph\x12\x1d\n\x19\x44\x45\x43ODER_GRAPH_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45\x43ODER_GRAPH_FOLDED\x10\x01\x12\x1b\n\x17\x44\x45\x43ODER_GRAPH_REFERENCE\x10\x02\x12\x16\n\x12\x44\x45\x43ODER_GRAPH_CVAT\x10\x03\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsamsvc/v1/interactive.proto\x12\tsamsvc.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13samsvc/v1/job.proto\"/\n\x08JobImage\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05index\x18\x02 \x01(\x05\"c\n\x0f\x45mbeddingTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x05\x12%\n\x05\x64type\x18\x03 \x01(\x0e\x32\x16.samsvc.v1.TensorDtype\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xce\x01\n\x0eImageTransform\x12\x16\n\x0eoriginal_width\x18\x01 \x01(\x05\x12\x17\n\x0foriginal_height\x18\x02 \x01(\x05\x12\x15\n\rresized_width\x18\x03 \x01(\x05\x12\x16\n\x0eresized_height\x18\x04 \x01(\x05\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x12\n\ninput_size\x18\x06 \x01(\x05\x12\x17\n\x0fmask_input_size\x18\x07 \x01(\x05\x12\x0f\n\x07scale_x\x18\x08 \x01(\x01\x12\x0f\n\x07scale_y\x18\t \x01(\x01\"\xe2\x01\n\x0eImageEmbedding\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x03 \x01(\t\x12+\n\x07tensors\x18\x04 \x03(\x0b\x32\x1a.samsvc.v1.EmbeddingTensor\x12,\n\ttransform\x18\x05 \x01(\x0b\x32\x19.samsvc.v1.ImageTransform\x12\x1b\n\x13\x65mbedding_cache_hit\x18\x06 \x01(\x08\x12\x17\n\x0fprocessing_time\x18\x07 \x01(\x01\"\xae\x01\n\x18GetImageEmbeddingRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x12\n\x08image_id\x18\x02 \x01(\tH\x00\x12(\n\tjob_image\x18\x03 \x01(\x0b\x32\x13.samsvc.v1.JobImageH\x00\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12%\n\x05\x64type\x18\x05 \x01(\x0e\x32\x16.samsvc.v1.TensorDtypeB\x08\n\x06source\"\x89\x01\n\x19\x43reateImageSessionRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12(\n\tjob_image\x18\x02 \x01(\x0b\x32\x13.samsvc.v1.JobImageH\x00\x12\x13\n\timage_url\x18\x04 \x01(\tH\x00\x12\x12\n\nmodel_type\x18\x03 \x01(\tB\x08\n\x06source\"\xc6\x01\n\x0cImageSession\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x65mbedding_cache_hit\x18\x06 \x01(\x08\x12\x17\n\x0fprocessing_time\x18\x07 \x01(\x01\"0\n\x16GetImageSessionRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"3\n\x19\x44\x65leteImageSessionRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\".\n\x1a\x44\x65leteImageSessionResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\"\x97\x01\n\x1bSubmitEmbeddingBatchRequest\x12\x14\n\x06images\x18\x01 \x03(\x0c\x42\x04\xe2\x41\x01\x02\x12\x12\n\nmodel_type\x18\x02 \x01(\t\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.samsvc.v1.Priority\x12\x13\n\x0bwebhook_url\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x85\x01\n\x11GetDecoderRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x34\n\x0cquantization\x18\x02 \x01(\x0e\x32\x1e.samsvc.v1.DecoderQuantization\x12&\n\x05graph\x18\x03 \x01(\x0e\x32\x17.samsvc.v1.DecoderGraph\"\xfd\x01\n\x0b\x44\x65\x63oderInfo\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x02 \x01(\t\x12\x34\n\x0cquantization\x18\x03 \x01(\x0e\x32\x1e.samsvc.v1.DecoderQuantization\x12\x13\n\x0bonnx_sha256\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\r\n\x05opset\x18\x06 \x01(\x05\x12\x13\n\x0binput_names\x18\x07 \x03(\t\x12\x14\n\x0coutput_names\x18\x08 \x03(\t\x12&\n\x05graph\x18\t \x01(\x0e\x32\x17.samsvc.v1.DecoderGraph*_\n\x0bTensorDtype\x12\x1c\n\x18TENSOR_DTYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14TENSOR_DTYPE_FLOAT32\x10\x01\x12\x18\n\x14TENSOR_DTYPE_FLOAT16\x10\x02*y\n\x13\x44\x65\x63oderQuantization\x12$\n DECODER_QUANTIZATION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45\x43ODER_QUANTIZATION_FP32\x10\x01\x12\x1d\n\x19\x44\x45\x43ODER_QUANTIZATION_INT8\x10\x02*|\n\x0c\x44\x65\x63oderGraph\x12\x1d\n\x19\x44\x45\x43ODER_GRAPH_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45\x43ODER_GRAPH_FOLDED\x10\x01\x12\x1b\n\x17\x44\x45\x43ODER_GRAPH_REFERENCE\x10\x02\x12\x16\n\x12\x44\x45\x43ODER_GRAPH_CVAT\x10\x03\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +35,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'samsvc.v1.interactive_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014io.samsvc.v1P\001'
-  _globals['_TENSORDTYPE']._serialized_start=1875
-  _globals['_TENSORDTYPE']._serialized_end=1970
-  _globals['_DECODERQUANTIZATION']._serialized_start=1972
-  _globals['_DECODERQUANTIZATION']._serialized_end=2093
-  _globals['_DECODERGRAPH']._serialized_start=2095
-  _globals['_DECODERGRAPH']._serialized_end=2219
-  _globals['_JOBIMAGE']._serialized_start=96
-  _globals['_JOBIMAGE']._serialized_end=137
-  _globals['_EMBEDDINGTENSOR']._serialized_start=139
-  _globals['_EMBEDDINGTENSOR']._serialized_end=238
-  _globals['_IMAGETRANSFORM']._serialized_start=241
-  _globals['_IMAGETRANSFORM']._serialized_end=447
-  _globals['_IMAGEEMBEDDING']._serialized_start=450
-  _globals['_IMAGEEMBEDDING']._serialized_end=676
-  _globals['_GETIMAGEEMBEDDINGREQUEST']._serialized_start=679
-  _globals['_GETIMAGEEMBEDDINGREQUEST']._serialized_end=853
-  _globals['_CREATEIMAGESESSIONREQUEST']._serialized_start=856
-  _globals['_CREATEIMAGESESSIONREQUEST']._serialized_end=993
-  _globals['_IMAGESESSION']._serialized_start=996
-  _globals['_IMAGESESSION']._serialized_end=1194
-  _globals['_GETIMAGESESSIONREQUEST']._serialized_start=1196
-  _globals['_GETIMAGESESSIONREQUEST']._serialized_end=1238
-  _globals['_DELETEIMAGESESSIONREQUEST']._serialized_start=1240
-  _globals['_DELETEIMAGESESSIONREQUEST']._serialized_end=1285
-  _globals['_DELETEIMAGESESSIONRESPONSE']._serialized_start=1287
-  _globals['_DELETEIMAGESESSIONRESPONSE']._serialized_end=1333
-  _globals['_SUBMITEMBEDDINGBATCHREQUEST']._serialized_start=1336
-  _globals['_SUBMITEMBEDDINGBATCHREQUEST']._serialized_end=1481
-  _globals['_GETDECODERREQUEST']._serialized_start=1484
-  _globals['_GETDECODERREQUEST']._serialized_end=1617
-  _globals['_DECODERINFO']._serialized_start=1620
-  _globals['_DECODERINFO']._serialized_end=1873
+  _globals['_JOBIMAGE'].fields_by_name['job_id']._loaded_options = None
+  _globals['_JOBIMAGE'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETIMAGESESSIONREQUEST'].fields_by_name['image_id']._loaded_options = None
+  _globals['_GETIMAGESESSIONREQUEST'].fields_by_name['image_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEIMAGESESSIONREQUEST'].fields_by_name['image_id']._loaded_options = None
+  _globals['_DELETEIMAGESESSIONREQUEST'].fields_by_name['image_id']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITEMBEDDINGBATCHREQUEST'].fields_by_name['images']._loaded_options = None
+  _globals['_SUBMITEMBEDDINGBATCHREQUEST'].fields_by_name['images']._serialized_options = b'\342A\001\002'
+  _globals['_TENSORDTYPE']._serialized_start=1932
+  _globals['_TENSORDTYPE']._serialized_end=2027
+  _globals['_DECODERQUANTIZATION']._serialized_start=2029
+  _globals['_DECODERQUANTIZATION']._serialized_end=2150
+  _globals['_DECODERGRAPH']._serialized_start=2152
+  _globals['_DECODERGRAPH']._serialized_end=2276
+  _globals['_JOBIMAGE']._serialized_start=129
+  _globals['_JOBIMAGE']._serialized_end=176
+  _globals['_EMBEDDINGTENSOR']._serialized_start=178
+  _globals['_EMBEDDINGTENSOR']._serialized_end=277
+  _globals['_IMAGETRANSFORM']._serialized_start=280
+  _globals['_IMAGETRANSFORM']._serialized_end=486
+  _globals['_IMAGEEMBEDDING']._serialized_start=489
+  _globals['_IMAGEEMBEDDING']._serialized_end=715
+  _globals['_GETIMAGEEMBEDDINGREQUEST']._serialized_start=718
+  _globals['_GETIMAGEEMBEDDINGREQUEST']._serialized_end=892
+  _globals['_CREATEIMAGESESSIONREQUEST']._serialized_start=895
+  _globals['_CREATEIMAGESESSIONREQUEST']._serialized_end=1032
+  _globals['_IMAGESESSION']._serialized_start=1035
+  _globals['_IMAGESESSION']._serialized_end=1233
+  _globals['_GETIMAGESESSIONREQUEST']._serialized_start=1235
+  _globals['_GETIMAGESESSIONREQUEST']._serialized_end=1283
+  _globals['_DELETEIMAGESESSIONREQUEST']._serialized_start=1285
+  _globals['_DELETEIMAGESESSIONREQUEST']._serialized_end=1336
+  _globals['_DELETEIMAGESESSIONRESPONSE']._serialized_start=1338
+  _globals['_DELETEIMAGESESSIONRESPONSE']._serialized_end=1384
+  _globals['_SUBMITEMBEDDINGBATCHREQUEST']._serialized_start=1387
+  _globals['_SUBMITEMBEDDINGBATCHREQUEST']._serialized_end=1538
+  _globals['_GETDECODERREQUEST']._serialized_start=1541
+  _globals['_GETDECODERREQUEST']._serialized_end=1674
+  _globals['_DECODERINFO']._serialized_start=1677
+  _globals['_DECODERINFO']._serialized_end=1930
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,8 @@ from samsvc.gateway.envoy_routes import (
 CORS = "envoy.filters.http.cors"
 ROUTER = "envoy.filters.http.router"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
+#: The type URL of google.rpc.ErrorInfo in a JSON error's details.
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 #: Room for JSON around base64 image data.
 JSON_OVERHEAD_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
@@ -145,6 +147,30 @@ def _cors_policy(origins: tuple[str, ...]) -> dict[str, Any]:
     )
 
 
+def _error_body(code: int, reason: str) -> dict[str, Any]:
+    """A local reply's body as the API's error: google.rpc.Status in JSON with one ErrorInfo
+    (the transcoder's own refusals, such as a body that is not the message's JSON or a second
+    field of a oneof, are otherwise plain text)."""
+    return {
+        "json_format": {
+            "code": code,
+            "message": "%LOCAL_REPLY_BODY%",
+            "details": [{"@type": ERROR_INFO, "reason": reason, "domain": "samsvc"}],
+        },
+        "content_type": "application/json",
+    }
+
+
+def _local_replies() -> dict[str, Any]:
+    """Envoy's own 400s in the shape of the server's: a request the transcoder cannot read."""
+    bad_request = {
+        "status_code_filter": {
+            "comparison": {"op": "EQ", "value": {"default_value": 400, "runtime_key": "samsvc.bad_request"}}
+        }
+    }
+    return {"mappers": [{"filter": bad_request, "body_format_override": _error_body(3, reason="MALFORMED_REQUEST")}]}
+
+
 def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, Any]:
     virtual_host: dict[str, Any] = {"name": "samsvc", "domains": ["*"], "routes": routes(config)}
     if config.cors_origins:
@@ -185,6 +211,7 @@ def _connection_manager(config: GatewayConfig, stat_prefix: str) -> dict[str, An
         generate_request_id=True,
         preserve_external_request_id=True,
         route_config={"name": "samsvc", "virtual_hosts": [virtual_host]},
+        local_reply_config=_local_replies(),
         http_filters=[
             {"name": CORS, "typed_config": typed("envoy.extensions.filters.http.cors.v3.Cors")},
             # Refuses callers without valid credentials before any body is read.

@@ -7,11 +7,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from google.api import annotations_pb2, http_pb2
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 from samsvc import __version__
-from samsvc.validation.schema import field_constraints
+from samsvc.gateway.openapi_links import EXAMPLE_IMAGE, IMAGE_FIELDS, add_links
+from samsvc.validation.schema import (
+    any_of,
+    array_constraints,
+    field_constraints,
+    one_of,
+    required_constraints,
+)
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 
@@ -47,6 +54,11 @@ _TEMPLATE_VARIABLE = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
 
 
 _Comments = dict[tuple[str, ...], str]
+
+
+def is_required(field: descriptor_pb2.FieldDescriptorProto) -> bool:
+    """Whether the proto marks `field` `(google.api.field_behavior) = REQUIRED`."""
+    return field_behavior_pb2.REQUIRED in field.options.Extensions[field_behavior_pb2.field_behavior]
 
 
 def _clean(comment: str) -> str:
@@ -149,9 +161,15 @@ class _Builder:
                 "description": self.index.comments.get((message_name, field.name), ""),
             }
         constraints = field_constraints(message_name.lstrip("."), field.name)
+        if field.type == FieldProto.TYPE_BYTES and field.name in IMAGE_FIELDS:
+            constraints = {**constraints, "example": EXAMPLE_IMAGE}
         if constraints and "$ref" not in item:
             item = {**item, **constraints}
-        schema: dict[str, Any] = {"type": "array", "items": item} if field.label == FieldProto.LABEL_REPEATED else item
+        schema: dict[str, Any] = item
+        if field.label == FieldProto.LABEL_REPEATED:
+            schema = {"type": "array", "items": item, **array_constraints(message_name.lstrip("."), field.name)}
+        if is_required(field) and "$ref" not in schema:
+            schema = {**schema, **required_constraints(schema["type"])}
         description = self.index.comments.get((message_name, field.name), "")
         if description:
             if "$ref" in schema:
@@ -163,11 +181,19 @@ class _Builder:
     def _message_schema(self, type_name: str) -> dict[str, Any]:
         message = self.index.messages[type_name]
         properties = {f.name: self.field_schema(type_name, f) for f in message.field}
-        return {
+        schema: dict[str, Any] = {
             "type": "object",
             "description": self.index.comments.get((type_name,), ""),
             "properties": properties,
         }
+        required = [f.name for f in message.field if is_required(f)]
+        if required:
+            schema["required"] = required
+        name = type_name.lstrip(".")
+        for keyword, alternatives in (("oneOf", one_of(name)), ("anyOf", any_of(name))):
+            if alternatives:
+                schema[keyword] = alternatives
+        return schema
 
 
 def _bindings(rule: http_pb2.HttpRule) -> list[tuple[str, str, str]]:
@@ -240,6 +266,7 @@ def build_openapi(descriptor_set: bytes, services: list[str], title: str = "sams
                     operation = _operation(builder, index, full, method, verb, template, body, error_responses)
                     path = _TEMPLATE_VARIABLE.sub(lambda m: "{" + path_parameter(m.group(1)) + "}", template)
                     paths.setdefault(path, {})[verb] = operation
+    add_links(paths, builder.schemas)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -295,13 +322,26 @@ def _operation(
         "description": index.comments.get((f".{service}", method.name), ""),
     }
     if body == "*":
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": builder.ref(method.input_type)}},
-        }
+        schema = builder.ref(method.input_type)
+        if path_fields:  # the body holds the fields the path does not
+            whole = builder.schemas[_schema_name(method.input_type)]
+            schema = {
+                "type": "object",
+                "properties": {k: v for k, v in whole["properties"].items() if k not in path_fields},
+            }
+            rest = [name for name in whole.get("required", []) if name not in path_fields]
+            if rest:
+                schema["required"] = rest
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
     else:
+        # A field of the same oneof as a path variable is not a query parameter: giving both
+        # is refused.
+        in_path = {name.split(".")[0] for name in path_fields}
+        taken = {f.oneof_index for f in request.field if f.name in in_path and f.HasField("oneof_index")}
         for field in request.field:
             if field.name in path_fields or field.name == body:
+                continue
+            if field.HasField("oneof_index") and field.oneof_index in taken and not field.proto3_optional:
                 continue
             if field.type == FieldProto.TYPE_MESSAGE and field.label != FieldProto.LABEL_REPEATED:
                 continue  # message fields cannot be query parameters
@@ -309,7 +349,7 @@ def _operation(
                 {
                     "name": field.name,
                     "in": "query",
-                    "required": False,
+                    "required": is_required(field),
                     "schema": builder.field_schema(method.input_type, field),
                     "description": index.comments.get((method.input_type, field.name), ""),
                 }
