@@ -9,11 +9,11 @@ nothing else. `--check` fails when the committed page differs (the suite runs it
 
 from __future__ import annotations
 
-import argparse
 import ast
 import re
-import sys
 from pathlib import Path
+
+from generated_page import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "samsvc"
@@ -143,17 +143,7 @@ def render() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if the committed page is not current")
-    args = parser.parse_args()
-    text = render()
-    if args.check:
-        if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
-            print(f"{PAGE.relative_to(ROOT)} is stale: run uv run python scripts/docs_errors.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text, encoding="utf-8")
-    return 0
+    return run(PAGE, render, "docs_errors.py", __doc__)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ committed page differs (the suite runs it).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from generated_page import run
 from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
@@ -91,18 +90,7 @@ def render() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if the committed page is not current")
-    args = parser.parse_args()
-    text = render()
-    if args.check:
-        if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
-            print(f"{PAGE.relative_to(ROOT)} is stale: run uv run python scripts/docs_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(text, encoding="utf-8")
-    return 0
+    return run(PAGE, render, "docs_reference.py", __doc__)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Iterator
 
 import dramatiq
 import pytest
@@ -24,10 +23,8 @@ from tests.support import ServerThread, encode, scene
 
 
 @pytest.fixture(scope="module")
-def server(base_settings: Settings) -> Iterator[ServerThread]:
-    running = ServerThread(base_settings.model_copy(update={"max_workers": 2, "torch_threads": 0}))
-    yield running
-    running.stop()
+def server_settings(base_settings: Settings) -> Settings:
+    return base_settings.model_copy(update={"max_workers": 2, "torch_threads": 0})
 
 
 def test_inference_lanes_io_pool_and_loop_thread_widths(server: ServerThread) -> None:
