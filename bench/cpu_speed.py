@@ -9,7 +9,10 @@ is reported as such):
 - torch int8: dynamic quantization of the Linear layers (int8 weights, VNNI products);
 - onnxruntime fp32: the encoder exported to ONNX (opset 17), run by onnxruntime's CPU provider;
 - OpenVINO fp32 and bf16: the same ONNX file compiled by OpenVINO for this CPU
-  (INFERENCE_PRECISION_HINT f32 or bf16).
+  (INFERENCE_PRECISION_HINT f32 or bf16);
+- OpenVINO int8: the ONNX file quantized by NNCF's post-training quantization (8-bit weights and
+  activations, transformer preset), calibrated on CALIBRATION_IMAGES random inputs (the time
+  to quantize is reported apart: it is paid once per checkpoint).
 
 Agreement, for each row: the embedding's relative error (||e - e_fp32|| / ||e_fp32||), and the
 masks' IoU against fp32's for the same clicks (a grid of single clicks through segment-anything's
@@ -39,7 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "development" / "benchmarks.md"
 START, END = "<!-- cpu_encoder:start -->", "<!-- cpu_encoder:end -->"
 #: Row name -> what runs it (the child's code below dispatches on it).
-ROWS = ("torch fp32", "torch bf16", "torch int8", "onnxruntime fp32", "OpenVINO fp32", "OpenVINO bf16")
+ROWS = (
+    "torch fp32", "torch bf16", "torch int8", "onnxruntime fp32", "OpenVINO fp32", "OpenVINO bf16", "OpenVINO int8",
+)  # fmt: skip
+#: Inputs NNCF calibrates the int8 encoder's activation ranges on.
+CALIBRATION_IMAGES = 4
 #: Clicks per side of the grid the masks are compared on (single foreground clicks).
 CLICKS_PER_SIDE = 4
 
@@ -72,8 +79,19 @@ elif row == "onnxruntime fp32":
 else:
     import openvino as ov
     hint = "bf16" if row.endswith("bf16") else "f32"
+    graph = ov.Core().read_model(args["onnx"])
+    quantize_s = 0.0
+    if row.endswith("int8"):
+        import nncf
+        generator = np.random.default_rng(2)
+        calibration = [generator.standard_normal((1, 3, 1024, 1024)).astype(np.float32)
+                       for _ in range(args["calibration"])]
+        started = time.perf_counter()
+        graph = nncf.quantize(graph, nncf.Dataset(calibration), subset_size=len(calibration),
+                              model_type=nncf.ModelType.TRANSFORMER, fast_bias_correction=True)
+        quantize_s = time.perf_counter() - started
     compiled = ov.Core().compile_model(
-        args["onnx"], "CPU", {"INFERENCE_NUM_THREADS": args["threads"], "INFERENCE_PRECISION_HINT": hint}
+        graph, "CPU", {"INFERENCE_NUM_THREADS": args["threads"], "INFERENCE_PRECISION_HINT": hint}
     )
     request = compiled.create_infer_request()
     run = lambda: torch.from_numpy(request.infer({0: x.numpy()})[compiled.output(0)].copy())
@@ -86,7 +104,8 @@ with torch.inference_mode():
 np.save(args["out"], embedding.float().numpy())
 status = open("/proc/self/status").read()
 peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
-print(json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "peak_mb": peak}))
+print(json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "peak_mb": peak,
+                  "quantize_s": globals().get("quantize_s", 0.0)}))
 """
 
 
@@ -105,10 +124,12 @@ def export_onnx(model: str, path: Path) -> None:
 
 
 def available(row: str) -> bool:
-    module = {"onnxruntime fp32": "onnxruntime", "OpenVINO fp32": "openvino", "OpenVINO bf16": "openvino"}.get(row)
-    if module is None:
+    modules = {"onnxruntime fp32": "onnxruntime", "OpenVINO int8": "openvino, nncf"}.get(row)
+    if modules is None:
+        modules = "openvino" if row.startswith("OpenVINO") else ""
+    if not modules:
         return True
-    found = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
+    found = subprocess.run([sys.executable, "-c", f"import {modules}"], capture_output=True)
     return found.returncode == 0
 
 
@@ -157,7 +178,7 @@ def main() -> int:
                 continue
             out = Path(folder) / f"{len(results)}.npy"
             spec = {"row": row, "model": args.model, "threads": args.threads, "rounds": args.rounds,
-                    "onnx": str(onnx_path), "out": str(out)}  # fmt: skip
+                    "onnx": str(onnx_path), "out": str(out), "calibration": CALIBRATION_IMAGES}  # fmt: skip
             ran = subprocess.run(
                 [sys.executable, "-W", "ignore", "-c", CHILD, json.dumps(spec)], capture_output=True, text=True
             )
@@ -179,6 +200,7 @@ def main() -> int:
         rows.append({
             "row": row, "seconds": measured["seconds"], "speedup": reference["seconds"] / measured["seconds"],
             "peak_mb": measured["peak_mb"], "relative_error": error, "mean_iou": mean_iou, "worst_iou": worst_iou,
+            "quantize_s": measured.get("quantize_s", 0.0),
         })  # fmt: skip
     report = {
         "machine": {"cpu": platform.machine(), "threads": args.threads, "python": platform.python_version()},
@@ -212,8 +234,9 @@ def render(report: dict[str, Any]) -> str:
         if "seconds" not in row:
             lines.append(f"| {row['row']} | {row['status']} | | | | | |")
             continue
+        once = f" (quantized once in {row['quantize_s']:.0f} s)" if row.get("quantize_s") else ""
         lines.append(
-            f"| {row['row']} | {row['seconds']:.2f} | {row['speedup']:.2f}x | {row['peak_mb']:.0f} | "
+            f"| {row['row']}{once} | {row['seconds']:.2f} | {row['speedup']:.2f}x | {row['peak_mb']:.0f} | "
             f"{row['relative_error']:.1e} | {row['mean_iou']:.4f} | {row['worst_iou']:.4f} |"
         )
     return "\n".join(lines)
