@@ -40,7 +40,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "development" / "benchmarks.md"
-START, END = "<!-- cpu_encoder:start -->", "<!-- cpu_encoder:end -->"
+#: Each model's table sits between its own markers on the page.
+MARKERS = "<!-- cpu_encoder_{model}:start -->", "<!-- cpu_encoder_{model}:end -->"
 #: Row name -> what runs it (the child's code below dispatches on it).
 ROWS = (
     "torch fp32", "torch bf16", "torch int8", "onnxruntime fp32", "OpenVINO fp32", "OpenVINO bf16", "OpenVINO int8",
@@ -212,9 +213,10 @@ def main() -> int:
     print(table)
     if args.write_docs:
         text = PAGE.read_text(encoding="utf-8")
-        block = f"{START}\n{table}\n{END}"
-        if START in text:
-            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.DOTALL)
+        start, end = (marker.format(model=args.model) for marker in MARKERS)
+        block = f"{start}\n{table}\n{end}"
+        if start in text:
+            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
         PAGE.write_text(text, encoding="utf-8")
