@@ -62,6 +62,7 @@ from samsvc.engine.sam.family import build_sam
 from samsvc.engine.sam.fast_encoder import encode
 row, x = args["row"], torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(1))
 encoder = build_sam(BUILTIN_ARCHITECTURES[args["model"]]).eval().image_encoder
+quantize_s = 0.0
 if row == "torch fp32":
     run = lambda: encode(encoder, x)
 elif row == "torch bf16":
@@ -81,7 +82,6 @@ else:
     import openvino as ov
     hint = "bf16" if row.endswith("bf16") else "f32"
     graph = ov.Core().read_model(args["onnx"])
-    quantize_s = 0.0
     if row.endswith("int8"):
         import nncf
         generator = np.random.default_rng(2)
@@ -106,7 +106,7 @@ np.save(args["out"], embedding.float().numpy())
 status = open("/proc/self/status").read()
 peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
 print(json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "peak_mb": peak,
-                  "quantize_s": globals().get("quantize_s", 0.0)}))
+                  "quantize_s": quantize_s}))
 """
 
 

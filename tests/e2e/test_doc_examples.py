@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from samsvc.config import Settings
-from samsvc.gateway.launcher import Gateway, start_gateway
+from samsvc.gateway.launcher import Gateway
 from tests.support import ServerThread, encode, scene
+from tests.support.stacks import gateway_stack
 from tests.support.starts import starts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,11 +116,8 @@ def stack(
     for i, name in enumerate(("a.jpg", "b.jpg")):
         (folder / name).write_bytes(encode(scene(128, 96, seed=10 + i), "JPEG"))
         (folder / "photos" / name).write_bytes(encode(scene(128, 96, seed=20 + i), "JPEG"))
-    server = ServerThread(settings)
-    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
-    yield Stack(server, gateway, folder)
-    gateway.stop()
-    server.stop()
+    with gateway_stack(settings) as (server, gateway):
+        yield Stack(server, gateway, folder)
 
 
 def as_run_here(code: str, stack: Stack) -> str:

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from samsvc.config import Settings
-from samsvc.gateway.launcher import start_gateway
 from tests.gateway.conftest import Stack
-from tests.support import ServerThread
+from tests.support.stacks import gateway_stack
 from tests.support.starts import starts
 
 #: Cases per operation and phase: enough to reach every operation's bounds, small enough to
@@ -41,11 +40,8 @@ def fuzzed(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
             "max_batch_bytes": 1024 * 1024,
         }
     )
-    server = ServerThread(settings)
-    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
-    yield Stack(server, gateway, tmp_path)
-    gateway.stop()
-    server.stop()
+    with gateway_stack(settings) as (server, gateway):
+        yield Stack(server, gateway, tmp_path)
 
 
 def test_the_fuzzer_finds_no_server_error_and_no_schema_error(fuzzed: Stack, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import functools
 import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.gateway.chromium import needs_chromium
+from tests.support.http import serving
 
 pytestmark = needs_chromium
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,13 +30,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         cwd=ROOT, check=True, capture_output=True, timeout=300,
         env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
-    handler = functools.partial(QuietHandler, directory=str(built))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(functools.partial(QuietHandler, directory=str(built))) as base:
+        yield base
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

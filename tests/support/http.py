@@ -1,12 +1,28 @@
-"""HTTP as the tests need it: a webhook receiver, and raw HTTP/1.1 exchanges sent as an abusive
-client would."""
+"""HTTP as the tests need it: a loopback server for a handler, a webhook receiver, and raw HTTP/1.1
+exchanges sent as an abusive client would."""
 
 from __future__ import annotations
 
+import http.server
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+
+@contextmanager
+def serving(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free loopback port in a thread: yields the base URL, stops on exit."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class WebhookReceiver:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from samsvc.gateway.launcher import Gateway, start_gateway
 from tests.support.processes import WorkerProcess
 from tests.support.redis import RedisServer
 from tests.support.server_thread import ServerThread
@@ -48,3 +49,15 @@ def job_stack(mode: str, settings: Settings, redis_dir: Path, *, worker: bool = 
                 process.stop()
     finally:
         redis_server.stop()
+
+
+@contextmanager
+def gateway_stack(settings: Settings) -> Iterator[tuple[ServerThread, Gateway]]:
+    """A server with `settings` and Envoy in front of it on loopback; both stopped on exit."""
+    server = ServerThread(settings)
+    gateway = start_gateway(settings.gateway_options(), "127.0.0.1", server.running.port)
+    try:
+        yield server, gateway
+    finally:
+        gateway.stop()
+        server.stop()
