@@ -22,8 +22,8 @@ import torch
 from segment_anything.modeling import Sam
 
 from samsvc.engine.amg_types import AmgOptions, MaskRecord
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.engine.sam.amg import generate_masks
 from tests.support import scene

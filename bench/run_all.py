@@ -35,8 +35,8 @@ from bench.amg_speed import side_by_side
 from samsvc.config import Settings
 from samsvc.encoding.masks import encode_png, encode_polygons, encode_rle
 from samsvc.engine.amg_types import AmgOptions
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint, models_file_entry
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.prompt_types import PromptSpec
 from samsvc.engine.registry import BUILTIN_ARCHITECTURES, ModelSource, ModelSpec
 from samsvc.engine.sam import fast_encoder

@@ -183,8 +183,8 @@ def cmd_models_download(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_models_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Check the checkpoints present (or those named) against their recorded size and SHA-256;
     exit 1 naming each one that fails."""
+    from samsvc.engine.checkpoint_reader import size_mismatch
     from samsvc.engine.download import sha256_of
-    from samsvc.engine.loader import size_mismatch
     from samsvc.engine.registry import ModelRegistry
 
     registry = ModelRegistry.load(settings.model_dir, settings.models_file)

@@ -12,8 +12,8 @@ from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.modeling import Sam
 
 from samsvc.engine.amg_types import AmgOptions, CancelToken
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.engine.sam.amg import generate_masks
 from samsvc.errors import Cancelled

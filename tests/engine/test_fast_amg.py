@@ -18,8 +18,8 @@ from segment_anything.utils.amg import MaskData, mask_to_rle_pytorch
 from segment_anything.utils.amg import rle_to_mask as reference_rle_to_mask
 
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord, rle_to_mask
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.engine.sam import fast_decoder
 from samsvc.engine.sam.amg import generate_masks

@@ -12,9 +12,9 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.predictor import SamPredictor
 
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
 from samsvc.engine.encoder_batching import BatchingEncoder
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.engine.sam import fast_encoder
 from samsvc.engine.sam.fast_encoder import FastPredictor, encode

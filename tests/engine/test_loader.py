@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE, build_random_checkpoint
-from samsvc.engine.loader import LoadedModel, ModelManager, load_checkpoint
+from samsvc.engine.loader import LoadedModel, ModelManager
 from samsvc.engine.registry import Architecture, ModelRegistry, ModelSource, ModelSpec
 from samsvc.errors import FailedPrecondition, NotFound
 

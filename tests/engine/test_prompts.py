@@ -12,8 +12,8 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.prompt_types import PromptSpec
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.engine.sam import fast_decoder, prompts

@@ -15,8 +15,8 @@ from segment_anything.predictor import SamPredictor
 from samsvc.config import Settings
 from samsvc.encoding.masks import MaskEncoding, Rle, decode_rle
 from samsvc.engine.amg_types import AmgOptions
+from samsvc.engine.checkpoint_reader import load_checkpoint
 from samsvc.engine.checkpoints import TINY_ARCHITECTURE
-from samsvc.engine.loader import load_checkpoint
 from samsvc.engine.registry import ModelSource, ModelSpec
 from samsvc.inference.pipeline import SegmentTask, result_cache_key
 from samsvc.v1 import mask_pb2

@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from samsvc.config import Settings
-from samsvc.engine import loader
+from samsvc.engine import checkpoint_reader, loader
 from samsvc.engine.checkpoints import models_file_entry
 from samsvc.server.auth import digest, new_key
 from samsvc.v1 import admin_service_pb2 as admin_pb
@@ -202,14 +202,14 @@ def test_a_failing_model_is_loaded_once_under_the_inference_slots(
     Now a load holds an inference slot and one of the key's inferences, one runs per model, its
     waiters share its error, and the error is remembered briefly."""
     reads: list[float] = []
-    real = loader.sha256_of
+    real = checkpoint_reader.sha256_of
 
     def slow_hash(path: Path, *args: Any) -> str:
         reads.append(time.monotonic())
         time.sleep(1.0)  # reading a checkpoint of some GB
         return real(path, *args)
 
-    monkeypatch.setattr(loader, "sha256_of", slow_hash)
+    monkeypatch.setattr(checkpoint_reader, "sha256_of", slow_hash)
     manager = tenants.server.running.models
     getattr(manager, "_failures", {}).pop("tampered", None)  # a failure from an earlier test
     stub = tenants.server.stub
