@@ -94,6 +94,10 @@ def test_batch_folder_with_a_failure_then_nothing_redone(target: Target, tmp_pat
     }  # fmt: skip
     failed = [line for line in lines if line.get("status") == "failed"]
     assert failed[0]["file"] == "broken.png" and failed[0]["error"]["code"] == "INVALID_ARGUMENT"
+    # Each job's expected cost is said when it is queued: 6 images in chunks of 3.
+    queued = [line for line in lines if line.get("status") == "queued"]
+    assert [line["images"] for line in queued] == [3, 3]
+    assert all(line["image_cost"]["prompts"] == 4 and line["image_cost"]["seconds"] > 0 for line in queued)
     for number in range(5):
         assert list((out / f"img_{number:02d}").glob("mask_*.png"))
         assert (out / f"img_{number:02d}" / "overlay.png").exists()

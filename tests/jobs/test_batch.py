@@ -67,6 +67,9 @@ def test_segment_batch_streams_each_image_once(batch_server: ServerThread) -> No
     assert kinds[0] == "accepted" and kinds[-1] == "finished"
     accepted = events[0].accepted
     assert accepted.total_images == 4 and accepted.job_id.startswith("job_")
+    # What each image will run, told before any runs: one encoder pass and the 2x2 grid.
+    expected = accepted.estimated_image_cost
+    assert (expected.encoder_passes, expected.prompts_decoded) == (1, 4) and expected.compute_seconds > 0
     assert all(e.job_id == accepted.job_id for e in events)
     finished_images = [e.image for e in events if e.WhichOneof("event") == "image"]
     assert sorted(r.index for r in finished_images) == [0, 1, 2, 3]
@@ -77,9 +80,13 @@ def test_segment_batch_streams_each_image_once(batch_server: ServerThread) -> No
             assert not result.masks
             assert result.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
             assert "images[2]" in result.error.message
+            assert (result.cost.encoder_passes, result.cost.prompts_decoded) == (0, 0)  # nothing ran
         else:
             assert result.masks and not result.HasField("error")
             assert (result.image_width, result.image_height) == (64, 48)
+            # And what it ran, recorded by the worker that ran it.
+            assert (result.cost.encoder_passes, result.cost.prompts_decoded) == (1, 4)
+            assert result.cost.compute_seconds == result.processing_time > 0
     job = events[-1].finished.job
     assert job.status == job_pb2.JOB_STATUS_COMPLETED
     assert (job.total_images, job.processed_images, job.failed_images) == (4, 4, 1)

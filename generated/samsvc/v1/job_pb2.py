@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
+from samsvc.v1 import cost_pb2 as samsvc_dot_v1_dot_cost__pb2
 from samsvc.v1 import mask_pb2 as samsvc_dot_v1_dot_mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13samsvc/v1/job.proto\x12\tsamsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x14samsvc/v1/mask.proto\"\x8e\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x08job_type\x18\x02 \x01(\x0e\x32\x12.samsvc.v1.JobType\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.samsvc.v1.JobStatus\x12\x14\n\x0ctotal_images\x18\x04 \x01(\x05\x12\x18\n\x10processed_images\x18\x05 \x01(\x05\x12\x15\n\rfailed_images\x18\x06 \x01(\x05\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprocessing_time\x18\n \x01(\x01\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12\x12\n\nmodel_type\x18\x0c \x01(\t\x12%\n\x08priority\x18\r \x01(\x0e\x32\x13.samsvc.v1.Priority\x12\x16\n\x0e\x65stimated_time\x18\x0e \x01(\x05\x12\x13\n\x0bwebhook_url\x18\x0f \x01(\t\x12\r\n\x05owner\x18\x10 \x01(\t\x12\x12\n\nexport_url\x18\x11 \x01(\t\x12\x17\n\x0f\x65xport_manifest\x18\x12 \x01(\t\"\x90\x02\n\x0bImageResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x1e\n\x05masks\x18\x02 \x03(\x0b\x32\x0f.samsvc.v1.Mask\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x17\n\x0fprocessing_time\x18\x04 \x01(\x01\x12\x15\n\rvisualization\x18\x05 \x01(\x0c\x12\x13\n\x0bimage_width\x18\x06 \x01(\x05\x12\x14\n\x0cimage_height\x18\x07 \x01(\x05\x12\x10\n\x08image_id\x18\x08 \x01(\t\x12\x18\n\x10\x65xported_objects\x18\t \x03(\t\x12(\n\x0c\x65xport_error\x18\n \x01(\x0b\x32\x12.google.rpc.Status\"K\n\x0bJobAccepted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_images\x18\x02 \x01(\x05\x12\x16\n\x0e\x65stimated_time\x18\x03 \x01(\x05\"l\n\x0bJobProgress\x12\x18\n\x10processed_images\x18\x01 \x01(\x05\x12\x15\n\rfailed_images\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_images\x18\x03 \x01(\x05\x12\x16\n\x0e\x65stimated_time\x18\x04 \x01(\x05\"*\n\x0bJobFinished\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.samsvc.v1.Job\"\xe0\x01\n\x08JobEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12*\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x16.samsvc.v1.JobAcceptedH\x00\x12\'\n\x05image\x18\x04 \x01(\x0b\x32\x16.samsvc.v1.ImageResultH\x00\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x16.samsvc.v1.JobProgressH\x00\x12*\n\x08\x66inished\x18\x06 \x01(\x0b\x32\x16.samsvc.v1.JobFinishedH\x00\x42\x07\n\x05\x65vent*\xa4\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*d\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fJOB_TYPE_SINGLE\x10\x01\x12\x12\n\x0eJOB_TYPE_BATCH\x10\x02\x12\x16\n\x12JOB_TYPE_EMBEDDING\x10\x03*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13samsvc/v1/job.proto\x12\tsamsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x14samsvc/v1/cost.proto\x1a\x14samsvc/v1/mask.proto\"\x8e\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x08job_type\x18\x02 \x01(\x0e\x32\x12.samsvc.v1.JobType\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.samsvc.v1.JobStatus\x12\x14\n\x0ctotal_images\x18\x04 \x01(\x05\x12\x18\n\x10processed_images\x18\x05 \x01(\x05\x12\x15\n\rfailed_images\x18\x06 \x01(\x05\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fprocessing_time\x18\n \x01(\x01\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12\x12\n\nmodel_type\x18\x0c \x01(\t\x12%\n\x08priority\x18\r \x01(\x0e\x32\x13.samsvc.v1.Priority\x12\x16\n\x0e\x65stimated_time\x18\x0e \x01(\x05\x12\x13\n\x0bwebhook_url\x18\x0f \x01(\t\x12\r\n\x05owner\x18\x10 \x01(\t\x12\x12\n\nexport_url\x18\x11 \x01(\t\x12\x17\n\x0f\x65xport_manifest\x18\x12 \x01(\t\"\xb3\x02\n\x0bImageResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x1e\n\x05masks\x18\x02 \x03(\x0b\x32\x0f.samsvc.v1.Mask\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x17\n\x0fprocessing_time\x18\x04 \x01(\x01\x12\x15\n\rvisualization\x18\x05 \x01(\x0c\x12\x13\n\x0bimage_width\x18\x06 \x01(\x05\x12\x14\n\x0cimage_height\x18\x07 \x01(\x05\x12\x10\n\x08image_id\x18\x08 \x01(\t\x12\x18\n\x10\x65xported_objects\x18\t \x03(\t\x12(\n\x0c\x65xport_error\x18\n \x01(\x0b\x32\x12.google.rpc.Status\x12!\n\x04\x63ost\x18\x0b \x01(\x0b\x32\x13.samsvc.v1.WorkCost\"~\n\x0bJobAccepted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_images\x18\x02 \x01(\x05\x12\x16\n\x0e\x65stimated_time\x18\x03 \x01(\x05\x12\x31\n\x14\x65stimated_image_cost\x18\x04 \x01(\x0b\x32\x13.samsvc.v1.WorkCost\"l\n\x0bJobProgress\x12\x18\n\x10processed_images\x18\x01 \x01(\x05\x12\x15\n\rfailed_images\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_images\x18\x03 \x01(\x05\x12\x16\n\x0e\x65stimated_time\x18\x04 \x01(\x05\"*\n\x0bJobFinished\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.samsvc.v1.Job\"\xe0\x01\n\x08JobEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12*\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x16.samsvc.v1.JobAcceptedH\x00\x12\'\n\x05image\x18\x04 \x01(\x0b\x32\x16.samsvc.v1.ImageResultH\x00\x12*\n\x08progress\x18\x05 \x01(\x0b\x32\x16.samsvc.v1.JobProgressH\x00\x12*\n\x08\x66inished\x18\x06 \x01(\x0b\x32\x16.samsvc.v1.JobFinishedH\x00\x42\x07\n\x05\x65vent*\xa4\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*d\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fJOB_TYPE_SINGLE\x10\x01\x12\x12\n\x0eJOB_TYPE_BATCH\x10\x02\x12\x16\n\x12JOB_TYPE_EMBEDDING\x10\x03*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,22 +36,22 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'samsvc.v1.job_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014io.samsvc.v1P\001'
-  _globals['_JOBSTATUS']._serialized_start=1377
-  _globals['_JOBSTATUS']._serialized_end=1541
-  _globals['_JOBTYPE']._serialized_start=1543
-  _globals['_JOBTYPE']._serialized_end=1643
-  _globals['_PRIORITY']._serialized_start=1645
-  _globals['_PRIORITY']._serialized_end=1739
-  _globals['_JOB']._serialized_start=115
-  _globals['_JOB']._serialized_end=641
-  _globals['_IMAGERESULT']._serialized_start=644
-  _globals['_IMAGERESULT']._serialized_end=916
-  _globals['_JOBACCEPTED']._serialized_start=918
-  _globals['_JOBACCEPTED']._serialized_end=993
-  _globals['_JOBPROGRESS']._serialized_start=995
-  _globals['_JOBPROGRESS']._serialized_end=1103
-  _globals['_JOBFINISHED']._serialized_start=1105
-  _globals['_JOBFINISHED']._serialized_end=1147
-  _globals['_JOBEVENT']._serialized_start=1150
-  _globals['_JOBEVENT']._serialized_end=1374
+  _globals['_JOBSTATUS']._serialized_start=1485
+  _globals['_JOBSTATUS']._serialized_end=1649
+  _globals['_JOBTYPE']._serialized_start=1651
+  _globals['_JOBTYPE']._serialized_end=1751
+  _globals['_PRIORITY']._serialized_start=1753
+  _globals['_PRIORITY']._serialized_end=1847
+  _globals['_JOB']._serialized_start=137
+  _globals['_JOB']._serialized_end=663
+  _globals['_IMAGERESULT']._serialized_start=666
+  _globals['_IMAGERESULT']._serialized_end=973
+  _globals['_JOBACCEPTED']._serialized_start=975
+  _globals['_JOBACCEPTED']._serialized_end=1101
+  _globals['_JOBPROGRESS']._serialized_start=1103
+  _globals['_JOBPROGRESS']._serialized_end=1211
+  _globals['_JOBFINISHED']._serialized_start=1213
+  _globals['_JOBFINISHED']._serialized_end=1255
+  _globals['_JOBEVENT']._serialized_start=1258
+  _globals['_JOBEVENT']._serialized_end=1482
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
+from samsvc.v1 import cost_pb2 as _cost_pb2
 from samsvc.v1 import mask_pb2 as _mask_pb2
 import builtins as _builtins
 import sys
@@ -232,6 +233,7 @@ class ImageResult(_message.Message):
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     EXPORTED_OBJECTS_FIELD_NUMBER: _builtins.int
     EXPORT_ERROR_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The image's position in the request, from 0."""
     processing_time: _builtins.float
@@ -264,6 +266,10 @@ class ImageResult(_message.Message):
     def export_error(self) -> _status_pb2.Status:
         """Why the export of this image failed (reason EXPORT_FAILED); its masks are still here."""
 
+    @_builtins.property
+    def cost(self) -> _cost_pb2.WorkCost:
+        """What this image ran (encoder passes, prompts decoded) and its seconds of inference."""
+
     def __init__(
         self,
         *,
@@ -277,10 +283,11 @@ class ImageResult(_message.Message):
         image_id: _builtins.str = ...,
         exported_objects: _abc.Iterable[_builtins.str] | None = ...,
         export_error: _status_pb2.Status | None = ...,
+        cost: _cost_pb2.WorkCost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "export_error", b"export_error"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "error", b"error", "export_error", b"export_error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "export_error", b"export_error", "exported_objects", b"exported_objects", "image_height", b"image_height", "image_id", b"image_id", "image_width", b"image_width", "index", b"index", "masks", b"masks", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "error", b"error", "export_error", b"export_error", "exported_objects", b"exported_objects", "image_height", b"image_height", "image_id", b"image_id", "image_width", b"image_width", "index", b"index", "masks", b"masks", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -295,22 +302,28 @@ class JobAccepted(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     TOTAL_IMAGES_FIELD_NUMBER: _builtins.int
     ESTIMATED_TIME_FIELD_NUMBER: _builtins.int
+    ESTIMATED_IMAGE_COST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's identifier, for WatchJob, GetJobStatus and CancelJob."""
     total_images: _builtins.int
     """Images in the job."""
     estimated_time: _builtins.int
     """Estimated seconds until the job ends."""
+    @_builtins.property
+    def estimated_image_cost(self) -> _cost_pb2.WorkCost:
+        """What each image is expected to cost (as SubmitBatchResponse.estimated_image_cost)."""
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         total_images: _builtins.int = ...,
         estimated_time: _builtins.int = ...,
+        estimated_image_cost: _cost_pb2.WorkCost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_image_cost", b"estimated_image_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_time", b"estimated_time", "job_id", b"job_id", "total_images", b"total_images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_image_cost", b"estimated_image_cost", "estimated_time", b"estimated_time", "job_id", b"job_id", "total_images", b"total_images"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

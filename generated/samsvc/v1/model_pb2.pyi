@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from samsvc.v1 import cost_pb2 as _cost_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -124,6 +125,7 @@ class Model(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     LOADABLE_FIELD_NUMBER: _builtins.int
     LOAD_PROBLEM_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name requests use in `model_type` (for example "vit_h")."""
     source: Global___ModelSource.ValueType
@@ -165,6 +167,10 @@ class Model(_message.Message):
     def architecture(self) -> Global___ModelArchitecture:
         """The encoder's shape (SAM models; unset for SAM 2, whose shape is `config`)."""
 
+    @_builtins.property
+    def cost(self) -> _cost_pb2.ModelCost:
+        """What the model's work costs on this server (encoder pass, grid point), measured here."""
+
     def __init__(
         self,
         *,
@@ -183,10 +189,11 @@ class Model(_message.Message):
         config: _builtins.str = ...,
         loadable: _builtins.bool = ...,
         load_problem: _builtins.str = ...,
+        cost: _cost_pb2.ModelCost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "config", b"config", "device", b"device", "family", b"family", "load_problem", b"load_problem", "load_time_seconds", b"load_time_seconds", "loadable", b"loadable", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "config", b"config", "cost", b"cost", "device", b"device", "family", b"family", "load_problem", b"load_problem", "load_time_seconds", b"load_time_seconds", "loadable", b"loadable", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from samsvc.v1 import cost_pb2 as _cost_pb2
 from samsvc.v1 import job_pb2 as _job_pb2
 from samsvc.v1 import mask_pb2 as _mask_pb2
 from samsvc.v1 import model_pb2 as _model_pb2
@@ -318,6 +319,7 @@ class SegmentResponse(_message.Message):
     IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
     IMAGE_HEIGHT_FIELD_NUMBER: _builtins.int
     CACHE_HIT_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Identifier of this segmentation, for logs and (with batch support) job queries."""
     visualization: _builtins.bytes
@@ -338,6 +340,12 @@ class SegmentResponse(_message.Message):
     def masks(self) -> _containers.RepeatedCompositeFieldContainer[_mask_pb2.Mask]:
         """The masks, in the order SAM's automatic mask generator returns them."""
 
+    @_builtins.property
+    def cost(self) -> _cost_pb2.WorkCost:
+        """What the call ran and how long it took: encoder passes, grid points decoded, seconds of
+        inference and seconds waited for a slot (nothing run on a cache hit).
+        """
+
     def __init__(
         self,
         *,
@@ -350,10 +358,11 @@ class SegmentResponse(_message.Message):
         image_width: _builtins.int = ...,
         image_height: _builtins.int = ...,
         cache_hit: _builtins.bool = ...,
+        cost: _cost_pb2.WorkCost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "image_height", b"image_height", "image_width", b"image_width", "job_id", b"job_id", "mask_format", b"mask_format", "masks", b"masks", "model_type", b"model_type", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "cost", b"cost", "image_height", b"image_height", "image_width", b"image_width", "job_id", b"job_id", "mask_format", b"mask_format", "masks", b"masks", "model_type", b"model_type", "processing_time", b"processing_time", "visualization", b"visualization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -558,6 +567,7 @@ class SegmentPromptsResponse(_message.Message):
     MODEL_TYPE_FIELD_NUMBER: _builtins.int
     IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
     IMAGE_HEIGHT_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
     embedding_cache_hit: _builtins.bool
     """Whether the image embedding came from the cache (the encoder did not run)."""
     processing_time: _builtins.float
@@ -572,6 +582,10 @@ class SegmentPromptsResponse(_message.Message):
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptResult]:
         """One result per prompt, in request order."""
 
+    @_builtins.property
+    def cost(self) -> _cost_pb2.WorkCost:
+        """What the call ran and how long it took (no encoder pass when the embedding was cached)."""
+
     def __init__(
         self,
         *,
@@ -581,10 +595,11 @@ class SegmentPromptsResponse(_message.Message):
         model_type: _builtins.str = ...,
         image_width: _builtins.int = ...,
         image_height: _builtins.int = ...,
+        cost: _cost_pb2.WorkCost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_cache_hit", b"embedding_cache_hit", "image_height", b"image_height", "image_width", b"image_width", "model_type", b"model_type", "processing_time", b"processing_time", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "embedding_cache_hit", b"embedding_cache_hit", "image_height", b"image_height", "image_width", b"image_width", "model_type", b"model_type", "processing_time", b"processing_time", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -831,6 +846,7 @@ class SubmitBatchResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     TOTAL_IMAGES_FIELD_NUMBER: _builtins.int
     ESTIMATED_TIME_FIELD_NUMBER: _builtins.int
+    ESTIMATED_IMAGE_COST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's identifier."""
     status: _job_pb2.JobStatus.ValueType
@@ -838,7 +854,16 @@ class SubmitBatchResponse(_message.Message):
     total_images: _builtins.int
     """Images in the job."""
     estimated_time: _builtins.int
-    """Estimated seconds until the job ends."""
+    """Estimated seconds until the job ends: each image's expected cost times the images queued
+    at the job's priority or above, over the live worker threads.
+    """
+    @_builtins.property
+    def estimated_image_cost(self) -> _cost_pb2.WorkCost:
+        """What each image of the job is expected to cost: its encoder passes and prompts (from the
+        job's options) and its seconds, from the job's own finished images, else from the model's
+        figures measured on this server (ListModels' `cost`), else from recent jobs of the model.
+        """
+
     def __init__(
         self,
         *,
@@ -846,10 +871,11 @@ class SubmitBatchResponse(_message.Message):
         status: _job_pb2.JobStatus.ValueType = ...,
         total_images: _builtins.int = ...,
         estimated_time: _builtins.int = ...,
+        estimated_image_cost: _cost_pb2.WorkCost | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_image_cost", b"estimated_image_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_time", b"estimated_time", "job_id", b"job_id", "status", b"status", "total_images", b"total_images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_image_cost", b"estimated_image_cost", "estimated_time", b"estimated_time", "job_id", b"job_id", "status", b"status", "total_images", b"total_images"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

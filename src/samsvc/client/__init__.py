@@ -22,7 +22,7 @@ from samsvc.client.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from samsvc.client.results import ImageOutcome, JobUpdate, Mask, SegmentResult, coco_dataset
+from samsvc.client.results import Cost, ImageOutcome, JobUpdate, Mask, SegmentResult, coco_dataset
 from samsvc.client.sync import Client
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "ChannelConfig",
     "Client",
     "ClientError",
+    "Cost",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "FieldViolation",

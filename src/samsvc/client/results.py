@@ -17,7 +17,7 @@ from samsvc.client.errors import ClientError, from_status
 from samsvc.client.images import ImageLike, image_array
 from samsvc.encoding.masks import Rle, decode_png, decode_polygons, decode_rle, encode_png, encode_rle
 from samsvc.encoding.visualization import overlay_png
-from samsvc.v1 import job_pb2, mask_pb2, segmentation_service_pb2
+from samsvc.v1 import cost_pb2, job_pb2, mask_pb2, segmentation_service_pb2
 
 #: The one category of COCO files written here: SAM's masks carry no class.
 COCO_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
@@ -78,6 +78,21 @@ class Mask:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What a call or an image ran and took (or, for a batch, is expected to): encoder passes,
+    prompts decoded, seconds of inference and seconds waited for an inference slot."""
+
+    encoder_passes: int = 0
+    prompts: int = 0
+    compute_s: float = 0.0
+    queued_s: float = 0.0
+
+    @classmethod
+    def from_proto(cls, cost: cost_pb2.WorkCost) -> Cost:
+        return cls(cost.encoder_passes, cost.prompts_decoded, cost.compute_seconds, cost.queued_seconds)
+
+
+@dataclass(frozen=True)
 class SegmentResult:
     """The masks found on one image."""
 
@@ -89,6 +104,7 @@ class SegmentResult:
     processing_time_s: float = 0.0
     cache_hit: bool = False
     visualization: bytes = b""
+    cost: Cost = field(default_factory=Cost)
 
     @classmethod
     def from_response(cls, response: segmentation_service_pb2.SegmentResponse) -> SegmentResult:
@@ -102,6 +118,7 @@ class SegmentResult:
             processing_time_s=response.processing_time,
             cache_hit=response.cache_hit,
             visualization=response.visualization,
+            cost=Cost.from_proto(response.cost),
         )
 
     def __len__(self) -> int:
@@ -193,6 +210,8 @@ class ImageOutcome:
     exported_objects: tuple[str, ...] = ()
     #: Why the export of this image failed (its masks are in `result` all the same).
     export_error: ClientError | None = None
+    #: What the image ran (encoder passes, prompts) and its seconds.
+    cost: Cost = field(default_factory=Cost)
 
     @property
     def ok(self) -> bool:
@@ -201,7 +220,13 @@ class ImageOutcome:
     @classmethod
     def from_proto(cls, job_id: str, image: job_pb2.ImageResult, model: str = "") -> ImageOutcome:
         if image.HasField("error"):
-            return cls(job_id, image.index, error=from_status(image.error), processing_time_s=image.processing_time)
+            return cls(
+                job_id,
+                image.index,
+                error=from_status(image.error),
+                processing_time_s=image.processing_time,
+                cost=Cost.from_proto(image.cost),
+            )
         width, height = image.image_width, image.image_height
         result = SegmentResult(
             width=width,
@@ -211,6 +236,7 @@ class ImageOutcome:
             model=model,
             processing_time_s=image.processing_time,
             visualization=image.visualization,
+            cost=Cost.from_proto(image.cost),
         )
         return cls(
             job_id,
@@ -220,6 +246,7 @@ class ImageOutcome:
             image_id=image.image_id,
             exported_objects=tuple(image.exported_objects),
             export_error=from_status(image.export_error) if image.HasField("export_error") else None,
+            cost=Cost.from_proto(image.cost),
         )
 
 
@@ -235,6 +262,8 @@ class JobUpdate:
     failed: int = 0
     total: int = 0
     estimated_time_s: int = 0
+    #: On `accepted`: what each image is expected to cost.
+    estimated_image_cost: Cost | None = None
     job: job_pb2.Job | None = field(default=None)
 
     @classmethod
@@ -243,7 +272,14 @@ class JobUpdate:
         job_id, cursor = event.job_id, event.cursor
         if kind == "accepted":
             accepted = event.accepted
-            return cls(kind, job_id, cursor, total=accepted.total_images, estimated_time_s=accepted.estimated_time)
+            return cls(
+                kind,
+                job_id,
+                cursor,
+                total=accepted.total_images,
+                estimated_time_s=accepted.estimated_time,
+                estimated_image_cost=Cost.from_proto(accepted.estimated_image_cost),
+            )
         if kind == "image":
             return cls(kind, job_id, cursor, image=ImageOutcome.from_proto(event.job_id, event.image))
         if kind == "progress":

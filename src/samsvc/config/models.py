@@ -49,6 +49,13 @@ class ModelSettings(BaseSettings):
             "or segment-anything's own generator, bit for bit."
         ),
     )
+    model_cost_probe: bool = Field(
+        True,
+        description=(
+            "Time each preloaded model at start (a grid of 64 points and an encoder pass on a synthetic "
+            "image, which also warms it up) for the cost figures of ListModels and the estimates."
+        ),
+    )
     decoder_dir: Path | None = Field(
         None, description="Where exported ONNX decoders are kept (by checkpoint digest); unset: MODEL_DIR/onnx."
     )

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.checkpoint_reader import load_checkpoint, size_mismatch
+from samsvc.engine.costs import CostBook, ModelCost, WorkCost, grid_work
 from samsvc.engine.download import download_model, sha256_of
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S
@@ -136,6 +137,10 @@ class ModelState:
     #: Why the model cannot be loaded here (an error reason: MODEL_WEIGHTS_MISSING,
     #: CHECKPOINT_SIZE_MISMATCH, or its last load's), "" when nothing is known against it.
     problem: str = ""
+    #: What its work costs here (samsvc.engine.costs), None until measured.
+    cost: ModelCost | None = None
+    #: A Segment call at the model's default options: its work, and its seconds when measured.
+    default_work: WorkCost = field(default_factory=lambda: WorkCost(0, 0))
 
 
 class ModelManager:
@@ -174,6 +179,8 @@ class ModelManager:
         #: report; `_failures` only holds loads back for a short while).
         self._problems: dict[str, str] = {}
         self.failure_ttl_s = DEFAULT_LOAD_FAILURE_TTL_S
+        #: What each model's work costs in this process (samsvc.engine.costs).
+        self.costs = CostBook()
 
     @classmethod
     def from_options(cls, options: ModelOptions) -> ModelManager:
@@ -292,12 +299,14 @@ class ModelManager:
         """Options model `name`'s family cannot honour, each named."""
         return family_for(self.spec(name).family).option_violations(options, prefix)
 
-    def preload(self, names: list[str]) -> None:
-        """Load the named models now; `all` loads every model whose weights are present."""
+    def preload(self, names: list[str]) -> list[str]:
+        """Load the named models now; `all` loads every model whose weights are present.
+        Returns the names loaded."""
         if "all" in names:
             names = [spec.name for spec in self.registry if spec.weights_present]
         for name in names:
             self.get(name)
+        return names
 
     def states(self) -> list[ModelState]:
         return [self.state(spec.name) for spec in self.registry]
@@ -312,6 +321,8 @@ class ModelManager:
             device=str(self.device),
             load_time_s=loaded.load_time_s if loaded else 0.0,
             problem="" if loaded is not None else self._problem(spec),
+            cost=self.costs.figures(name),
+            default_work=self.costs.estimate(name, grid_work(self.amg_defaults(name))),
         )
 
     def _problem(self, spec: ModelSpec) -> str:

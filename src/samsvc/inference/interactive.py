@@ -69,7 +69,9 @@ def embed_image(
         image = decode_image(data, header)
         if cancel is not None:
             cancel.raise_if_cancelled()
+        encoding = time.perf_counter()
         embedding = loaded.embed(image)
+        models.costs.observe_encode(model, time.perf_counter() - encoding)
         if cache is not None:
             cache.put(key, embedding)
     return EmbeddedImage(

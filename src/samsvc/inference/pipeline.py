@@ -30,6 +30,7 @@ from samsvc.encoding.masks import (
 )
 from samsvc.encoding.visualization import overlay_png
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
+from samsvc.engine.costs import WorkCost, grid_work
 from samsvc.infra import metrics
 from samsvc.validation.image import ImageHeader, decode_image
 
@@ -67,6 +68,8 @@ class SegmentOutcome:
     height: int
     model: str
     processing_time_s: float
+    #: What the grid ran (encoder passes, points) and its seconds (decoding and encoding included).
+    work: WorkCost
 
 
 def encode_pixels(mask: npt.NDArray[np.bool_], encoding: MaskEncoding) -> bytes | Rle | list[Polygon]:
@@ -116,7 +119,10 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
         cancel.raise_if_cancelled()
     model = models.get(task.model)
     metrics.MODEL_LOAD_SECONDS.labels(task.model).set(model.load_time_s)
+    generating = time.perf_counter()
     records = model.generate_masks(image, task.options, cancel, fast=task.fast)
+    work = grid_work(task.options)
+    models.costs.observe_grid(task.model, work, time.perf_counter() - generating)
     encoded = [encode_mask(record, task.encoding) for record in records]
     visualization = None
     if task.visualize:
@@ -130,6 +136,7 @@ def run_segment(task: SegmentTask, models: ModelManager, cancel: CancelToken | N
         height=int(image.shape[0]),
         model=task.model,
         processing_time_s=elapsed,
+        work=WorkCost(work.encoder_passes, work.prompts, elapsed),
     )
 
 

@@ -274,6 +274,9 @@ class ImageResult:
     exported: tuple[str, ...] = ()
     #: Why its export failed (EXPORT_FAILED); the masks are kept all the same.
     export_error: ImageError | None = None
+    #: What the image ran: encoder passes (0 when its embedding was reused) and prompts decoded.
+    encoder_passes: int = 0
+    prompts: int = 0
 
     @property
     def succeeded(self) -> bool:
@@ -288,6 +291,8 @@ class ImageResult:
             visualization=outcome.visualization or b"",
             width=outcome.width,
             height=outcome.height,
+            encoder_passes=outcome.work.encoder_passes,
+            prompts=outcome.work.prompts,
         )
 
     def to_json(self) -> str:
@@ -303,6 +308,8 @@ class ImageResult:
                 "image_id": self.image_id,
                 "exported": list(self.exported),
                 "export_error": _error_dict(self.export_error),
+                "encoder_passes": self.encoder_passes,
+                "prompts": self.prompts,
             },
             separators=(",", ":"),
         )
@@ -321,6 +328,8 @@ class ImageResult:
             width=int(data.get("width", 0)),
             height=int(data.get("height", 0)),
             image_id=str(data.get("image_id", "")),
+            encoder_passes=int(data.get("encoder_passes", 0)),
+            prompts=int(data.get("prompts", 0)),
         )
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import dramatiq
 import redis
 
+from samsvc.engine.costs import WorkCost, grid_work
 from samsvc.errors import Unavailable
 from samsvc.infra import metrics
 from samsvc.infra.logs import REQUEST_ID
@@ -26,7 +27,7 @@ from samsvc.jobs.blobs import BlobStore
 from samsvc.jobs.export import DEFAULT_MANIFEST_PAGE, ExportWriter, write_manifest
 from samsvc.jobs.options import JobOptions
 from samsvc.jobs.queues import ACTOR_PRIORITIES, IMAGE_QUEUES, Priority
-from samsvc.jobs.records import ImageResult, JobRecord, now_ms
+from samsvc.jobs.records import ImageResult, JobRecord, JobTask, now_ms
 from samsvc.jobs.recovery.leases import LeaseKeeper
 from samsvc.jobs.store import JobStore
 from samsvc.jobs.stores.redis_base import DEFAULT_PREFIX
@@ -161,12 +162,24 @@ class JobRuntime:
             return (1, self.local_worker_threads) if self.local_worker_threads else (0, 0)
         return live_worker_threads(self.redis_client, DEFAULT_PREFIX)
 
-    def estimate_seconds(self, job: JobRecord) -> int:
-        """Seconds until `job` ends: measured seconds per image for its model, the images queued
-        at its priority or above, and the live worker threads."""
+    def image_cost(self, job: JobRecord, expected: Callable[[WorkCost], float | None]) -> WorkCost:
+        """What each image of `job` runs (from its options) and is expected to take: the mean of
+        its own finished images (once one has succeeded: an image refused at once says little of
+        the rest); before, `expected` (the model's figures measured where the
+        estimate is made), else recent images of its model, else DEFAULT_IMAGE_SECONDS_GUESS."""
+        work = WorkCost(1, 0) if job.spec.task is JobTask.EMBED else grid_work(job.spec.options)
+        if job.succeeded_images:
+            seconds = job.image_seconds / job.processed_images
+        else:
+            seconds = expected(work) or self.store.mean_image_seconds(job.spec.model) or DEFAULT_IMAGE_SECONDS_GUESS
+        return WorkCost(work.encoder_passes, work.prompts, seconds)
+
+    def estimate_seconds(self, job: JobRecord, image_s: float | None = None) -> int:
+        """Seconds until `job` ends: seconds per image (`image_s`, else recent images of its
+        model), the images queued at its priority or above, and the live worker threads."""
         if job.status.final:
             return 0
-        mean = self.store.mean_image_seconds(job.spec.model) or DEFAULT_IMAGE_SECONDS_GUESS
+        mean = image_s or self.store.mean_image_seconds(job.spec.model) or DEFAULT_IMAGE_SECONDS_GUESS
         rank = ACTOR_PRIORITIES[job.priority]
         queues = [IMAGE_QUEUES[p] for p, r in ACTOR_PRIORITIES.items() if r <= rank]
         try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import dramatiq
 import redis
 
+from samsvc.engine.costs import WorkCost
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import NotFound, SamsvcError, Unavailable
 from samsvc.infra import metrics
@@ -47,6 +48,11 @@ class JobsHealth:
     store_reachable: bool
     live_workers: int
     live_worker_threads: int
+
+
+def _unknown(work: WorkCost) -> float | None:
+    """No figures: estimates fall back on recent images of the model."""
+    return None
 
 
 def new_job_id(kind: JobType) -> str:
@@ -314,5 +320,8 @@ class JobService:
             )
         return self.runtime.blobs.get_output(job_id, index), result
 
-    def estimate(self, job: JobRecord) -> int:
-        return self.runtime.estimate_seconds(job)
+    def estimate(self, job: JobRecord, expected: Callable[[WorkCost], float | None] = _unknown) -> tuple[int, WorkCost]:
+        """Seconds until `job` ends, and what each of its images is expected to cost;
+        `expected` gives the seconds of some work on the job's model where it is measured."""
+        cost = self.runtime.image_cost(job, expected)
+        return self.runtime.estimate_seconds(job, cost.compute_s), cost

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from samsvc.config import Settings, server_torch_threads
+from samsvc.engine.costs import probe_costs
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports
 from samsvc.engine.threads import ComputeLanes, cpu_count, use_torch_threads
@@ -149,7 +150,10 @@ async def start_server(settings: Settings, models: ModelManager | None = None) -
     )
     if settings.preload:
         log.info("preloading models: %s", ", ".join(settings.preload))
-        await asyncio.get_running_loop().run_in_executor(executor, models.preload, settings.preload)
+        loaded = await asyncio.get_running_loop().run_in_executor(executor, models.preload, settings.preload)
+        if settings.model_cost_probe:
+            fast = settings.amg_engine == "fast"
+            await asyncio.get_running_loop().run_in_executor(executor, probe_costs, models, loaded, fast)
     await health.set_serving(True)
     log.info("serving %s on %s:%d", SERVICE_NAME, settings.grpc_host, port)
     return running

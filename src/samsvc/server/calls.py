@@ -12,10 +12,11 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from samsvc.engine.amg_types import CancelToken
-from samsvc.errors import ResourceExhausted, Unauthenticated
+from samsvc.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
 from samsvc.server.admission import AdmissionControl
 from samsvc.server.auth import Authenticator, Principal
 from samsvc.server.error_boundary import ServicerContext
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from samsvc.engine.loader import LoadedModel, ModelManager
 
 T = TypeVar("T")
+
+#: A call whose expected seconds exceed what its deadline leaves by more than this factor is
+#: refused before it starts (DEADLINE_TOO_SHORT); within it, it runs (estimates are not exact).
+DEFAULT_DEADLINE_MARGIN = 1.5
 
 
 class KeyedLimit:
@@ -50,6 +55,14 @@ class KeyedLimit:
             self._held[caller.name] -= 1
             if not self._held[caller.name]:
                 del self._held[caller.name]
+
+
+@dataclass
+class InferenceTiming:
+    """What Calls.infer measured of one call: seconds waited for inference slots, then of work."""
+
+    queued_s: float = 0.0
+    compute_s: float = 0.0
 
 
 class Calls:
@@ -87,6 +100,20 @@ class Calls:
         except Unauthenticated:
             return None
 
+    def check_deadline(self, context: ServicerContext, expected_s: float | None, what: str) -> None:
+        """Refuse at once (FAILED_PRECONDITION, DEADLINE_TOO_SHORT) work that cannot end before
+        the call's deadline: its caller would wait until the deadline and get nothing."""
+        left = context.time_remaining()
+        if expected_s is None or left is None or expected_s <= left * DEFAULT_DEADLINE_MARGIN:
+            return
+        raise FailedPrecondition(
+            f"{what} is expected to take about {expected_s:.0f} s on this server and the call's deadline leaves "
+            f"{left:.0f} s: give the call a longer deadline, ask for less work, or submit it as a batch job "
+            "(SubmitBatch)",
+            reason="DEADLINE_TOO_SHORT",
+            metadata={"expected_seconds": f"{expected_s:.1f}", "deadline_seconds": f"{left:.1f}"},
+        )
+
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store work in the I/O pool (in this call's context: its correlation id)."""
         loop = asyncio.get_running_loop()
@@ -103,12 +130,20 @@ class Calls:
             return loaded
         return await self.infer(caller, _load, models, name)
 
-    async def infer(self, caller: Principal, fn: Callable[..., T], *args: Any, weight: int = 1) -> T:
+    async def infer(
+        self,
+        caller: Principal,
+        fn: Callable[..., T],
+        *args: Any,
+        weight: int = 1,
+        timing: InferenceTiming | None = None,
+    ) -> T:
         """Run `fn(*args, cancel_token)` in the inference pool under admission control, holding
         `weight` slots and one of the caller's MAX_INFERENCES_PER_KEY; a cancelled caller stops
-        it at its next safe point."""
+        it at its next safe point. `timing`, when given, gets the seconds waited and worked."""
         cancel = CancelToken()
         with self._inferences.hold(caller, retry_after=self.admission.retry_after()):
+            arrived = time.perf_counter()
             async with self.admission.slot(weight):
                 started = time.perf_counter()
                 call = functools.partial(contextvars.copy_context().run, fn, *args, cancel)
@@ -119,6 +154,8 @@ class Calls:
                     cancel.cancel()
                     raise
             self.admission.record_duration(time.perf_counter() - started)
+        if timing is not None:
+            timing.queued_s, timing.compute_s = started - arrived, time.perf_counter() - started
         return result
 
 

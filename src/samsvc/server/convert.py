@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from samsvc.encoding.masks import MaskEncoding, Rle
 from samsvc.engine.amg_types import AmgOptions
+from samsvc.engine.costs import WorkCost
 from samsvc.engine.loader import ModelState
 from samsvc.engine.registry import ModelSource
 from samsvc.inference.interactive import PromptsOutcome
@@ -17,7 +18,7 @@ from samsvc.jobs.export import manifest_url
 from samsvc.jobs.queues import Priority
 from samsvc.jobs.records import ImageResult, JobRecord, JobStatus, JobType, StoredMask
 from samsvc.server.statuses import error_by_kind, to_status
-from samsvc.v1 import job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
+from samsvc.v1 import cost_pb2, job_pb2, mask_pb2, model_pb2, segmentation_service_pb2
 from samsvc.validation.enums import known_value
 
 #: Fields of SegmentRequest that carry AmgOptions, by the same names.
@@ -93,7 +94,10 @@ def segment_response(
     encoding: MaskEncoding,
     processing_time_s: float,
     cache_hit: bool = False,
+    queued_s: float = 0.0,
 ) -> segmentation_service_pb2.SegmentResponse:
+    """The answer; its cost is the result's work, none on a cache hit."""
+    cost = WorkCost(0, 0) if cache_hit else WorkCost(result.encoder_passes, result.prompts, processing_time_s, queued_s)
     return segmentation_service_pb2.SegmentResponse(
         job_id=job_id,
         masks=[stored_mask_to_proto(m) for m in result.masks],
@@ -104,10 +108,11 @@ def segment_response(
         image_width=result.width,
         image_height=result.height,
         cache_hit=cache_hit,
+        cost=work_cost_to_proto(cost),
     )
 
 
-def prompts_response(outcome: PromptsOutcome) -> segmentation_service_pb2.SegmentPromptsResponse:
+def prompts_response(outcome: PromptsOutcome, queued_s: float = 0.0) -> segmentation_service_pb2.SegmentPromptsResponse:
     results = []
     for masks, logits in outcome.results:
         protos = []
@@ -123,6 +128,32 @@ def prompts_response(outcome: PromptsOutcome) -> segmentation_service_pb2.Segmen
         model_type=outcome.model,
         image_width=outcome.width,
         image_height=outcome.height,
+        cost=work_cost_to_proto(
+            WorkCost(0 if outcome.embedding_cache_hit else 1, len(outcome.results), outcome.processing_time_s, queued_s)
+        ),
+    )
+
+
+def work_cost_to_proto(work: WorkCost) -> cost_pb2.WorkCost:
+    return cost_pb2.WorkCost(
+        encoder_passes=work.encoder_passes,
+        prompts_decoded=work.prompts,
+        compute_seconds=work.compute_s,
+        queued_seconds=work.queued_s,
+    )
+
+
+def model_cost_to_proto(state: ModelState) -> cost_pb2.ModelCost:
+    """The model's figures and what a Segment call at its defaults costs; unmeasured: the
+    default grid's points only."""
+    if state.cost is None:
+        return cost_pb2.ModelCost(default_grid_points=state.default_work.prompts)
+    return cost_pb2.ModelCost(
+        measured=True,
+        encode_seconds=state.cost.encode_s,
+        grid_point_seconds=state.cost.point_s,
+        default_segment_seconds=state.default_work.compute_s,
+        default_grid_points=state.default_work.prompts,
     )
 
 
@@ -163,6 +194,7 @@ def model_to_proto(state: ModelState, *, operator: bool = False) -> model_pb2.Mo
         load_problem=state.problem,
         device=state.device,
         load_time_seconds=state.load_time_s,
+        cost=model_cost_to_proto(state),
     )
 
 
@@ -258,6 +290,7 @@ def image_result_to_proto(result: ImageResult) -> job_pb2.ImageResult:
         image_height=result.height,
         image_id=result.image_id,
         exported_objects=list(result.exported),
+        cost=work_cost_to_proto(WorkCost(result.encoder_passes, result.prompts, result.processing_time_s)),
     )
     for field, error in (("error", result.error), ("export_error", result.export_error)):
         if error is not None:

@@ -26,7 +26,7 @@ from samsvc.inference.interactive import EmbeddedImage, PromptTask, embed_image,
 from samsvc.jobs.service import JobService
 from samsvc.server import convert, interactive_convert
 from samsvc.server.auth import Principal
-from samsvc.server.calls import Calls
+from samsvc.server.calls import Calls, InferenceTiming
 from samsvc.server.error_boundary import ServicerContext, headers_boundary, send_headers, unary_boundary
 from samsvc.server.image_fetch import ImageFetcher, LabelStudioAccess
 from samsvc.server.job_servicer import JobRpcs
@@ -245,12 +245,13 @@ class InteractiveRpcs(JobRpcs):
             task = PromptTask(
                 model=model, prompts=prompts, image=request.image, header=header, owner=caller.name, **common
             )
-        outcome = await self.calls.infer(caller, run_prompts, task, self._models, self._embedding_cache)
+        timing = InferenceTiming()
+        outcome = await self.calls.infer(caller, run_prompts, task, self._models, self._embedding_cache, timing=timing)
         if record is not None:
             await self.calls.run_blocking(
                 self._session_store().set_previous, caller.name, record.image_id, outcome.previous
             )
-        return convert.prompts_response(outcome)
+        return convert.prompts_response(outcome, timing.queued_s)
 
     # Served decoders.
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from samsvc.engine.costs import WorkCost
 from samsvc.engine.loader import ModelManager
 from samsvc.errors import InvalidArgument, Unavailable
 from samsvc.jobs.queues import Priority
@@ -153,8 +154,14 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         )
         return job
 
+    async def _estimate(self, job: JobRecord) -> tuple[int, WorkCost]:
+        """Seconds until `job` ends and each image's expected cost, from this server's figures
+        for its model where measured."""
+        expected = functools.partial(self._models.costs.seconds, job.spec.model)
+        return await self.calls.run_blocking(self._jobs.estimate, job, expected)
+
     async def _job_proto(self, job: JobRecord) -> job_pb2.Job:
-        return convert.job_to_proto(job, await self.calls.run_blocking(self._jobs.estimate, job))
+        return convert.job_to_proto(job, (await self._estimate(job))[0])
 
     async def _event_proto(self, job_id: str, event: JobEvent) -> job_pb2.JobEvent:
         message = job_pb2.JobEvent(cursor=event.cursor, job_id=job_id)
@@ -166,12 +173,17 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
             return message
         job = await self.calls.run_blocking(self._jobs.get, job_id)
         if event.kind is EventKind.ACCEPTED:
-            estimate = await self.calls.run_blocking(self._jobs.estimate, job)
+            estimate, cost = await self._estimate(job)
             message.accepted.CopyFrom(
-                job_pb2.JobAccepted(job_id=job_id, total_images=job.total_images, estimated_time=estimate)
+                job_pb2.JobAccepted(
+                    job_id=job_id,
+                    total_images=job.total_images,
+                    estimated_time=estimate,
+                    estimated_image_cost=convert.work_cost_to_proto(cost),
+                )
             )
         elif event.kind is EventKind.PROGRESS:
-            estimate = await self.calls.run_blocking(self._jobs.estimate, job)
+            estimate, _ = await self._estimate(job)
             message.progress.CopyFrom(
                 job_pb2.JobProgress(
                     processed_images=int(data["processed"]),
@@ -224,9 +236,13 @@ class JobRpcs(segmentation_service_pb2_grpc.SegmentationServiceServicer):
         return await self._accepted(await self._submit(request, context))
 
     async def _accepted(self, job: JobRecord) -> segmentation_service_pb2.SubmitBatchResponse:
-        proto = await self._job_proto(job)
+        estimate, cost = await self._estimate(job)
         return segmentation_service_pb2.SubmitBatchResponse(
-            job_id=job.job_id, status=proto.status, total_images=job.total_images, estimated_time=proto.estimated_time
+            job_id=job.job_id,
+            status=convert.job_to_proto(job).status,
+            total_images=job.total_images,
+            estimated_time=estimate,
+            estimated_image_cost=convert.work_cost_to_proto(cost),
         )
 
     @stream_boundary

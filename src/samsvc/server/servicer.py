@@ -16,6 +16,7 @@ import time
 
 from samsvc import __version__
 from samsvc.cache.backend import ByteCache
+from samsvc.engine.costs import grid_work
 from samsvc.engine.embeddings import EmbeddingCache
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.sam.decoder_export import DecoderExports
@@ -26,7 +27,7 @@ from samsvc.jobs.records import ImageResult, JobSpec, JobType
 from samsvc.jobs.service import JobService, new_job_id
 from samsvc.server import convert
 from samsvc.server.auth import Principal
-from samsvc.server.calls import Calls
+from samsvc.server.calls import Calls, InferenceTiming
 from samsvc.server.error_boundary import ServicerContext, unary_boundary
 from samsvc.server.health import HealthService, ProcessProbe
 from samsvc.server.interactive_servicer import InteractiveRpcs
@@ -84,9 +85,9 @@ class SegmentationServicer(InteractiveRpcs):
             fast=self._options.fast_engine,
         ), prompts
 
-    async def _run(self, caller: Principal, task: SegmentTask, prompts: int) -> SegmentOutcome:
+    async def _run(self, caller: Principal, task: SegmentTask, prompts: int, timing: InferenceTiming) -> SegmentOutcome:
         weight = self._admission.weight(prompts, self._options.prompts_per_slot)
-        return await self.calls.infer(caller, run_segment, task, self._models, weight=weight)
+        return await self.calls.infer(caller, run_segment, task, self._models, weight=weight, timing=timing)
 
     @unary_boundary
     async def Segment(
@@ -97,21 +98,24 @@ class SegmentationServicer(InteractiveRpcs):
             check_one_source(request.image, request.image_url)
             self._model(caller, request.model_type)  # judged before anything is fetched
             request.image = await self._fetcher.fetch(caller, request.image_url)
-        return await self._segment(request, caller)
+        return await self._segment(request, caller, context)
 
     @unary_boundary
     async def SegmentUpload(
         self, request: segmentation_service_pb2.SegmentUploadRequest, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
         caller = await self.calls.caller(context, images=1)
-        return await self._segment(convert.upload_to_segment_request(request), caller)
+        return await self._segment(convert.upload_to_segment_request(request), caller, context)
 
     async def _segment(
-        self, request: segmentation_service_pb2.SegmentRequest, caller: Principal
+        self, request: segmentation_service_pb2.SegmentRequest, caller: Principal, context: ServicerContext
     ) -> segmentation_service_pb2.SegmentResponse:
         started = time.perf_counter()
         task, prompts = self._check_segment(request, caller)
         caller.check_model(task.model)
+        work = grid_work(task.options)
+        expected = self._models.costs.seconds(task.model, work)
+        self.calls.check_deadline(context, expected, f"a grid of {work.prompts} points on model {task.model!r}")
         job_id = new_job_id(JobType.SINGLE)
         spec = JobSpec(task.model, task.options, task.encoding, task.visualize)
         cache_key = None
@@ -124,8 +128,9 @@ class SegmentationServicer(InteractiveRpcs):
                 result = ImageResult.from_json(cached.decode())
             metrics.CACHE_REQUESTS.labels("result", "miss" if cached is None else "hit").inc()
         hit = result is not None
+        timing = InferenceTiming()
         if result is None:
-            outcome = await self._run(caller, task, prompts)
+            outcome = await self._run(caller, task, prompts, timing)
             result = ImageResult.from_outcome(0, outcome)
             if cache_key is not None and self._result_cache is not None:
                 await self.calls.run_blocking(self._result_cache.put, cache_key, result.to_json().encode())
@@ -140,7 +145,9 @@ class SegmentationServicer(InteractiveRpcs):
             job_id, task.model, result.width, result.height, len(result.masks), elapsed, " (cached)" if hit else "",
         )  # fmt: skip
         processing = elapsed if hit else result.processing_time_s
-        return convert.segment_response(job_id, result, task.model, task.encoding, processing, cache_hit=hit)
+        return convert.segment_response(
+            job_id, result, task.model, task.encoding, processing, cache_hit=hit, queued_s=timing.queued_s
+        )
 
     @unary_boundary
     async def ListModels(

@@ -144,6 +144,23 @@ class BatchRun:
             )
             self.state.pending.append(PendingJob(response.job_id, group))
             self.state.save()
+            cost = response.estimated_image_cost
+            self.emit(
+                {
+                    "job_id": response.job_id,
+                    "status": "queued",
+                    "images": len(group),
+                    "estimated_seconds": response.estimated_time,
+                    "image_cost": {
+                        "encoder_passes": cost.encoder_passes,
+                        "prompts": cost.prompts_decoded,
+                        "seconds": round(cost.compute_seconds, 3),
+                    },
+                },
+                f"queued  job {response.job_id}: {len(group)} images, about {response.estimated_time} s "
+                f"({cost.prompts_decoded} prompts and {cost.encoder_passes} encoder passes an image, "
+                f"about {cost.compute_seconds:.1f} s each)",
+            )
 
     def run(self) -> int:
         limits = self.client.health().limits

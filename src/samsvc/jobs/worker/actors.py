@@ -232,7 +232,12 @@ def _embed_image(
     runtime.blobs.put_output(job_id, index, image.embedding.to_bytes(meta))
     height, width = image.embedding.original_size
     return ImageResult(
-        index, processing_time_s=image.processing_time_s, width=width, height=height, image_id=image.image_id
+        index,
+        processing_time_s=image.processing_time_s,
+        width=width,
+        height=height,
+        image_id=image.image_id,
+        encoder_passes=0 if image.reused else 1,
     )
 
 
