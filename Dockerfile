@@ -8,12 +8,12 @@ RUN pip install --no-cache-dir uv
 WORKDIR /app
 # Dependencies first, so code changes do not invalidate the (large) dependency layer.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --extra openvino --no-install-project
 COPY src ./src
 COPY generated ./generated
 COPY protos ./protos
 COPY envoy ./envoy
-RUN uv sync --frozen --no-dev --no-editable
+RUN uv sync --frozen --no-dev --extra openvino --no-editable
 
 FROM python:3.11-slim AS runtime
 RUN apt-get update \

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from samsvc.v1 import cost_pb2 as samsvc_dot_v1_dot_cost__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15samsvc/v1/model.proto\x12\tsamsvc.v1\x1a\x14samsvc/v1/cost.proto\"\x85\x01\n\x11ModelArchitecture\x12\x19\n\x11\x65ncoder_embed_dim\x18\x01 \x01(\x05\x12\x15\n\rencoder_depth\x18\x02 \x01(\x05\x12\x19\n\x11\x65ncoder_num_heads\x18\x03 \x01(\x05\x12#\n\x1b\x65ncoder_global_attn_indexes\x18\x04 \x03(\x05\"\x8e\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06source\x18\x02 \x01(\x0e\x32\x16.samsvc.v1.ModelSource\x12\x32\n\x0c\x61rchitecture\x18\x03 \x01(\x0b\x32\x1c.samsvc.v1.ModelArchitecture\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x17\n\x0fweights_present\x18\x08 \x01(\x08\x12\x0e\n\x06loaded\x18\t \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x19\n\x11load_time_seconds\x18\x0b \x01(\x01\x12&\n\x06\x66\x61mily\x18\x0c \x01(\x0e\x32\x16.samsvc.v1.ModelFamily\x12\x0e\n\x06\x63onfig\x18\r \x01(\t\x12\x10\n\x08loadable\x18\x0e \x01(\x08\x12\x14\n\x0cload_problem\x18\x0f \x01(\t\x12\"\n\x04\x63ost\x18\x10 \x01(\x0b\x32\x14.samsvc.v1.ModelCost*b\n\x0bModelSource\x12\x1c\n\x18MODEL_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_SOURCE_BUILTIN\x10\x01\x12\x1b\n\x17MODEL_SOURCE_REGISTERED\x10\x02*X\n\x0bModelFamily\x12\x1c\n\x18MODEL_FAMILY_UNSPECIFIED\x10\x00\x12\x14\n\x10MODEL_FAMILY_SAM\x10\x01\x12\x15\n\x11MODEL_FAMILY_SAM2\x10\x02\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15samsvc/v1/model.proto\x12\tsamsvc.v1\x1a\x14samsvc/v1/cost.proto\"\x85\x01\n\x11ModelArchitecture\x12\x19\n\x11\x65ncoder_embed_dim\x18\x01 \x01(\x05\x12\x15\n\rencoder_depth\x18\x02 \x01(\x05\x12\x19\n\x11\x65ncoder_num_heads\x18\x03 \x01(\x05\x12#\n\x1b\x65ncoder_global_attn_indexes\x18\x04 \x03(\x05\"\x9f\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06source\x18\x02 \x01(\x0e\x32\x16.samsvc.v1.ModelSource\x12\x32\n\x0c\x61rchitecture\x18\x03 \x01(\x0b\x32\x1c.samsvc.v1.ModelArchitecture\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x17\n\x0fweights_present\x18\x08 \x01(\x08\x12\x0e\n\x06loaded\x18\t \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x19\n\x11load_time_seconds\x18\x0b \x01(\x01\x12&\n\x06\x66\x61mily\x18\x0c \x01(\x0e\x32\x16.samsvc.v1.ModelFamily\x12\x0e\n\x06\x63onfig\x18\r \x01(\t\x12\x10\n\x08loadable\x18\x0e \x01(\x08\x12\x14\n\x0cload_problem\x18\x0f \x01(\t\x12\"\n\x04\x63ost\x18\x10 \x01(\x0b\x32\x14.samsvc.v1.ModelCost\x12\x0f\n\x07\x65ncoder\x18\x11 \x01(\t*b\n\x0bModelSource\x12\x1c\n\x18MODEL_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_SOURCE_BUILTIN\x10\x01\x12\x1b\n\x17MODEL_SOURCE_REGISTERED\x10\x02*X\n\x0bModelFamily\x12\x1c\n\x18MODEL_FAMILY_UNSPECIFIED\x10\x00\x12\x14\n\x10MODEL_FAMILY_SAM\x10\x01\x12\x15\n\x11MODEL_FAMILY_SAM2\x10\x02\x42\x10\n\x0cio.samsvc.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'samsvc.v1.model_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014io.samsvc.v1P\001'
-  _globals['_MODELSOURCE']._serialized_start=595
-  _globals['_MODELSOURCE']._serialized_end=693
-  _globals['_MODELFAMILY']._serialized_start=695
-  _globals['_MODELFAMILY']._serialized_end=783
+  _globals['_MODELSOURCE']._serialized_start=612
+  _globals['_MODELSOURCE']._serialized_end=710
+  _globals['_MODELFAMILY']._serialized_start=712
+  _globals['_MODELFAMILY']._serialized_end=800
   _globals['_MODELARCHITECTURE']._serialized_start=59
   _globals['_MODELARCHITECTURE']._serialized_end=192
   _globals['_MODEL']._serialized_start=195
-  _globals['_MODEL']._serialized_end=593
+  _globals['_MODEL']._serialized_end=610
 # @@protoc_insertion_point(module_scope)

@@ -126,6 +126,7 @@ class Model(_message.Message):
     LOADABLE_FIELD_NUMBER: _builtins.int
     LOAD_PROBLEM_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    ENCODER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name requests use in `model_type` (for example "vit_h")."""
     source: Global___ModelSource.ValueType
@@ -163,6 +164,10 @@ class Model(_message.Message):
     another size than its pinned one), or the reason its last load failed with
     (CHECKSUM_MISMATCH, CHECKPOINT_INVALID, ...); empty when loadable.
     """
+    encoder: _builtins.str
+    """What runs the image encoder: "torch" (exact), "openvino" (OpenVINO in fp32: the same masks,
+    faster on CPUs) or "openvino-int8" (post-training quantized: faster still, approximate).
+    """
     @_builtins.property
     def architecture(self) -> Global___ModelArchitecture:
         """The encoder's shape (SAM models; unset for SAM 2, whose shape is `config`)."""
@@ -190,10 +195,11 @@ class Model(_message.Message):
         loadable: _builtins.bool = ...,
         load_problem: _builtins.str = ...,
         cost: _cost_pb2.ModelCost | None = ...,
+        encoder: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "config", b"config", "cost", b"cost", "device", b"device", "family", b"family", "load_problem", b"load_problem", "load_time_seconds", b"load_time_seconds", "loadable", b"loadable", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "checkpoint", b"checkpoint", "config", b"config", "cost", b"cost", "device", b"device", "encoder", b"encoder", "family", b"family", "load_problem", b"load_problem", "load_time_seconds", b"load_time_seconds", "loadable", b"loadable", "loaded", b"loaded", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "source", b"source", "url", b"url", "weights_present", b"weights_present"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

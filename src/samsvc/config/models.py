@@ -29,6 +29,13 @@ class ModelSettings(BaseSettings):
         "fp32",
         description="Inference precision for models whose MODELS_FILE entry names none (fp16/bf16 via autocast).",
     )
+    model_encoder: Literal["torch", "openvino", "openvino-int8"] = Field(
+        "torch",
+        description=(
+            "What runs SAM image encoders whose MODELS_FILE entry names none: torch (exact), openvino (the same "
+            "masks, faster on CPUs) or openvino-int8 (faster still, approximate); needs the openvino extra."
+        ),
+    )
     torch_compile: bool = Field(
         False,
         description="torch.compile each model's encoder and decoder at load (pays on GPUs; the first call compiles).",

@@ -83,6 +83,7 @@ class Settings(
             verify_checksums=self.verify_checksums,
             auto_download=self.auto_download,
             dtype=self.model_dtype,
+            encoder=self.model_encoder,
             compile_models=self.torch_compile,
             encoder_batch_size=self.encoder_batch_size,
             encoder_batch_wait_s=self.encoder_batch_wait_ms / 1000,

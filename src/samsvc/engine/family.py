@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -25,6 +27,20 @@ if TYPE_CHECKING:
     from samsvc.engine.embeddings import ImageEmbedding
 
 Precision = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """What runs a model's image encoder other than torch (registry.ENCODERS), and where its
+    compiled forms are kept."""
+
+    runtime: str
+    model: str
+    #: The checkpoint's SHA-256: compiled forms are kept by it.
+    digest: str
+    cache_dir: Path
+    #: The operator's images for int8 calibration; None: synthetic pictures.
+    calibration_dir: Path | None = None
 
 
 class ModelFamily(Protocol):
@@ -50,6 +66,11 @@ class ModelFamily(Protocol):
     def accelerate(self, model: Any, *, compile_model: bool, encoder_batch: tuple[int, float]) -> bool:
         """Apply torch.compile and cross-thread encoder batching where the family supports them;
         returns whether encoder batching is on."""
+        ...
+
+    def use_encoder(self, model: Any, choice: EncoderChoice, device: torch.device) -> None:
+        """Run the model's image encoder with `choice.runtime` instead of torch (before
+        `accelerate`); FailedPrecondition (ENCODER_UNAVAILABLE) where it cannot."""
         ...
 
     def generate_masks(

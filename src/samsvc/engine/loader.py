@@ -36,7 +36,7 @@ from samsvc.engine.costs import CostBook, ModelCost, WorkCost, grid_work
 from samsvc.engine.download import download_model, sha256_of
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import DEFAULT_MAX_WAIT_S
-from samsvc.engine.family import ModelFamily, family_for
+from samsvc.engine.family import EncoderChoice, ModelFamily, family_for
 from samsvc.engine.options import ModelOptions
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelRegistry, ModelSpec
@@ -76,15 +76,19 @@ class LoadedModel:
     compiled: bool = False
     #: Whether encoder passes are batched across threads (also rounding-level differences).
     batched: bool = False
+    #: What runs the image encoder (registry.ENCODERS): OpenVINO's embeddings differ from torch's
+    #: (fp32 at rounding level, int8 more), so each is cached apart.
+    encoder: str = "torch"
 
     @property
     def identity(self) -> str:
-        """What cache keys must carry about the model: its checkpoint, precision, compilation
-        and encoder batching."""
+        """What cache keys must carry about the model: its checkpoint, precision, compilation,
+        encoder batching and encoder runtime."""
         return (
             f"{self.digest}:{self.dtype}"
             + (":compiled" if self.compiled else "")
             + (":batched" if self.batched else "")
+            + ("" if self.encoder == "torch" else f":{self.encoder}")
         )
 
     def precision(self) -> contextlib.AbstractContextManager[Any]:
@@ -139,6 +143,8 @@ class ModelState:
     problem: str = ""
     #: What its work costs here (samsvc.engine.costs), None until measured.
     cost: ModelCost | None = None
+    #: What runs its image encoder (registry.ENCODERS).
+    encoder: str = "torch"
     #: A Segment call at the model's default options: its work, and its seconds when measured.
     default_work: WorkCost = field(default_factory=lambda: WorkCost(0, 0))
 
@@ -159,6 +165,8 @@ class ModelManager:
         auto_download: bool = False,
         downloader: Callable[[ModelSpec], Path] = download_model,
         default_dtype: str = "fp32",
+        default_encoder: str = "torch",
+        encoder_cache: Path | None = None,
         compile_models: bool = False,
         encoder_batch_size: int = 1,
         encoder_batch_wait_s: float = DEFAULT_MAX_WAIT_S,
@@ -169,6 +177,10 @@ class ModelManager:
         self._auto_download = auto_download
         self._downloader = downloader
         self._default_dtype = default_dtype
+        self._default_encoder = default_encoder
+        #: Where OpenVINO encoders are kept once compiled, by checkpoint digest (None: beside
+        #: each checkpoint).
+        self._encoder_cache = encoder_cache
         self._compile = compile_models
         self._encoder_batch = (encoder_batch_size, encoder_batch_wait_s)
         self._loaded: dict[str, LoadedModel] = {}
@@ -192,6 +204,8 @@ class ModelManager:
             verify_checksums=options.verify_checksums,
             auto_download=options.auto_download,
             default_dtype=options.dtype,
+            default_encoder=options.encoder,
+            encoder_cache=options.model_dir / "openvino",
             compile_models=options.compile_models,
             encoder_batch_size=options.encoder_batch_size,
             encoder_batch_wait_s=options.encoder_batch_wait_s,
@@ -261,9 +275,16 @@ class ModelManager:
         started = time.perf_counter()
         sam = load_checkpoint(spec, self.device, verify=self._verify)
         family = family_for(spec.family)
-        batched = family.accelerate(sam, compile_model=self._compile, encoder_batch=self._encoder_batch)
-        elapsed = time.perf_counter() - started
         digest = spec.sha256 if spec.sha256 and self._verify else sha256_of(spec.path)
+        encoder = self.encoder_of(spec)
+        if encoder != "torch":
+            cache = self._encoder_cache or spec.path.parent / "openvino"
+            choice = EncoderChoice(encoder, spec.name, digest, cache, spec.calibration_dir)
+            family.use_encoder(sam, choice, self.device)
+        batched = family.accelerate(
+            sam, compile_model=self._compile and encoder == "torch", encoder_batch=self._encoder_batch
+        )
+        elapsed = time.perf_counter() - started
         log.info("loaded model %s on %s in %.2f s", spec.name, self.device, elapsed)
         dtype = spec.dtype or self._default_dtype
         return LoadedModel(
@@ -273,9 +294,15 @@ class ModelManager:
             load_time_s=elapsed,
             digest=digest,
             dtype=dtype,
-            compiled=self._compile,
+            compiled=self._compile and encoder == "torch",
             batched=batched,
+            encoder=encoder,
         )
+
+    def encoder_of(self, spec: ModelSpec) -> str:
+        """What runs the model's image encoder: its MODELS_FILE entry's, else MODEL_ENCODER for SAM
+        models (SAM 2's run on torch)."""
+        return spec.encoder or (self._default_encoder if spec.family == "sam" else "torch")
 
     def unload(self, name: str) -> bool:
         """Drop a loaded model; calls already holding it finish with it. Returns whether it was loaded."""
@@ -321,6 +348,7 @@ class ModelManager:
             device=str(self.device),
             load_time_s=loaded.load_time_s if loaded else 0.0,
             problem="" if loaded is not None else self._problem(spec),
+            encoder=self.encoder_of(spec),
             cost=self.costs.figures(name),
             default_work=self.costs.estimate(name, grid_work(self.amg_defaults(name))),
         )

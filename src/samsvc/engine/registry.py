@@ -79,6 +79,9 @@ SAM2_CONFIGS: Mapping[str, str] = {
 
 #: Inference precisions a model may run in.
 DTYPES = ("fp32", "fp16", "bf16")
+#: What runs a SAM model's image encoder: torch (exact), OpenVINO in fp32 (the same masks,
+#: faster on CPUs) or OpenVINO int8 (post-training quantized: faster still, approximate).
+ENCODERS = ("torch", "openvino", "openvino-int8")
 _OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 _OFFICIAL_SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 #: The SAM 2.1 built-ins (each downloaded as NAME.pt): their configs' short names, SHA-256 and
@@ -132,6 +135,10 @@ class ModelSpec:
     family: str = "sam"
     #: For SAM 2 models, the sam2 package's config name (e.g. configs/sam2.1/sam2.1_hiera_t.yaml).
     config: str | None = None
+    #: What runs the image encoder (ENCODERS), or None for the server's default (MODEL_ENCODER).
+    encoder: str | None = None
+    #: Images int8 encoders calibrate on (at most 64 are read); None: synthetic pictures.
+    calibration_dir: Path | None = None
 
     @property
     def weights_present(self) -> bool:
@@ -253,7 +260,7 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
     known = {
         "checkpoint", "url", "filename", "sha256", "size_bytes", "architecture",
         "encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes", "dtype",
-        "family", "config",
+        "family", "config", "encoder", "calibration_dir",
     }  # fmt: skip
     unknown = sorted(set(entry) - known)
     if unknown:
@@ -294,6 +301,18 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
     family = entry.get("family", "sam")
     if family not in FAMILIES:
         raise ConfigurationError(f"{where}: family must be one of {', '.join(FAMILIES)}")
+    encoder = entry.get("encoder")
+    if encoder is not None and encoder not in ENCODERS:
+        raise ConfigurationError(f"{where}: encoder must be one of {', '.join(ENCODERS)}")
+    if encoder not in (None, "torch") and family != "sam":
+        raise ConfigurationError(f"{where}: encoder {encoder} is for SAM models; {family} models run on torch")
+    calibration = entry.get("calibration_dir")
+    if calibration is not None:
+        if not isinstance(calibration, str) or not calibration:
+            raise ConfigurationError(f"{where}: calibration_dir must be a folder of images")
+        calibration = (base / Path(calibration).expanduser()).absolute()
+        if not calibration.is_dir():
+            raise ConfigurationError(f"{where}: calibration_dir {calibration} is not a folder")
     architecture, config = None, None
     if family == "sam":
         if "config" in entry:
@@ -313,6 +332,8 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
         dtype=dtype,
         family=family,
         config=config,
+        encoder=encoder,
+        calibration_dir=calibration,
     )
 
 

@@ -195,6 +195,7 @@ def model_to_proto(state: ModelState, *, operator: bool = False) -> model_pb2.Mo
         device=state.device,
         load_time_seconds=state.load_time_s,
         cost=model_cost_to_proto(state),
+        encoder=state.encoder,
     )
 
 

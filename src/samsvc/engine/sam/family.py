@@ -14,12 +14,12 @@ from segment_anything.build_sam import _build_sam
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import BatchingEncoder
-from samsvc.engine.family import Precision
+from samsvc.engine.family import EncoderChoice, Precision
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import Architecture, ModelSpec
 from samsvc.engine.sam import amg, prompts
 from samsvc.engine.sam import embedding as sam_embedding
-from samsvc.errors import ConfigurationError, FieldViolation
+from samsvc.errors import ConfigurationError, FailedPrecondition, FieldViolation
 
 
 def build_sam(architecture: Architecture) -> torch.nn.Module:
@@ -61,6 +61,25 @@ class SamFamily:
         if size > 1:
             model.image_encoder = BatchingEncoder(model.image_encoder, size, wait_s)
         return size > 1
+
+    def use_encoder(self, model: Any, choice: EncoderChoice, device: torch.device) -> None:
+        if device.type != "cpu":
+            raise FailedPrecondition(
+                f"model {choice.model!r} runs its encoder with {choice.runtime}, which runs on CPUs; this server "
+                f"runs models on {device.type}: ask the operator (set the model's encoder to torch)",
+                reason="ENCODER_UNAVAILABLE",
+                metadata={"model": choice.model},
+            )
+        from samsvc.engine.sam.openvino_encoder import openvino_encoder  # openvino: imported only when used
+
+        model.image_encoder = openvino_encoder(
+            model,
+            precision="int8" if choice.runtime == "openvino-int8" else "fp32",
+            digest=choice.digest,
+            cache_dir=choice.cache_dir,
+            model=choice.model,
+            calibration_dir=choice.calibration_dir,
+        )
 
     def generate_masks(
         self,

@@ -31,11 +31,11 @@ from samsvc.engine.amg_types import (
     MaskRecord,
 )
 from samsvc.engine.embeddings import ImageEmbedding
-from samsvc.engine.family import Precision
+from samsvc.engine.family import EncoderChoice, Precision
 from samsvc.engine.generation import CancellableGeneration, amg_record
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelSpec
-from samsvc.errors import ConfigurationError, FieldViolation
+from samsvc.errors import ConfigurationError, FailedPrecondition, FieldViolation
 
 with warnings.catch_warnings():
     # sam2 warns at import that its optional CUDA extension is absent (only its video
@@ -107,6 +107,14 @@ class Sam2Family:
 
     def option_violations(self, options: AmgOptions, prefix: str) -> list[FieldViolation]:
         return []
+
+    def use_encoder(self, model: Any, choice: EncoderChoice, device: torch.device) -> None:
+        # The registry refuses another encoder on a SAM 2 entry, and MODEL_ENCODER is SAM's only.
+        raise FailedPrecondition(
+            f"model {choice.model!r} is a SAM 2 model: its encoder runs on torch only",
+            reason="ENCODER_UNAVAILABLE",
+            metadata={"model": choice.model},
+        )
 
     def accelerate(self, model: Any, *, compile_model: bool, encoder_batch: tuple[int, float]) -> bool:
         if compile_model:
