@@ -19,9 +19,9 @@ masks' IoU against fp32's for the same clicks (a grid of single clicks through s
 own predictor on each embedding): the mean and the worst. On random weights (time does not
 depend on them; agreement does, so the docs say which weights gave it).
 
-    uv run --group bench python -m bench.cpu_speed [--model vit_b] [--rounds 2] [--threads 2] [--write-docs]
+    uv run python -m bench.cpu_speed [--model vit_b] [--rounds 2] [--threads 2] [--write-docs]
 
-(`--group bench` installs OpenVINO, which only this benchmark uses.)
+(OpenVINO and NNCF come with the dev group, as the served encoders' `openvino` extra.)
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def main() -> int:
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        f"Measured by `uv run --group bench python -m bench.cpu_speed` on {report['machine']['threads']} CPU threads "
+        f"Measured by `uv run python -m bench.cpu_speed` on {report['machine']['threads']} CPU threads "
         f"({report['machine']['cpu']}): {report['model']}; each row in a fresh process, the median of its runs "
         f"after a warm-up; masks of {CLICKS_PER_SIDE * CLICKS_PER_SIDE} single clicks compared with fp32's.",
         "",
