@@ -37,12 +37,21 @@ def entries(path: Path, digest: str, **encoders: str) -> str:
 
 @pytest.fixture(scope="module")
 def server_settings(
-    base_settings: Settings, tiny_checkpoint: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+    base_settings: Settings,
+    tiny_checkpoint: tuple[Path, str],
+    sam2_checkpoint: tuple[Path, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     path, digest = tiny_checkpoint
     folder = tmp_path_factory.mktemp("openvino")
     models_file = folder / "models.toml"
-    models_file.write_text(entries(path, digest, tiny="", tiny_ov="openvino", tiny_ov8="openvino-int8"))
+    sam2_path, sam2_digest = sam2_checkpoint
+    models_file.write_text(
+        entries(path, digest, tiny="", tiny_ov="openvino", tiny_ov8="openvino-int8")
+        + sam2_models_file_entry("hiera", sam2_path, sam2_digest)
+        + sam2_models_file_entry("hiera_ov", sam2_path, sam2_digest)
+        + 'encoder = "openvino"\n'
+    )
     return base_settings.model_copy(
         update={"models_file": models_file, "model_dir": folder / "models", "embedding_cache_bytes": 0}
     )
@@ -66,7 +75,7 @@ def prompts(server: ServerThread, model: str, image: bytes) -> pb.SegmentPrompts
 def test_list_models_says_what_runs_each_encoder(server: ServerThread) -> None:
     models = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest(page_size=100)).models}
     assert [models[n].encoder for n in ("tiny", "tiny_ov", "tiny_ov8")] == ["torch", "openvino", "openvino-int8"]
-    assert models["sam2.1_hiera_tiny"].encoder == "torch"
+    assert [models[n].encoder for n in ("hiera", "hiera_ov", "sam2.1_hiera_tiny")] == ["torch", "openvino", "torch"]
 
 
 def test_openvino_fp32_answers_with_torchs_masks(server: ServerThread) -> None:
@@ -84,6 +93,18 @@ def test_openvino_fp32_answers_with_torchs_masks(server: ServerThread) -> None:
         assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
         assert list(a.point_coords) == list(b.point_coords)
         assert same_mask(mask_of(a), mask_of(b))
+
+
+@pytest.mark.slow  # exports and compiles a full-size Hiera-tiny encoder
+def test_openvino_fp32_answers_with_torchs_masks_on_sam2(server: ServerThread) -> None:
+    """SAM 2's Hiera trunk and FPN neck compiled by OpenVINO: the same masks and scores."""
+    image = encode(scene(200, 150, seed=6))
+    ours, theirs = prompts(server, "hiera_ov", image), prompts(server, "hiera", image)
+    for got, want in zip(ours.results, theirs.results, strict=True):
+        assert len(got.masks) == len(want.masks) >= 1
+        for a, b in zip(got.masks, want.masks, strict=True):
+            assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
+            assert same_mask(mask_of(a), mask_of(b))
 
 
 def test_openvino_int8_is_close_to_torch(server: ServerThread) -> None:
@@ -144,11 +165,4 @@ def test_models_file_encoder_keys_are_checked(
     path, digest = tiny_checkpoint
     (tmp_path / "models.toml").write_text(models_file_entry("m", path, digest) + extra)
     with pytest.raises(ConfigurationError, match=message):
-        ModelRegistry.load(tmp_path, tmp_path / "models.toml")
-
-
-def test_sam2_models_keep_torch_encoders(tmp_path: Path) -> None:
-    entry = sam2_models_file_entry("s", tmp_path / "sam2.pt", "0" * 64)
-    (tmp_path / "models.toml").write_text(entry + 'encoder = "openvino"\n')
-    with pytest.raises(ConfigurationError, match="encoder openvino is for SAM models"):
         ModelRegistry.load(tmp_path, tmp_path / "models.toml")

@@ -32,7 +32,7 @@ class ModelSettings(BaseSettings):
     model_encoder: Literal["torch", "openvino", "openvino-int8"] = Field(
         "torch",
         description=(
-            "What runs SAM image encoders whose MODELS_FILE entry names none: torch (exact), openvino (the same "
+            "What runs image encoders whose MODELS_FILE entry names none: torch (exact), openvino (the same "
             "masks, faster on CPUs) or openvino-int8 (faster still, approximate); needs the openvino extra."
         ),
     )

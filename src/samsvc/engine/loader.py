@@ -300,9 +300,8 @@ class ModelManager:
         )
 
     def encoder_of(self, spec: ModelSpec) -> str:
-        """What runs the model's image encoder: its MODELS_FILE entry's, else MODEL_ENCODER for SAM
-        models (SAM 2's run on torch)."""
-        return spec.encoder or (self._default_encoder if spec.family == "sam" else "torch")
+        """What runs the model's image encoder: its MODELS_FILE entry's, else MODEL_ENCODER."""
+        return spec.encoder or self._default_encoder
 
     def unload(self, name: str) -> bool:
         """Drop a loaded model; calls already holding it finish with it. Returns whether it was loaded."""

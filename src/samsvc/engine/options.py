@@ -22,7 +22,7 @@ class ModelOptions:
     auto_download: bool = False
     #: Precision of models whose MODELS_FILE entry names none: fp32, fp16 or bf16.
     dtype: str = "fp32"
-    #: What runs SAM image encoders whose MODELS_FILE entry names none (registry.ENCODERS).
+    #: What runs image encoders whose MODELS_FILE entry names none (registry.ENCODERS).
     encoder: str = "torch"
     compile_models: bool = False
     #: Images encoded in one pass, and how long the first waits for others (seconds).

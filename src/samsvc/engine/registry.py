@@ -79,7 +79,7 @@ SAM2_CONFIGS: Mapping[str, str] = {
 
 #: Inference precisions a model may run in.
 DTYPES = ("fp32", "fp16", "bf16")
-#: What runs a SAM model's image encoder: torch (exact), OpenVINO in fp32 (the same masks,
+#: What runs a model's image encoder: torch (exact), OpenVINO in fp32 (the same masks,
 #: faster on CPUs) or OpenVINO int8 (post-training quantized: faster still, approximate).
 ENCODERS = ("torch", "openvino", "openvino-int8")
 _OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -304,8 +304,6 @@ def _parse_entry(name: str, entry: Any, base: Path, model_dir: Path) -> ModelSpe
     encoder = entry.get("encoder")
     if encoder is not None and encoder not in ENCODERS:
         raise ConfigurationError(f"{where}: encoder must be one of {', '.join(ENCODERS)}")
-    if encoder not in (None, "torch") and family != "sam":
-        raise ConfigurationError(f"{where}: encoder {encoder} is for SAM models; {family} models run on torch")
     calibration = entry.get("calibration_dir")
     if calibration is not None:
         if not isinstance(calibration, str) or not calibration:

@@ -70,16 +70,9 @@ class SamFamily:
                 reason="ENCODER_UNAVAILABLE",
                 metadata={"model": choice.model},
             )
-        from samsvc.engine.sam.openvino_encoder import openvino_encoder  # openvino: imported only when used
+        from samsvc.engine.sam.openvino import use_openvino  # openvino: imported only when used
 
-        model.image_encoder = openvino_encoder(
-            model,
-            precision="int8" if choice.runtime == "openvino-int8" else "fp32",
-            digest=choice.digest,
-            cache_dir=choice.cache_dir,
-            model=choice.model,
-            calibration_dir=choice.calibration_dir,
-        )
+        use_openvino(model, choice)
 
     def generate_masks(
         self,

@@ -109,12 +109,16 @@ class Sam2Family:
         return []
 
     def use_encoder(self, model: Any, choice: EncoderChoice, device: torch.device) -> None:
-        # The registry refuses another encoder on a SAM 2 entry, and MODEL_ENCODER is SAM's only.
-        raise FailedPrecondition(
-            f"model {choice.model!r} is a SAM 2 model: its encoder runs on torch only",
-            reason="ENCODER_UNAVAILABLE",
-            metadata={"model": choice.model},
-        )
+        if device.type != "cpu":
+            raise FailedPrecondition(
+                f"model {choice.model!r} runs its encoder with {choice.runtime}, which runs on CPUs; this server "
+                f"runs models on {device.type}: ask the operator (set the model's encoder to torch)",
+                reason="ENCODER_UNAVAILABLE",
+                metadata={"model": choice.model},
+            )
+        from samsvc.engine.sam2.openvino import use_openvino  # openvino: imported only when used
+
+        use_openvino(model, choice)
 
     def accelerate(self, model: Any, *, compile_model: bool, encoder_batch: tuple[int, float]) -> bool:
         if compile_model:

@@ -1,5 +1,5 @@
-"""SAM's image encoder run by OpenVINO on CPUs (MODELS_FILE `encoder = "openvino"` or
-`"openvino-int8"`, or MODEL_ENCODER for every SAM model).
+"""Image encoders run by OpenVINO on CPUs (MODELS_FILE `encoder = "openvino"` or
+`"openvino-int8"`, or MODEL_ENCODER for every model): SAM's ViT and SAM 2's Hiera alike.
 
 The encoder is exported to ONNX once per checkpoint and compiled by OpenVINO's CPU plugin (the
 ONNX route compiles to a faster graph here than converting the torch module directly:
@@ -11,8 +11,9 @@ the operator's images, MODELS_FILE `calibration_dir`): about 2x faster on vit_b,
 
 The compiled graph is kept under the cache folder by checkpoint digest, precision and
 calibration, written atomically, so the export (and int8's quantization, a minute or more) runs
-once per checkpoint, not once per start. `OpenVinoEncoder` replaces the model's `image_encoder`:
-everything that encodes (embeddings, both mask generators, prompts) runs it without knowing.
+once per checkpoint, not once per start. Each family wraps the compiled encoder in the module
+its model calls as `image_encoder` (samsvc.engine.sam.family, samsvc.engine.sam2.family), so
+everything that encodes (embeddings, mask generators, prompts) runs it without knowing.
 """
 
 from __future__ import annotations
@@ -23,15 +24,13 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
-from torch import nn
 
 from samsvc.engine.threads import cpu_count
 from samsvc.errors import FailedPrecondition
@@ -48,35 +47,42 @@ DEFAULT_OPSET = 17
 CALIBRATION_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class OpenVinoEncoder(nn.Module):
-    """A compiled OpenVINO encoder in the place of SAM's `image_encoder` (N x 3 x 1024 x 1024 in,
-    N x 256 x 64 x 64 out); thread-safe: each call has its own inference request."""
+class CompiledEncoder:
+    """A compiled OpenVINO encoder: N x 3 x H x W in, its outputs in export order out;
+    thread-safe (each call has its own inference request)."""
 
-    def __init__(self, compiled: Any, img_size: int, precision: str) -> None:
-        super().__init__()
+    def __init__(self, compiled: Any) -> None:
         self._compiled = compiled
-        self.img_size = img_size
-        self.precision = precision
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         request = self._compiled.create_infer_request()
         outputs = request.infer({0: x.detach().float().cpu().numpy()})
-        return torch.from_numpy(np.array(outputs[self._compiled.output(0)])).to(x.device)
+        return [torch.from_numpy(np.array(outputs[port])).to(x.device) for port in self._compiled.outputs]
 
 
-def openvino_encoder(
-    sam: Sam, *, precision: str, digest: str, cache_dir: Path, model: str, calibration_dir: Path | None = None
-) -> OpenVinoEncoder:
-    """`sam`'s encoder compiled by OpenVINO in `precision` ("fp32" or "int8"), from the cache
-    when this checkpoint was compiled before; FailedPrecondition (ENCODER_UNAVAILABLE) when
-    OpenVINO (or NNCF, for int8) is not installed."""
+def compile_encoder(
+    encoder: torch.nn.Module,
+    *,
+    size: int,
+    precision: str,
+    digest: str,
+    cache_dir: Path,
+    model: str,
+    to_input: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]],
+    calibration_dir: Path | None = None,
+) -> CompiledEncoder:
+    """`encoder` (a module of one size x size image batch to a tensor or a tuple of tensors)
+    compiled by OpenVINO in `precision` ("fp32" or "int8"; int8 calibrates on pictures made
+    inputs by `to_input`), from the cache when this checkpoint was compiled before;
+    FailedPrecondition (ENCODER_UNAVAILABLE) when OpenVINO (or NNCF, for int8) is not installed."""
     ov = _import("openvino", model)
     images = _calibration_files(calibration_dir) if precision == "int8" else []
     folder = cache_dir / _cache_key(digest, precision, images)
     graph_file = folder / "encoder.xml"
     if not graph_file.is_file():
         started = time.perf_counter()
-        _build(ov, sam, precision, images, folder, model)
+        calibration = (lambda: [to_input(p) for p in _calibration_pictures(images)]) if precision == "int8" else None
+        _build(ov, encoder, size, calibration, folder, model)
         log.info(
             "compiled the encoder of %s for OpenVINO %s in %.1f s", model, precision, time.perf_counter() - started
         )
@@ -86,7 +92,7 @@ def openvino_encoder(
         "CPU",
         {"INFERENCE_NUM_THREADS": cpu_count(), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"},
     )
-    return OpenVinoEncoder(compiled, int(sam.image_encoder.img_size), precision)
+    return CompiledEncoder(compiled)
 
 
 def _import(name: str, model: str) -> Any:
@@ -113,30 +119,34 @@ def _cache_key(digest: str, precision: str, images: list[Path]) -> str:
     return f"{digest}-int8-{hashlib.sha256(material.encode()).hexdigest()[:16]}"
 
 
-def _build(ov: Any, sam: Sam, precision: str, images: list[Path], folder: Path, model: str) -> None:
+def _build(
+    ov: Any,
+    encoder: torch.nn.Module,
+    size: int,
+    calibration: Callable[[], list[npt.NDArray[np.float32]]] | None,
+    folder: Path,
+    model: str,
+) -> None:
     """Export, (quantize,) save under `folder`; written beside it first, then renamed into place,
     so a crash leaves no half graph and two processes building at once both end with a whole one."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         onnx_file = work / "encoder.onnx"
-        encoder = sam.image_encoder.float().eval()
-        size = int(encoder.img_size)
         with torch.inference_mode():
             torch.onnx.export(
-                encoder,
+                encoder.float().eval(),
                 (torch.zeros(1, 3, size, size),),
                 str(onnx_file),
                 input_names=["image"],
-                output_names=["embedding"],
-                dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+                dynamic_axes={"image": {0: "batch"}},
                 opset_version=DEFAULT_OPSET,
                 dynamo=False,
             )
         graph = ov.Core().read_model(onnx_file)
-        if precision == "int8":
+        if calibration is not None:
             nncf = _import("nncf", model)
-            inputs = [_encoder_input(sam, picture) for picture in _calibration_pictures(images)]
+            inputs = calibration()
             graph = nncf.quantize(
                 graph,
                 nncf.Dataset(inputs),
@@ -183,13 +193,3 @@ def _calibration_pictures(files: list[Path]) -> list[npt.NDArray[np.uint8]]:
         picture += rng.normal(0, 8, picture.shape)
         pictures.append(np.clip(picture, 0, 255).astype(np.uint8))
     return pictures
-
-
-def _encoder_input(sam: Sam, picture: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    """What SamPredictor feeds the encoder for `picture`: resized, normalised, padded."""
-    size = int(sam.image_encoder.img_size)
-    resized = ResizeLongestSide(size).apply_image(picture)
-    tensor = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None].float()
-    with torch.inference_mode():
-        array: npt.NDArray[np.float32] = sam.preprocess(tensor).numpy()
-    return array
