@@ -14,6 +14,7 @@ import torch
 from samsvc.config import Settings
 from samsvc.encoding.masks import Rle, decode_rle
 from samsvc.engine.checkpoints import models_file_entry, sam2_models_file_entry
+from samsvc.engine.family import EncoderChoice, check_cpu_encoder
 from samsvc.engine.loader import ModelManager
 from samsvc.engine.registry import ModelRegistry
 from samsvc.errors import ConfigurationError, FailedPrecondition
@@ -72,6 +73,15 @@ def prompts(server: ServerThread, model: str, image: bytes) -> pb.SegmentPrompts
     )
 
 
+def assert_same_answers(ours: pb.SegmentPromptsResponse, theirs: pb.SegmentPromptsResponse) -> None:
+    """Each prompt's masks: as many, scores within 1e-4, each the same mask (or boundary pixels)."""
+    for got, want in zip(ours.results, theirs.results, strict=True):
+        assert len(got.masks) == len(want.masks) >= 1
+        for a, b in zip(got.masks, want.masks, strict=True):
+            assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
+            assert same_mask(mask_of(a), mask_of(b))
+
+
 def test_list_models_says_what_runs_each_encoder(server: ServerThread) -> None:
     models = {m.name: m for m in server.stub.ListModels(pb.ListModelsRequest(page_size=100)).models}
     assert [models[n].encoder for n in ("tiny", "tiny_ov", "tiny_ov8")] == ["torch", "openvino", "openvino-int8"]
@@ -80,12 +90,7 @@ def test_list_models_says_what_runs_each_encoder(server: ServerThread) -> None:
 
 def test_openvino_fp32_answers_with_torchs_masks(server: ServerThread) -> None:
     image = encode(scene(200, 150, seed=4))
-    ours, theirs = prompts(server, "tiny_ov", image), prompts(server, "tiny", image)
-    for got, want in zip(ours.results, theirs.results, strict=True):
-        assert len(got.masks) == len(want.masks) >= 1
-        for a, b in zip(got.masks, want.masks, strict=True):
-            assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
-            assert same_mask(mask_of(a), mask_of(b))
+    assert_same_answers(prompts(server, "tiny_ov", image), prompts(server, "tiny", image))
     grid = server.stub.Segment(pb.SegmentRequest(image=image, model_type="tiny_ov", **GRID), timeout=300)
     reference = server.stub.Segment(pb.SegmentRequest(image=image, model_type="tiny", **GRID), timeout=300)
     assert len(grid.masks) == len(reference.masks) > 0
@@ -99,12 +104,7 @@ def test_openvino_fp32_answers_with_torchs_masks(server: ServerThread) -> None:
 def test_openvino_fp32_answers_with_torchs_masks_on_sam2(server: ServerThread) -> None:
     """SAM 2's Hiera trunk and FPN neck compiled by OpenVINO: the same masks and scores."""
     image = encode(scene(200, 150, seed=6))
-    ours, theirs = prompts(server, "hiera_ov", image), prompts(server, "hiera", image)
-    for got, want in zip(ours.results, theirs.results, strict=True):
-        assert len(got.masks) == len(want.masks) >= 1
-        for a, b in zip(got.masks, want.masks, strict=True):
-            assert a.predicted_iou == pytest.approx(b.predicted_iou, abs=1e-4)
-            assert same_mask(mask_of(a), mask_of(b))
+    assert_same_answers(prompts(server, "hiera_ov", image), prompts(server, "hiera", image))
 
 
 def test_openvino_int8_is_close_to_torch(server: ServerThread) -> None:
@@ -166,3 +166,11 @@ def test_models_file_encoder_keys_are_checked(
     (tmp_path / "models.toml").write_text(models_file_entry("m", path, digest) + extra)
     with pytest.raises(ConfigurationError, match=message):
         ModelRegistry.load(tmp_path, tmp_path / "models.toml")
+
+
+def test_openvino_encoders_are_refused_off_the_cpu() -> None:
+    choice = EncoderChoice("openvino", "m", "0" * 64, Path("cache"))
+    check_cpu_encoder(choice, "cpu")
+    with pytest.raises(FailedPrecondition) as refused:
+        check_cpu_encoder(choice, "cuda")
+    assert refused.value.reason == "ENCODER_UNAVAILABLE" and "runs on CPUs" in refused.value.message

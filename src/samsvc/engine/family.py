@@ -19,7 +19,7 @@ import numpy.typing as npt
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelSpec
-from samsvc.errors import FieldViolation
+from samsvc.errors import FailedPrecondition, FieldViolation
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +41,18 @@ class EncoderChoice:
     cache_dir: Path
     #: The operator's images for int8 calibration; None: synthetic pictures.
     calibration_dir: Path | None = None
+
+
+def check_cpu_encoder(choice: EncoderChoice, device: str) -> None:
+    """FailedPrecondition (ENCODER_UNAVAILABLE) for an OpenVINO encoder on a server whose models
+    run elsewhere than on the CPU."""
+    if device != "cpu":
+        raise FailedPrecondition(
+            f"model {choice.model!r} runs its encoder with {choice.runtime}, which runs on CPUs; this server "
+            f"runs models on {device}: ask the operator (set the model's encoder to torch)",
+            reason="ENCODER_UNAVAILABLE",
+            metadata={"model": choice.model},
+        )
 
 
 class ModelFamily(Protocol):

@@ -14,12 +14,12 @@ from segment_anything.build_sam import _build_sam
 from samsvc.engine.amg_types import AmgOptions, CancelToken, MaskRecord
 from samsvc.engine.embeddings import ImageEmbedding
 from samsvc.engine.encoder_batching import BatchingEncoder
-from samsvc.engine.family import EncoderChoice, Precision
+from samsvc.engine.family import EncoderChoice, Precision, check_cpu_encoder
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import Architecture, ModelSpec
 from samsvc.engine.sam import amg, prompts
 from samsvc.engine.sam import embedding as sam_embedding
-from samsvc.errors import ConfigurationError, FailedPrecondition, FieldViolation
+from samsvc.errors import ConfigurationError, FieldViolation
 
 
 def build_sam(architecture: Architecture) -> torch.nn.Module:
@@ -63,13 +63,7 @@ class SamFamily:
         return size > 1
 
     def use_encoder(self, model: Any, choice: EncoderChoice, device: torch.device) -> None:
-        if device.type != "cpu":
-            raise FailedPrecondition(
-                f"model {choice.model!r} runs its encoder with {choice.runtime}, which runs on CPUs; this server "
-                f"runs models on {device.type}: ask the operator (set the model's encoder to torch)",
-                reason="ENCODER_UNAVAILABLE",
-                metadata={"model": choice.model},
-            )
+        check_cpu_encoder(choice, device.type)
         from samsvc.engine.sam.openvino import use_openvino  # openvino: imported only when used
 
         use_openvino(model, choice)

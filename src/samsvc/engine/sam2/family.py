@@ -31,11 +31,11 @@ from samsvc.engine.amg_types import (
     MaskRecord,
 )
 from samsvc.engine.embeddings import ImageEmbedding
-from samsvc.engine.family import EncoderChoice, Precision
+from samsvc.engine.family import EncoderChoice, Precision, check_cpu_encoder
 from samsvc.engine.generation import CancellableGeneration, amg_record
 from samsvc.engine.prompt_types import PromptOutput, PromptSpec
 from samsvc.engine.registry import ModelSpec
-from samsvc.errors import ConfigurationError, FailedPrecondition, FieldViolation
+from samsvc.errors import ConfigurationError, FieldViolation
 
 with warnings.catch_warnings():
     # sam2 warns at import that its optional CUDA extension is absent (only its video
@@ -109,13 +109,7 @@ class Sam2Family:
         return []
 
     def use_encoder(self, model: Any, choice: EncoderChoice, device: torch.device) -> None:
-        if device.type != "cpu":
-            raise FailedPrecondition(
-                f"model {choice.model!r} runs its encoder with {choice.runtime}, which runs on CPUs; this server "
-                f"runs models on {device.type}: ask the operator (set the model's encoder to torch)",
-                reason="ENCODER_UNAVAILABLE",
-                metadata={"model": choice.model},
-            )
+        check_cpu_encoder(choice, device.type)
         from samsvc.engine.sam2.openvino import use_openvino  # openvino: imported only when used
 
         use_openvino(model, choice)
